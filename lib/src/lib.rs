@@ -1,0 +1,22 @@
+//! The library behind `wm-snapshot`, `wm-seal` and `workmem-backup`.
+//!
+//! Data flows one way: [`source`] finds the database, [`snapshot`] takes a
+//! consistent image of it (through a [`spool`] when it must), [`seal`]
+//! encrypts a stream with age for [`recipients`], and [`output`] lands the
+//! result durably and atomically. [`signals`] turns SIGINT/SIGTERM into a
+//! value every stage checks. The library never prints, parses arguments or
+//! exits: the binaries do that, all through [`error::Error`].
+
+pub mod error;
+pub mod header;
+pub mod output;
+pub mod progress;
+pub mod recipients;
+pub mod seal;
+pub mod signals;
+pub mod snapshot;
+pub mod source;
+pub mod spool;
+mod vfs;
+
+pub use error::{Error, Stop};

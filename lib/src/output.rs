@@ -1,0 +1,427 @@
+//! Durable, atomic output files, and the rule that a destination is never the
+//! source database.
+//!
+//! [`AtomicFile`] writes into an unnamed `O_TMPFILE` in the destination's own
+//! directory (so that even SIGKILL leaves nothing behind), mode 0600 from the
+//! start whatever the umask; [`AtomicFile::commit`] fsyncs it, links it under
+//! a hidden name, renames that over the destination and fsyncs the directory.
+//! Until the rename, an existing destination keeps its old content. On file
+//! systems without `O_TMPFILE` a hidden named temporary takes its place and is
+//! removed on any failure or interruption (not on SIGKILL: say so in the docs).
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd;
+
+use crate::error::{io_cause, Stop};
+
+/// The only mode our files ever have: the backup is for its owner alone.
+pub const FILE_MODE: u32 = 0o600;
+const MAX_SYMLINKS: usize = 40;
+
+#[derive(Debug)]
+pub enum OutputError {
+    Empty,
+    IsDirectory(PathBuf),
+    NotRegular(PathBuf),
+    Resolve { path: PathBuf, source: io::Error },
+    Directory { path: PathBuf, source: io::Error },
+    Create { dir: PathBuf, source: io::Error },
+    Write { path: PathBuf, source: io::Error },
+    Sync { path: PathBuf, source: io::Error },
+    Rename { path: PathBuf, source: io::Error },
+    SyncDir { dir: PathBuf, source: io::Error },
+    IsSource { dest: PathBuf, source_file: PathBuf, how: &'static str },
+    Stop(Stop),
+}
+
+impl fmt::Display for OutputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use OutputError::*;
+        match self {
+            Empty => f.write_str("destination: --to: empty path"),
+            IsDirectory(p) => write!(f, "destination: {}: is a directory", p.display()),
+            NotRegular(p) => write!(f, "destination: {}: not a regular file", p.display()),
+            Resolve { path, source } => write!(f, "destination: {}: {}", path.display(), io_cause(source)),
+            Directory { path, source } => {
+                write!(f, "destination directory: {}: {}", path.display(), io_cause(source))
+            }
+            Create { dir, source } => write!(f, "create temporary file in: {}: {}", dir.display(), io_cause(source)),
+            Write { path, source } => write!(f, "write: {}: {}", path.display(), io_cause(source)),
+            Sync { path, source } => write!(f, "fsync: {}: {}", path.display(), io_cause(source)),
+            Rename { path, source } => write!(f, "rename into place: {}: {}", path.display(), io_cause(source)),
+            SyncDir { dir, source } => write!(f, "fsync directory: {}: {}", dir.display(), io_cause(source)),
+            IsSource { dest, source_file, how } => write!(
+                f,
+                "destination: {}: is the source database {} ({how}); refusing to overwrite it",
+                dest.display(),
+                source_file.display()
+            ),
+            Stop(s) => s.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OutputError {}
+
+impl OutputError {
+    pub fn hint(&self) -> Option<String> {
+        use OutputError::*;
+        match self {
+            Empty => Some("give a file name, or - for standard output".into()),
+            IsDirectory(p) => Some(format!("name a file inside it, e.g. {}", p.join("memory.db.age").display())),
+            NotRegular(_) => Some("use --to - to write to standard output".into()),
+            IsSource { .. } => Some("choose another --to path".into()),
+            Create { source, .. } | Directory { source, .. } if source.raw_os_error() == Some(Errno::EACCES as i32) => {
+                Some("check the directory's permissions, or choose another --to".into())
+            }
+            Write { source, .. } if source.raw_os_error() == Some(Errno::ENOSPC as i32) => {
+                Some("free some space; the previous backup, if any, is untouched".into())
+            }
+            _ => None,
+        }
+    }
+
+    pub fn stop(&self) -> Option<Stop> {
+        match self {
+            OutputError::Stop(s) => Some(*s),
+            OutputError::Write { source, .. } => Stop::from_io(source),
+            _ => None,
+        }
+    }
+}
+
+/// Where the output goes, after following symlinks: writing "through" a
+/// symlink replaces the file it points to and leaves the link in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// What the user asked for.
+    pub requested: PathBuf,
+    /// The file that will be replaced: canonical directory + final name.
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub name: OsString,
+}
+
+impl Destination {
+    pub fn resolve(requested: &Path) -> Result<Destination, OutputError> {
+        if requested.as_os_str().is_empty() {
+            return Err(OutputError::Empty);
+        }
+        let mut p = requested.to_path_buf();
+        for _ in 0..MAX_SYMLINKS {
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target =
+                        std::fs::read_link(&p).map_err(|e| OutputError::Resolve { path: p.clone(), source: e })?;
+                    p = match p.parent() {
+                        Some(parent) if target.is_relative() => parent.join(target),
+                        _ => target,
+                    };
+                }
+                Ok(m) if m.is_dir() => return Err(OutputError::IsDirectory(p)),
+                Ok(m) if !m.is_file() => return Err(OutputError::NotRegular(p)),
+                Ok(_) => return Destination::split(requested, &p),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Destination::split(requested, &p),
+                Err(e) => return Err(OutputError::Resolve { path: p, source: e }),
+            }
+        }
+        Err(OutputError::Resolve {
+            path: requested.to_path_buf(),
+            source: io::Error::from_raw_os_error(Errno::ELOOP as i32),
+        })
+    }
+
+    fn split(requested: &Path, p: &Path) -> Result<Destination, OutputError> {
+        let name = match p.file_name() {
+            Some(n) => n.to_os_string(),
+            // "dir/.." or "/": a directory by construction.
+            None => return Err(OutputError::IsDirectory(p.to_path_buf())),
+        };
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir =
+            std::fs::canonicalize(&parent).map_err(|e| OutputError::Directory { path: parent.clone(), source: e })?;
+        if !dir.is_dir() {
+            return Err(OutputError::Directory {
+                path: parent,
+                source: io::Error::from_raw_os_error(Errno::ENOTDIR as i32),
+            });
+        }
+        Ok(Destination { requested: requested.to_path_buf(), path: dir.join(&name), dir, name })
+    }
+
+    /// Refuses a destination that is, or would become, one of `protected`
+    /// (the source database and its `-wal`, `-shm` and `-journal` files):
+    /// by path, through symlinks (already followed), or as a hard link.
+    pub fn refuse_protected(&self, protected: &[PathBuf]) -> Result<(), OutputError> {
+        let dest_meta = std::fs::metadata(&self.path).ok();
+        for p in protected {
+            if same_path(&self.path, p) {
+                let via_link = std::fs::symlink_metadata(&self.requested).is_ok_and(|m| m.file_type().is_symlink());
+                return Err(self.is_source(p, if via_link { "through a symlink" } else { "same path" }));
+            }
+            if let (Some(d), Ok(m)) = (&dest_meta, std::fs::metadata(p)) {
+                if d.dev() == m.dev() && d.ino() == m.ino() {
+                    return Err(self.is_source(p, "same file: a hard link"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_source(&self, p: &Path, how: &'static str) -> OutputError {
+        OutputError::IsSource { dest: self.requested.clone(), source_file: p.to_path_buf(), how }
+    }
+}
+
+/// Equal after making both absolute with canonical directories.
+fn same_path(a: &Path, b: &Path) -> bool {
+    fn norm(p: &Path) -> Option<PathBuf> {
+        let name = p.file_name()?;
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(parent).ok()?.join(name))
+    }
+    a == b || matches!((norm(a), norm(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// A file that appears at its destination complete and durable, or not at all.
+pub struct AtomicFile {
+    file: File,
+    dir: File,
+    dest: Destination,
+    /// `Some` for the named fallback temporary, which must be removed on failure.
+    temp: Option<OsString>,
+    committed: bool,
+}
+
+impl AtomicFile {
+    /// Creates the temporary in the destination's directory. This is also the
+    /// honest test that the directory is writable: call it before expensive work.
+    pub fn create(dest: Destination) -> Result<AtomicFile, OutputError> {
+        let dir = File::from(
+            fcntl::open(&dest.dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| OutputError::Directory { path: dest.dir.clone(), source: e.into() })?,
+        );
+        let mode = Mode::from_bits_truncate(FILE_MODE);
+        let (fd, temp) = match fcntl::openat(&dir, ".", OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC, mode) {
+            Ok(fd) => (fd, None),
+            // No O_TMPFILE on this file system (or kernel): a hidden named temporary.
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
+                let (fd, name) = create_named_temp(&dir, &dest)?;
+                (fd, Some(name))
+            }
+            Err(e) => return Err(OutputError::Create { dir: dest.dir.clone(), source: e.into() }),
+        };
+        let file = File::from(fd);
+        let out = AtomicFile { file, dir, dest, temp, committed: false };
+        // The umask may have taken bits away from 0600 (e.g. 0277); put them back.
+        out.file
+            .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+            .map_err(|e| OutputError::Create { dir: out.dest.dir.clone(), source: e })?;
+        Ok(out)
+    }
+
+    pub fn destination(&self) -> &Destination {
+        &self.dest
+    }
+
+    /// Whether an unnamed temporary is in use (nothing can be left behind).
+    pub fn is_unnamed(&self) -> bool {
+        self.temp.is_none()
+    }
+
+    /// fsync the data, put the file in place, fsync the directory.
+    pub fn commit(mut self) -> Result<(), OutputError> {
+        let path = self.dest.path.clone();
+        self.file.sync_all().map_err(|e| OutputError::Sync { path: path.clone(), source: e })?;
+        let temp = match self.temp.take() {
+            Some(name) => name,
+            None => self.link_unnamed()?,
+        };
+        // From here the temporary has a name: remove it if the rename fails.
+        self.temp = Some(temp.clone());
+        fcntl::renameat(&self.dir, temp.as_os_str(), &self.dir, self.dest.name.as_os_str())
+            .map_err(|e| OutputError::Rename { path: path.clone(), source: e.into() })?;
+        self.temp = None;
+        self.committed = true;
+        self.dir.sync_all().map_err(|e| OutputError::SyncDir { dir: self.dest.dir.clone(), source: e })?;
+        Ok(())
+    }
+
+    /// Gives the `O_TMPFILE` a hidden name next to the destination.
+    fn link_unnamed(&self) -> Result<OsString, OutputError> {
+        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        for _ in 0..16 {
+            let name = temp_name(&self.dest.name);
+            let linked = unistd::linkat(
+                fcntl::AT_FDCWD,
+                proc_path.as_str(),
+                &self.dir,
+                name.as_os_str(),
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+            .or_else(|e| match e {
+                // No /proc: AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, but try.
+                Errno::ENOENT => unistd::linkat(&self.file, "", &self.dir, name.as_os_str(), AtFlags::AT_EMPTY_PATH),
+                other => Err(other),
+            });
+            match linked {
+                Ok(()) => return Ok(name),
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(OutputError::Rename { path: self.dest.path.clone(), source: e.into() }),
+            }
+        }
+        Err(OutputError::Rename {
+            path: self.dest.path.clone(),
+            source: io::Error::from_raw_os_error(Errno::EEXIST as i32),
+        })
+    }
+}
+
+fn create_named_temp(dir: &File, dest: &Destination) -> Result<(OwnedFd, OsString), OutputError> {
+    for _ in 0..16 {
+        let name = temp_name(&dest.name);
+        match fcntl::openat(
+            dir,
+            name.as_os_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(FILE_MODE),
+        ) {
+            Ok(fd) => return Ok((fd, name)),
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(OutputError::Create { dir: dest.dir.clone(), source: e.into() }),
+        }
+    }
+    Err(OutputError::Create { dir: dest.dir.clone(), source: io::Error::from_raw_os_error(Errno::EEXIST as i32) })
+}
+
+/// `.NAME.<random>.tmp`: hidden, beside the destination, never a name a user picks.
+fn temp_name(dest_name: &OsStr) -> OsString {
+    let mut rnd = [0u8; 6];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd);
+    let suffix: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+    let mut n = OsString::from(".");
+    n.push(dest_name);
+    n.push(format!(".{suffix}.tmp"));
+    n
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file
+            .write(buf)
+            .map_err(|e| io::Error::other(OutputError::Write { path: self.dest.path.clone(), source: e }))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file
+            .write_all(buf)
+            .map_err(|e| io::Error::other(OutputError::Write { path: self.dest.path.clone(), source: e }))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Some(name) = self.temp.take() {
+                let _ = unistd::unlinkat(&self.dir, name.as_os_str(), unistd::UnlinkatFlags::NoRemoveDir);
+            }
+        }
+    }
+}
+
+/// Recovers an [`OutputError`] that travelled through a `Write` as an `io::Error`.
+pub fn output_error_from_io(e: io::Error) -> Result<OutputError, io::Error> {
+    if e.get_ref().is_some_and(|i| i.is::<OutputError>()) {
+        match e.into_inner().map(|inner| inner.downcast::<OutputError>()) {
+            Some(Ok(out)) => return Ok(*out),
+            Some(Err(other)) => return Err(io::Error::other(other)),
+            None => unreachable!("checked get_ref above"),
+        }
+    }
+    Err(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn commit_replaces_and_drop_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out.age");
+        std::fs::write(&dest, b"old").unwrap();
+        let mut f = AtomicFile::create(Destination::resolve(&dest).unwrap()).unwrap();
+        f.write_all(b"new").unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"old", "old content until commit");
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+
+        let mut f = AtomicFile::create(Destination::resolve(&dest).unwrap()).unwrap();
+        f.write_all(b"abandoned").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        assert_eq!(listing(d.path()), vec!["out.age"]);
+    }
+
+    #[test]
+    fn symlinks_are_followed_even_dangling() {
+        let d = tempfile::tempdir().unwrap();
+        symlink("real.age", d.path().join("link.age")).unwrap();
+        let dest = Destination::resolve(&d.path().join("link.age")).unwrap();
+        assert_eq!(dest.name, "real.age");
+        symlink("loop2", d.path().join("loop1")).unwrap();
+        symlink("loop1", d.path().join("loop2")).unwrap();
+        assert!(matches!(Destination::resolve(&d.path().join("loop1")), Err(OutputError::Resolve { .. })));
+        assert!(matches!(Destination::resolve(d.path()), Err(OutputError::IsDirectory(_))));
+        assert!(matches!(Destination::resolve(Path::new("")), Err(OutputError::Empty)));
+        assert!(matches!(Destination::resolve(&d.path().join("nodir/x.age")), Err(OutputError::Directory { .. })));
+    }
+
+    #[test]
+    fn protected_paths_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("memory.db");
+        std::fs::write(&src, b"db").unwrap();
+        std::fs::hard_link(&src, d.path().join("hard.age")).unwrap();
+        symlink("memory.db-wal", d.path().join("dangling.age")).unwrap();
+        let protected = vec![src.clone(), d.path().join("memory.db-wal")];
+        for name in ["memory.db", "hard.age", "dangling.age", "./memory.db"] {
+            let dest = Destination::resolve(&d.path().join(name)).unwrap();
+            assert!(
+                matches!(dest.refuse_protected(&protected), Err(OutputError::IsSource { .. })),
+                "{name} must be refused"
+            );
+        }
+        let ok = Destination::resolve(&d.path().join("fine.age")).unwrap();
+        ok.refuse_protected(&protected).unwrap();
+    }
+}

@@ -1,0 +1,458 @@
+//! A tiny SQLite VFS ("wmspool") whose files have no name on disk.
+//!
+//! `VACUUM INTO` needs a file name to write to; a name in a directory is a
+//! plaintext copy of the database that SIGKILL would leave behind. Instead,
+//! the spool is an `O_TMPFILE` (never linked anywhere) registered here under a
+//! made-up name such as `/wm-spool-4242-1`; `VACUUM INTO
+//! 'file:/wm-spool-4242-1?vfs=wmspool'` then writes into it through this VFS.
+//! Journals SQLite creates beside it are unnamed temporaries too. When the
+//! process dies, for any reason, the kernel frees every byte.
+//!
+//! Locking is not needed: a spool is only ever used by this process, one
+//! connection at a time. `xSync` does nothing: the spool never has to survive
+//! a crash, only to be read back.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, OFlag};
+use nix::sys::stat::Mode;
+use rusqlite::ffi;
+
+pub const VFS_NAME: &CStr = c"wmspool";
+
+/// Files known to the VFS, by the name SQLite will ask for.
+struct Registry {
+    files: HashMap<Vec<u8>, Arc<File>>,
+    /// Where unnamed journals go: the directory of the most recent spool.
+    dir: PathBuf,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(Registry { files: HashMap::new(), dir: std::env::temp_dir() }))
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Registry> {
+    registry().lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Creates an unnamed temporary file in `dir`: `O_TMPFILE` where the file
+/// system has it, else a named file unlinked at once (it is empty until then).
+pub fn unnamed_file(dir: &Path) -> io::Result<File> {
+    let mode = Mode::from_bits_truncate(0o600);
+    match fcntl::open(dir, OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC, mode) {
+        Ok(fd) => return Ok(File::from(fd)),
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {}
+        Err(e) => return Err(e.into()),
+    }
+    static N: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let name = dir.join(format!(".wm-spool-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        match fcntl::open(
+            &name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            mode,
+        ) {
+            Ok(fd) => {
+                let f = File::from(fd);
+                std::fs::remove_file(&name)?;
+                return Ok(f);
+            }
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// An unnamed spool file, visible to SQLite under [`SpoolFile::uri`] until dropped.
+pub struct SpoolFile {
+    name: Vec<u8>,
+    file: Arc<File>,
+}
+
+impl SpoolFile {
+    pub fn create(dir: &Path) -> io::Result<SpoolFile> {
+        ensure_registered();
+        static N: AtomicU64 = AtomicU64::new(0);
+        let file = Arc::new(unnamed_file(dir)?);
+        let name = format!("/wm-spool-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)).into_bytes();
+        let mut r = lock();
+        r.dir = dir.to_path_buf();
+        r.files.insert(name.clone(), file.clone());
+        Ok(SpoolFile { name, file })
+    }
+
+    /// The URI to give SQLite, e.g. as the target of `VACUUM INTO`.
+    pub fn uri(&self) -> String {
+        format!("file:{}?vfs={}", String::from_utf8_lossy(&self.name), VFS_NAME.to_string_lossy())
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        let mut r = lock();
+        r.files.remove(&self.name);
+        // Journals SQLite left registered under this spool's name.
+        let prefix = self.name.clone();
+        r.files.retain(|k, _| !k.starts_with(&prefix));
+    }
+}
+
+#[repr(C)]
+struct VfsFile {
+    base: ffi::sqlite3_file,
+    file: *const File,
+}
+
+fn ensure_registered() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // SAFETY: sqlite3_vfs_find(NULL) returns the default VFS, which lives for the process.
+        let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
+        let vfs = Box::new(ffi::sqlite3_vfs {
+            iVersion: 2,
+            szOsFile: std::mem::size_of::<VfsFile>() as c_int,
+            mxPathname: 512,
+            pNext: ptr::null_mut(),
+            zName: VFS_NAME.as_ptr(),
+            pAppData: default.cast(),
+            xOpen: Some(x_open),
+            xDelete: Some(x_delete),
+            xAccess: Some(x_access),
+            xFullPathname: Some(x_full_pathname),
+            xDlOpen: Some(x_dl_open),
+            xDlError: Some(x_dl_error),
+            xDlSym: Some(x_dl_sym),
+            xDlClose: Some(x_dl_close),
+            xRandomness: Some(x_randomness),
+            xSleep: Some(x_sleep),
+            xCurrentTime: Some(x_current_time),
+            xGetLastError: Some(x_get_last_error),
+            xCurrentTimeInt64: Some(x_current_time_int64),
+            xSetSystemCall: None,
+            xGetSystemCall: None,
+            xNextSystemCall: None,
+        });
+        // SAFETY: the VFS struct is leaked, so it outlives every connection.
+        unsafe {
+            ffi::sqlite3_vfs_register(Box::into_raw(vfs), 0);
+        }
+    });
+}
+
+static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(io_close),
+    xRead: Some(io_read),
+    xWrite: Some(io_write),
+    xTruncate: Some(io_truncate),
+    xSync: Some(io_sync),
+    xFileSize: Some(io_file_size),
+    xLock: Some(io_lock),
+    xUnlock: Some(io_lock),
+    xCheckReservedLock: Some(io_check_reserved_lock),
+    xFileControl: Some(io_file_control),
+    xSectorSize: Some(io_sector_size),
+    xDeviceCharacteristics: Some(io_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+};
+
+unsafe fn name_bytes<'a>(z: *const c_char) -> Option<&'a [u8]> {
+    if z.is_null() {
+        None
+    } else {
+        Some(CStr::from_ptr(z).to_bytes())
+    }
+}
+
+unsafe fn default_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    (*vfs).pAppData.cast()
+}
+
+unsafe extern "C" fn x_open(
+    _vfs: *mut ffi::sqlite3_vfs,
+    z_name: ffi::sqlite3_filename,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    let out = file.cast::<VfsFile>();
+    (*out).base.pMethods = ptr::null();
+    let name = name_bytes(z_name).map(<[u8]>::to_vec);
+    let mut r = lock();
+    let shared = match name.as_ref().and_then(|n| r.files.get(n)) {
+        Some(f) => f.clone(),
+        None if flags & ffi::SQLITE_OPEN_CREATE != 0 || name.is_none() => {
+            // A journal or statement temporary: unnamed, registered so that
+            // SQLite can find it again by name until it deletes it.
+            let f = match unnamed_file(&r.dir) {
+                Ok(f) => Arc::new(f),
+                Err(_) => return ffi::SQLITE_CANTOPEN,
+            };
+            if let Some(n) = name {
+                if flags & ffi::SQLITE_OPEN_DELETEONCLOSE == 0 {
+                    r.files.insert(n, f.clone());
+                }
+            }
+            f
+        }
+        None => return ffi::SQLITE_CANTOPEN,
+    };
+    drop(r);
+    // Each open handle owns its own descriptor onto the shared file.
+    let dup = match shared.try_clone() {
+        Ok(f) => f,
+        Err(_) => return ffi::SQLITE_CANTOPEN,
+    };
+    (*out).file = Box::into_raw(Box::new(dup));
+    (*out).base.pMethods = &IO_METHODS;
+    if !out_flags.is_null() {
+        *out_flags = flags;
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_delete(_vfs: *mut ffi::sqlite3_vfs, z_name: *const c_char, _sync_dir: c_int) -> c_int {
+    if let Some(n) = name_bytes(z_name) {
+        lock().files.remove(n);
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_access(
+    _vfs: *mut ffi::sqlite3_vfs,
+    z_name: *const c_char,
+    flags: c_int,
+    res: *mut c_int,
+) -> c_int {
+    let found = match name_bytes(z_name) {
+        Some(n) => lock().files.get(n).map(|f| f.metadata().map(|m| m.len()).unwrap_or(0)),
+        None => None,
+    };
+    *res = match (found, flags) {
+        // As the unix VFS does: an empty file "does not exist" (no hot journal).
+        (Some(len), ffi::SQLITE_ACCESS_EXISTS) => c_int::from(len > 0),
+        (Some(_), _) => 1,
+        (None, _) => 0,
+    };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_full_pathname(
+    _vfs: *mut ffi::sqlite3_vfs,
+    z_name: *const c_char,
+    n_out: c_int,
+    z_out: *mut c_char,
+) -> c_int {
+    let bytes = CStr::from_ptr(z_name).to_bytes_with_nul();
+    if bytes.len() > n_out as usize {
+        return ffi::SQLITE_CANTOPEN;
+    }
+    ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), z_out, bytes.len());
+    ffi::SQLITE_OK
+}
+
+// The rest is delegated to the default VFS.
+unsafe extern "C" fn x_dl_open(vfs: *mut ffi::sqlite3_vfs, z: *const c_char) -> *mut c_void {
+    let d = default_vfs(vfs);
+    match (*d).xDlOpen {
+        Some(f) => f(d, z),
+        None => ptr::null_mut(),
+    }
+}
+unsafe extern "C" fn x_dl_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, z: *mut c_char) {
+    let d = default_vfs(vfs);
+    if let Some(f) = (*d).xDlError {
+        f(d, n, z)
+    }
+}
+type DlSym = Option<unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char)>;
+unsafe extern "C" fn x_dl_sym(vfs: *mut ffi::sqlite3_vfs, h: *mut c_void, z: *const c_char) -> DlSym {
+    let d = default_vfs(vfs);
+    match (*d).xDlSym {
+        Some(f) => f(d, h, z),
+        None => None,
+    }
+}
+unsafe extern "C" fn x_dl_close(vfs: *mut ffi::sqlite3_vfs, h: *mut c_void) {
+    let d = default_vfs(vfs);
+    if let Some(f) = (*d).xDlClose {
+        f(d, h)
+    }
+}
+unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, z: *mut c_char) -> c_int {
+    let d = default_vfs(vfs);
+    match (*d).xRandomness {
+        Some(f) => f(d, n, z),
+        None => 0,
+    }
+}
+unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, us: c_int) -> c_int {
+    let d = default_vfs(vfs);
+    match (*d).xSleep {
+        Some(f) => f(d, us),
+        None => 0,
+    }
+}
+unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, t: *mut f64) -> c_int {
+    let d = default_vfs(vfs);
+    match (*d).xCurrentTime {
+        Some(f) => f(d, t),
+        None => ffi::SQLITE_ERROR,
+    }
+}
+unsafe extern "C" fn x_get_last_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, z: *mut c_char) -> c_int {
+    let d = default_vfs(vfs);
+    match (*d).xGetLastError {
+        Some(f) => f(d, n, z),
+        None => 0,
+    }
+}
+unsafe extern "C" fn x_current_time_int64(vfs: *mut ffi::sqlite3_vfs, t: *mut ffi::sqlite3_int64) -> c_int {
+    let d = default_vfs(vfs);
+    match (*d).xCurrentTimeInt64 {
+        Some(f) => f(d, t),
+        None => ffi::SQLITE_ERROR,
+    }
+}
+
+unsafe fn file_of<'a>(f: *mut ffi::sqlite3_file) -> &'a File {
+    &*(*f.cast::<VfsFile>()).file
+}
+
+unsafe extern "C" fn io_close(f: *mut ffi::sqlite3_file) -> c_int {
+    let vf = f.cast::<VfsFile>();
+    drop(Box::from_raw((*vf).file as *mut File));
+    (*vf).file = ptr::null();
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn io_read(
+    f: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
+    let out = std::slice::from_raw_parts_mut(buf.cast::<u8>(), amt as usize);
+    let file = file_of(f);
+    let mut done = 0;
+    while done < out.len() {
+        match file.read_at(&mut out[done..], off as u64 + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ffi::SQLITE_IOERR_READ,
+        }
+    }
+    if done < out.len() {
+        // SQLite requires the unread tail to be zeroed on a short read.
+        out[done..].fill(0);
+        return ffi::SQLITE_IOERR_SHORT_READ;
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn io_write(
+    f: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
+    let data = std::slice::from_raw_parts(buf.cast::<u8>(), amt as usize);
+    match file_of(f).write_all_at(data, off as u64) {
+        Ok(()) => ffi::SQLITE_OK,
+        Err(e) if e.raw_os_error() == Some(Errno::ENOSPC as i32) => ffi::SQLITE_FULL,
+        Err(_) => ffi::SQLITE_IOERR_WRITE,
+    }
+}
+
+unsafe extern "C" fn io_truncate(f: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
+    match file_of(f).set_len(size as u64) {
+        Ok(()) => ffi::SQLITE_OK,
+        Err(_) => ffi::SQLITE_IOERR_TRUNCATE,
+    }
+}
+
+unsafe extern "C" fn io_sync(_f: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn io_file_size(f: *mut ffi::sqlite3_file, size: *mut ffi::sqlite3_int64) -> c_int {
+    match file_of(f).metadata() {
+        Ok(m) => {
+            *size = m.len() as ffi::sqlite3_int64;
+            ffi::SQLITE_OK
+        }
+        Err(_) => ffi::SQLITE_IOERR_FSTAT,
+    }
+}
+
+unsafe extern "C" fn io_lock(_f: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn io_check_reserved_lock(_f: *mut ffi::sqlite3_file, res: *mut c_int) -> c_int {
+    *res = 0;
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn io_file_control(_f: *mut ffi::sqlite3_file, _op: c_int, _arg: *mut c_void) -> c_int {
+    ffi::SQLITE_NOTFOUND
+}
+
+unsafe extern "C" fn io_sector_size(_f: *mut ffi::sqlite3_file) -> c_int {
+    4096
+}
+
+unsafe extern "C" fn io_device_characteristics(_f: *mut ffi::sqlite3_file) -> c_int {
+    ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vacuum_into_an_unnamed_spool_leaves_no_file() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src.db");
+        let conn = rusqlite::Connection::open(&src).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);").unwrap();
+        let spool_dir = tempfile::tempdir().unwrap();
+        let spool = SpoolFile::create(spool_dir.path()).unwrap();
+        conn.execute("VACUUM INTO ?1", [spool.uri()]).unwrap();
+        assert!(spool.size().unwrap() > 0);
+        assert_eq!(std::fs::read_dir(spool_dir.path()).unwrap().count(), 0, "nothing named in the spool dir");
+        let check = rusqlite::Connection::open_with_flags(
+            spool.uri(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        let n: i64 = check.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 3);
+        let ok: String = check.query_row("PRAGMA quick_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(ok, "ok");
+    }
+}

@@ -1,0 +1,91 @@
+//! wm-seal: age-encrypt standard input into a file, atomically and durably, or to stdout.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{ArgGroup, Parser};
+use common::{human, note, seconds, stderr_is_terminal, Sink};
+use wmbackup::progress::Progress;
+use wmbackup::recipients;
+use wmbackup::seal::{self, StreamOptions};
+use wmbackup::signals::{Cancel, CancelRead};
+use wmbackup::Error;
+
+const PROG: &str = "wm-seal";
+
+/// Encrypt standard input with age to one or more recipients, into a file
+/// that appears only complete and durable, or to standard output.
+#[derive(Parser, Debug)]
+#[command(
+    name = PROG,
+    version,
+    group(ArgGroup::new("who").required(true).multiple(true).args(["recipient", "recipients_file"])),
+    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nExamples:\n  wm-snapshot | wm-seal -r keys.txt --to memory.db.age\n  wm-snapshot | wm-seal -r age1... | rclone rcat remote:memory.db.age\n\nSee wm-seal(1)."
+)]
+struct Cli {
+    /// Encrypt to RECIPIENT: an existing recipients file, else an age1... or ssh-ed25519/ssh-rsa public key (repeatable)
+    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
+    recipient: Vec<String>,
+
+    /// Encrypt to every recipient listed in FILE, one per line (repeatable)
+    #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
+    recipients_file: Vec<PathBuf>,
+
+    /// Write to PATH (temporary in its directory, fsync, rename, fsync directory); - or absent is standard output
+    #[arg(long, value_name = "PATH")]
+    to: Option<PathBuf>,
+
+    /// ASCII-armored (PEM) output; allowed to a terminal
+    #[arg(short, long)]
+    armor: bool,
+
+    /// Seal any bytes: skip the check that SQLite input is complete
+    #[arg(long)]
+    raw: bool,
+
+    /// Accept empty input (without it, empty input is an error)
+    #[arg(long)]
+    allow_empty: bool,
+
+    /// No summary on stderr, only errors
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::main_with(PROG, || run(&cli))
+}
+
+fn run(cli: &Cli) -> Result<(), Error> {
+    let cancel = Cancel::on_signals().map_err(|e| Error::usage(format!("signals: {e}"), None))?;
+    let started = Instant::now();
+    let input = common::stdin_not_terminal()?;
+    let values: Vec<_> = cli.recipient.iter().map(|v| ("-r", v.clone())).collect();
+    let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
+    let recipients = recipients::collect(&values, &files)?;
+    let sink = Sink::open(cli.to.as_deref(), &cancel, cli.armor, &[])?;
+    let opts = StreamOptions { armor: cli.armor, raw: cli.raw, allow_empty: cli.allow_empty };
+    let mut input = CancelRead::new(input, &cancel);
+    let (sink, stats) = seal::seal_stream(&mut input, sink, &recipients, opts, &cancel, &Progress::disabled())?;
+    let target = sink.describe();
+    sink.commit()?;
+    if stderr_is_terminal() {
+        note(
+            PROG,
+            cli.quiet,
+            &format!(
+                "sealed {} into {} ({}) for {} recipient(s) in {}",
+                human(stats.plaintext),
+                target,
+                human(stats.ciphertext),
+                recipients.len(),
+                seconds(started.elapsed())
+            ),
+        );
+    }
+    Ok(())
+}
