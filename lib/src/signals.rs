@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+use std::time::Duration;
+
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
 use crate::error::Stop;
 
@@ -52,6 +54,12 @@ impl Cancel {
 
     /// A token fired by SIGINT, SIGTERM or SIGHUP. Call it before any other
     /// thread is started: the signal mask is inherited, not shared.
+    ///
+    /// A thread blocked in `write(2)` on a full pipe does not return when a
+    /// signal is merely recorded, and `poll` only helps before the write
+    /// starts. So once fired, the watcher also pokes the calling thread with
+    /// SIGURG (a no-op handler installed without SA_RESTART) every 50 ms:
+    /// the blocked call returns EINTR, and the work sees the token.
     pub fn on_signals() -> io::Result<Cancel> {
         let cancel = Cancel::manual()?;
         let mut set = SigSet::empty();
@@ -59,24 +67,34 @@ impl Cancel {
             set.add(s);
         }
         signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+        let poke = SigAction::new(SigHandler::Handler(ignore_poke), SaFlags::empty(), SigSet::empty());
+        // SAFETY: the handler does nothing at all, so it is async-signal-safe.
+        unsafe { signal::sigaction(Signal::SIGURG, &poke)? };
+        // SAFETY: pthread_self has no preconditions.
+        let worker = Worker(unsafe { nix::libc::pthread_self() });
         let watcher = cancel.clone();
         std::thread::Builder::new().name("signals".into()).spawn(move || {
-            let mut seen = 0;
-            while let Ok(sig) = set.wait() {
-                seen += 1;
-                if seen == 1 {
-                    watcher.trigger(sig as i32);
-                    continue;
+            let sig = match set.wait() {
+                Ok(sig) => sig,
+                Err(_) => return,
+            };
+            watcher.trigger(sig as i32);
+            loop {
+                worker.poke();
+                match wait_timeout(&set, Duration::from_millis(50)) {
+                    None => continue,
+                    Some(second) => {
+                        // Second signal: die by it, as an impatient user expects.
+                        // SAFETY: restoring the default disposition is always sound.
+                        unsafe {
+                            let _ = signal::signal(second, SigHandler::SigDfl);
+                        }
+                        let mut one = SigSet::empty();
+                        one.add(second);
+                        let _ = signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&one), None);
+                        let _ = signal::raise(second);
+                    }
                 }
-                // Second signal: die by it, as an impatient user expects.
-                // SAFETY: restoring the default disposition is always sound.
-                unsafe {
-                    let _ = signal::signal(sig, SigHandler::SigDfl);
-                }
-                let mut one = SigSet::empty();
-                one.add(sig);
-                let _ = signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&one), None);
-                let _ = signal::raise(sig);
             }
         })?;
         Ok(cancel)
@@ -143,6 +161,28 @@ impl Cancel {
             }
         }
     }
+}
+
+extern "C" fn ignore_poke(_: nix::libc::c_int) {}
+
+/// The thread that does the work and may sit in a blocking system call.
+struct Worker(nix::libc::pthread_t);
+
+impl Worker {
+    fn poke(&self) {
+        // SAFETY: the thread is the process's main thread, alive until exit.
+        unsafe {
+            nix::libc::pthread_kill(self.0, nix::libc::SIGURG);
+        }
+    }
+}
+
+/// `sigtimedwait`: the next of `set`'s signals, or `None` after `timeout`.
+fn wait_timeout(set: &SigSet, timeout: Duration) -> Option<Signal> {
+    let ts = nix::libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
+    // SAFETY: valid set and timespec; a NULL siginfo is allowed.
+    let rc = unsafe { nix::libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    Signal::try_from(rc).ok()
 }
 
 /// Registration of a SQLite connection with a [`Cancel`]; removed on drop.

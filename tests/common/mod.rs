@@ -1,0 +1,388 @@
+//! The one test harness: a fresh directory per test, the real binaries run in
+//! it, their exit code / stdout / stderr captured, and the directory's files
+//! (names, sizes, modes, SHA-256) compared before and after.
+
+#![allow(dead_code)]
+
+pub mod fixture;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WM_SNAPSHOT: &str = env!("CARGO_BIN_EXE_wm-snapshot");
+pub const WM_SEAL: &str = env!("CARGO_BIN_EXE_wm-seal");
+pub const WORKMEM_BACKUP: &str = env!("CARGO_BIN_EXE_workmem-backup");
+
+/// A temporary directory that is the test's whole world.
+pub struct Dir {
+    _tmp: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        let tmp = tempfile::Builder::new().prefix("wmtest").tempdir().expect("temp dir");
+        // Readable by others so that a test running as root can run the binary as nobody.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = tmp.path().to_path_buf();
+        Dir { _tmp: tmp, path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write(&self, name: &str, data: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.join(name)).unwrap()
+    }
+
+    /// Every file below the directory: relative path -> (size, mode, sha256).
+    pub fn tree(&self) -> Tree {
+        tree(&self.path)
+    }
+
+    /// A workmem-shaped database of about `bytes`.
+    pub fn workmem_db(&self, name: &str, bytes: u64, wal: bool) -> PathBuf {
+        let p = self.join(name);
+        fixture::create(&p, bytes, wal, 42).expect("fixture");
+        p
+    }
+
+    /// A new age identity: (identity file, recipient).
+    pub fn age_key(&self, name: &str) -> (PathBuf, String) {
+        let id = age_identity();
+        let secret = {
+            use age::secrecy::ExposeSecret;
+            id.to_string().expose_secret().to_string()
+        };
+        let path = self.write(name, format!("# created by the test\n{secret}\n"));
+        (path, id.to_public().to_string())
+    }
+}
+
+fn age_identity() -> age::x25519::Identity {
+    age::x25519::Identity::generate()
+}
+
+pub type Tree = BTreeMap<String, (u64, u32, String)>;
+
+pub fn tree(root: &Path) -> Tree {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Tree) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default();
+            out.insert(rel, (0, mode, format!("-> {target}")));
+        } else if meta.is_dir() {
+            out.insert(format!("{rel}/"), (0, mode, String::new()));
+            walk(root, &p, out);
+        } else if meta.is_file() {
+            out.insert(rel, (meta.len(), mode, sha256_file(&p)));
+        } else {
+            // FIFOs and sockets: never open them (a FIFO would block).
+            out.insert(rel, (0, mode, "special".into()));
+        }
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    match std::fs::read(p) {
+        Ok(d) => sha256(&d),
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
+
+/// Asserts that nothing under the directory changed; names what did.
+pub fn assert_unchanged(before: &Tree, after: &Tree, what: &str) {
+    if before != after {
+        let mut diff = Vec::new();
+        for (k, v) in after {
+            match before.get(k) {
+                None => diff.push(format!("created {k}")),
+                Some(b) if b != v => diff.push(format!("changed {k}")),
+                _ => {}
+            }
+        }
+        for k in before.keys().filter(|k| !after.contains_key(*k)) {
+            diff.push(format!("removed {k}"));
+        }
+        panic!("{what}: the directory changed: {}", diff.join(", "));
+    }
+}
+
+/// The result of running a binary.
+#[derive(Debug)]
+pub struct Out {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or_else(|| 128 + self.status.signal().unwrap_or(0))
+    }
+
+    /// Asserts the exit code and that stderr contains `needle`; returns self.
+    #[track_caller]
+    pub fn expect(&self, code: i32, needle: &str) -> &Self {
+        assert_eq!(self.code(), code, "exit code; stderr: {}", self.stderr);
+        assert!(self.stderr.contains(needle), "stderr should contain {needle:?}: {}", self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code(), 0, "expected success; stderr: {}", self.stderr);
+        self
+    }
+
+    /// One line, no panic or backtrace: what every error report must look like.
+    #[track_caller]
+    pub fn one_line_error(&self, prog: &str) -> &Self {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line of stderr expected: {:?}", self.stderr);
+        assert!(lines[0].starts_with(&format!("{prog}: ")), "prefixed with the program: {:?}", lines[0]);
+        assert!(!self.stderr.contains("panicked"), "no panic: {}", self.stderr);
+        self
+    }
+}
+
+/// A command for one of the binaries, run in `dir` with a clean environment
+/// (no MEMORY_DB_PATH, TMPDIR inside the test directory unless set).
+pub struct Run {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+    stdin_set: bool,
+    stdout_set: bool,
+}
+
+pub fn run(bin: &str, dir: &Dir) -> Run {
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(&dir.path).env_remove("MEMORY_DB_PATH").env("TMPDIR", &dir.path).env_remove("RUST_BACKTRACE");
+    Run { cmd, stdin: None, stdin_set: false, stdout_set: false }
+}
+
+impl Run {
+    pub fn args<I, S>(mut self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Run {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Run {
+        self.stdin = Some(data.into());
+        self
+    }
+
+    pub fn stdin_file(mut self, f: std::fs::File) -> Run {
+        self.cmd.stdin(f);
+        self.stdin_set = true;
+        self
+    }
+
+    pub fn stdout_file(mut self, f: std::fs::File) -> Run {
+        self.cmd.stdout(f);
+        self.stdout_set = true;
+        self
+    }
+
+    /// Runs as an unprivileged user when the tests run as root, so that
+    /// permission tests mean something.
+    pub fn unprivileged(mut self) -> Run {
+        use std::os::unix::process::CommandExt;
+        if nix::unistd::geteuid().is_root() {
+            self.cmd.uid(65534).gid(65534);
+        }
+        self
+    }
+
+    pub fn command(&mut self) -> &mut Command {
+        &mut self.cmd
+    }
+
+    pub fn go(mut self) -> Out {
+        if self.stdin.is_some() {
+            self.cmd.stdin(Stdio::piped());
+        } else if !self.stdin_set {
+            // Not a terminal, not a pipe left open: empty input unless a test says otherwise.
+            self.cmd.stdin(Stdio::null());
+        }
+        if !self.stdout_set {
+            self.cmd.stdout(Stdio::piped());
+        }
+        self.cmd.stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("spawn binary");
+        if let Some(data) = self.stdin.take() {
+            let mut w = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = w.write_all(&data);
+            });
+        }
+        let out = child.wait_with_output().expect("wait");
+        Out { status: out.status, stdout: out.stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    }
+
+    /// Starts the binary without waiting (stdout/stderr piped unless set).
+    pub fn spawn(mut self) -> Child {
+        if self.stdin.is_none() && !self.stdin_set {
+            self.cmd.stdin(Stdio::null());
+        }
+        self.cmd.stderr(Stdio::piped());
+        self.cmd.spawn().expect("spawn binary")
+    }
+}
+
+/// Waits for a child with a deadline; kills it and panics when it hangs.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+/// Whether an external tool is here. Missing: the test is skipped locally,
+/// but with CI=true it fails, so that CI can never pass by skipping.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required when CI=true (install it in .ci/run)");
+        }
+        eprintln!("SKIPPED: {tool} is not installed");
+    }
+    found
+}
+
+/// `age -d -i identity file` with the real age CLI.
+pub fn age_decrypt(identity: &Path, file: &Path) -> Result<Vec<u8>, String> {
+    let out = Command::new("age").arg("-d").arg("-i").arg(identity).arg(file).output().expect("run age");
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Runs SQL with the system sqlite3 CLI; returns stdout, panics on failure.
+#[track_caller]
+pub fn sqlite3(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3").arg("-batch").arg(db).arg(sql).output().expect("run sqlite3");
+    assert!(out.status.success(), "sqlite3 {sql:?} on {}: {}", db.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Everything the round-trip tests compare: schema, row counts, an FTS5 query.
+pub fn content_digest(db: &Path) -> String {
+    let schema = sqlite3(db, "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name");
+    let counts = sqlite3(
+        db,
+        "SELECT (SELECT count(*) FROM entities), (SELECT count(*) FROM observations), \
+         (SELECT count(*) FROM relations), (SELECT count(*) FROM events), \
+         (SELECT count(*) FROM observation_embeddings)",
+    );
+    let fts = sqlite3(db, "SELECT rowid FROM memory_fts WHERE memory_fts MATCH 'backup AND restore' ORDER BY rowid");
+    let sums = sqlite3(db, "SELECT total(length(vector)), total(length(content)) FROM observation_embeddings JOIN observations ON id = observation_id");
+    format!("{schema}\n{counts}\n{}\n{sums}", sha256(fts.as_bytes()))
+}
+
+/// integrity_check with the system sqlite3 CLI.
+#[track_caller]
+pub fn assert_integrity(db: &Path) {
+    assert_eq!(sqlite3(db, "PRAGMA integrity_check").trim(), "ok", "integrity_check of {}", db.display());
+}
+
+/// The file starts with the SQLite header: plaintext.
+pub fn is_plaintext_db(p: &Path) -> bool {
+    let mut head = [0u8; 16];
+    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == b"SQLite format 3\0"
+}
+
+/// Files under `root` (recursively) that contain a SQLite header anywhere.
+pub fn files_with_sqlite_header(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for (rel, (_, _, digest)) in tree(root) {
+        if rel.ends_with('/') || digest.starts_with("->") || digest == "special" {
+            continue;
+        }
+        let p = root.join(&rel);
+        if let Ok(data) = std::fs::read(&p) {
+            if data.windows(16).any(|w| w == b"SQLite format 3\0") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// A pseudo-terminal: (controller, terminal side as a File for stdin/stdout).
+pub fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
+    let p = nix::pty::openpty(None, None).expect("openpty");
+    (p.master, std::fs::File::from(p.slave))
+}
+
+pub fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
