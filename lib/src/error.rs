@@ -140,7 +140,9 @@ impl Error {
         match self {
             Error::Usage { .. } => 2,
             // `--db ''` / `--to ''`: the invocation is wrong, typically an unset variable.
-            Error::Source(SourceError::EmptyPath) | Error::Output(OutputError::Empty) => 2,
+            Error::Source(SourceError::EmptyPath)
+            | Error::Output(OutputError::Empty)
+            | Error::Recipients(RecipientsError::Empty { .. }) => 2,
             Error::Stopped(Stop::Interrupted(sig)) => 128u8.saturating_add(*sig as u8),
             _ => 1,
         }

@@ -338,9 +338,15 @@ impl Source {
     ) -> Result<Report, SnapshotError> {
         cancel.check()?;
         let _watch = cancel.watch_sqlite(&self.conn);
-        match opts.method {
+        let result = match opts.method {
             Method::Vacuum => self.vacuum(opts, cancel, progress, out),
             Method::Pages => self.pages(opts, cancel, progress, out),
+        };
+        // Whatever failed after a signal failed because of it (an interrupted
+        // statement, a poked write): report the signal that came.
+        match (result, cancel.fired()) {
+            (Err(_), Some(sig)) => Err(SnapshotError::Stop(Stop::Interrupted(sig))),
+            (r, _) => r,
         }
     }
 
@@ -655,7 +661,8 @@ fn map_sqlite(path: &Path, what: &'static str, e: rusqlite::Error, busy_timeout:
                 return SnapshotError::Locked { path, waited: busy_timeout }
             }
             (ErrorCode::OperationInterrupted, _) => {
-                // Only a signal interrupts us; the Cancel knows which.
+                // Only a signal interrupts us; `Source::snapshot` swaps in the
+                // signal that actually came.
                 return SnapshotError::Stop(Stop::Interrupted(nix::libc::SIGINT));
             }
             (ErrorCode::NotADatabase, _) => {

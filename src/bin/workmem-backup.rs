@@ -33,8 +33,20 @@ const GO_LONG: &[&str] = &[
     "help",
     "version",
 ];
-const GO_VALUE: &[&str] =
-    &["to", "db", "env-file", "age-recipient", "recipients-file", "method", "spool", "tmpdir", "busy-timeout"];
+/// Flags whose next argument is a value, never to be rewritten (short ones included).
+const GO_VALUE: &[&str] = &[
+    "to",
+    "db",
+    "env-file",
+    "age-recipient",
+    "recipients-file",
+    "method",
+    "spool",
+    "tmpdir",
+    "busy-timeout",
+    "r",
+    "R",
+];
 
 /// Back up the workmem memory database: a consistent snapshot, age-encrypted,
 /// written atomically and durably. A drop-in for `workmem backup`.

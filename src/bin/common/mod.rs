@@ -322,8 +322,8 @@ pub fn accept_go_style(args: impl IntoIterator<Item = OsString>, long: &[&str], 
         let s = a.to_string_lossy();
         if let Some(rest) = s.strip_prefix('-').filter(|r| !r.starts_with('-')) {
             let name = rest.split('=').next().unwrap_or("");
+            value_next = takes_value.contains(&name) && !rest.contains('=');
             if long.contains(&name) {
-                value_next = takes_value.contains(&name) && !rest.contains('=');
                 out.push(OsString::from(format!("--{rest}")));
                 continue;
             }
@@ -342,9 +342,9 @@ mod tests {
 
     #[test]
     fn go_style_flags_become_double_dash_but_values_stay() {
-        let args = ["prog", "-to", "-db", "-db=x", "--age-recipient", "-to", "-q"].map(OsString::from);
-        let got = accept_go_style(args, &["to", "db", "age-recipient"], &["to", "db", "age-recipient"]);
+        let args = ["prog", "-to", "-db", "-db=x", "--age-recipient", "-to", "-R", "-db", "-q"].map(OsString::from);
+        let got = accept_go_style(args, &["to", "db", "age-recipient"], &["to", "db", "age-recipient", "R"]);
         let got: Vec<_> = got.iter().map(|s| s.to_string_lossy().into_owned()).collect();
-        assert_eq!(got, ["prog", "--to", "-db", "--db=x", "--age-recipient", "-to", "-q"]);
+        assert_eq!(got, ["prog", "--to", "-db", "--db=x", "--age-recipient", "-to", "-R", "-db", "-q"]);
     }
 }

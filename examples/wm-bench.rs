@@ -1,0 +1,365 @@
+//! `make bench`: our tools against the two-step a user would otherwise write
+//! (`sqlite3 … VACUUM INTO` + `age`), measured side by side, interleaved,
+//! several runs each, on workmem-shaped databases of about 10 MiB, 100 MiB
+//! and 1 GiB (cached in target/bench/db). Prints a table and the ratios the
+//! performance issue sets targets for; writes them as JSON to target/bench/.
+//!
+//! Per run: wall time, CPU time and peak RSS (wait4's rusage, which includes
+//! reaped children), and bytes written to storage (/proc/PID/io write_bytes
+//! minus cancelled_write_bytes, read while the process is a zombie so that its
+//! reaped children are included).
+//!
+//! Environment: WM_BENCH_RUNS (default 5), WM_BENCH_SIZES (MiB, default
+//! "10,100,1024"), WM_BENCH_DIR (default target/bench).
+
+#[path = "../tests/common/fixture.rs"]
+mod fixture;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::unistd::Pid;
+
+/// A ratio's name, value, and target (comparison, bound) if the issue sets one.
+type Ratio = (String, f64, Option<(&'static str, f64)>);
+
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+    maxrss_kib: u64,
+    written: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    walls: Vec<f64>,
+    cpus: Vec<f64>,
+    rss: Vec<u64>,
+    written: Vec<u64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    }
+}
+
+fn median_u(v: &[u64]) -> u64 {
+    median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>()) as u64
+}
+
+impl Stats {
+    fn push(&mut self, s: &Sample) {
+        self.walls.push(s.wall.as_secs_f64());
+        self.cpus.push(s.cpu.as_secs_f64());
+        self.rss.push(s.maxrss_kib);
+        self.written.push(s.written);
+    }
+    fn med(&self) -> f64 {
+        median(&self.walls)
+    }
+    fn min(&self) -> f64 {
+        self.walls.iter().cloned().fold(f64::INFINITY, f64::min)
+    }
+    fn max(&self) -> f64 {
+        self.walls.iter().cloned().fold(0.0, f64::max)
+    }
+}
+
+/// Runs `sh -c script` (bash, for pipefail) and measures it.
+fn measure(script: &str) -> Result<Sample, String> {
+    // Whatever an earlier run left dirty must not be flushed on this run's time.
+    let _ = Command::new("sync").status();
+    let start = Instant::now();
+    let child = Command::new("bash")
+        .args(["-o", "pipefail", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn bash: {e}"))?;
+    let pid = child.id() as i32;
+    let mut stderr = child.stderr.expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    // Wait for the exit without reaping: /proc/PID/io is still there.
+    waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        .map_err(|e| format!("waitid: {e}"))?;
+    let wall = start.elapsed();
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |name: &str| {
+        io.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<u64>().unwrap_or(0))).unwrap_or(0)
+    };
+    let written = field("write_bytes:").saturating_sub(field("cancelled_write_bytes:"));
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
+    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaping our own child with valid out-pointers.
+    unsafe { nix::libc::wait4(pid, &mut status, 0, &mut ru) };
+    let err = err_reader.join().unwrap_or_default();
+    if !(nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0) {
+        return Err(format!("{script}: failed: {err}"));
+    }
+    let tv = |t: nix::libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Sample { wall, cpu: tv(ru.ru_utime) + tv(ru.ru_stime), maxrss_kib: ru.ru_maxrss as u64, written })
+}
+
+fn sh(cmd: &str) {
+    let ok = Command::new("bash").args(["-c", cmd]).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        eprintln!("wm-bench: setup failed: {cmd}");
+        std::process::exit(1);
+    }
+}
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::var("WM_BENCH_DIR").unwrap_or_else(|_| "target/bench".into()));
+    let runs: usize = std::env::var("WM_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let sizes: Vec<u64> = std::env::var("WM_BENCH_SIZES")
+        .unwrap_or_else(|_| "10,100,1024".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let bin = PathBuf::from(std::env::var("WM_BENCH_BIN").unwrap_or_else(|_| "target/release".into()));
+    for tool in ["sqlite3", "age", "age-keygen"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
+            eprintln!("wm-bench: {tool} is needed (apt-get install sqlite3 age)");
+            std::process::exit(1);
+        }
+    }
+    let dbdir = root.join("db");
+    let out = root.join("out");
+    std::fs::create_dir_all(&dbdir).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let keys = root.join("keys.txt");
+    let identity = root.join("identity.txt");
+    if !keys.exists() {
+        sh(&format!("age-keygen -o {} 2>/dev/null && age-keygen -y {} > {}", q(&identity), q(&identity), q(&keys)));
+    }
+    let recipient = std::fs::read_to_string(&keys).unwrap().trim().to_string();
+    let machine = describe_machine();
+    println!("wm-bench: {runs} interleaved runs per case; {machine}");
+
+    let mut json = String::from("{\n");
+    let _ = writeln!(json, "  \"machine\": \"{}\",\n  \"runs\": {runs},\n  \"sizes\": {{", machine.replace('"', "'"));
+    let mut report = String::new();
+    for (si, &mib) in sizes.iter().enumerate() {
+        let db = dbdir.join(format!("workmem-{mib}MiB.db"));
+        if !db.exists() {
+            eprintln!("wm-bench: generating {} (cached for later runs)…", db.display());
+            let tmp = dbdir.join(format!(".gen-{mib}.db"));
+            let _ = std::fs::remove_file(&tmp);
+            fixture::create(&tmp, mib << 20, true, 42).expect("generate fixture");
+            std::fs::rename(&tmp, &db).unwrap();
+        }
+        let db_bytes = std::fs::metadata(&db).unwrap().len();
+        let snapshot = out.join("snapshot.db");
+        sh(&format!("{}/wm-snapshot --db {} --to {}", bin.display(), q(&db), q(&snapshot)));
+        let raw = out.join("raw.bin");
+        let with_d = mib >= 1024;
+        if with_d {
+            sh(&format!("head -c 1073741824 {} > {}", q(&db), q(&raw)));
+        }
+        let (b, o, k, r) = (bin.display().to_string(), out.clone(), q(&keys), recipient.clone());
+        let dbq = q(&db);
+        let oq = |n: &str| q(&o.join(n));
+        let mut cases: Vec<(&str, String)> = vec![
+            ("A vacuum auto", format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r}", oq("a.age"))),
+            ("A vacuum memory", format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r} --spool memory", oq("a.age"))),
+            ("A vacuum disk", format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r} --spool disk", oq("a.age"))),
+            ("A pages", format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r} --method pages", oq("a.age"))),
+            ("B pipeline", format!("{b}/wm-snapshot --db {dbq} | {b}/wm-seal -q --to {} -r {r}", oq("b.age"))),
+            ("B pipeline pages", format!("{b}/wm-snapshot --db {dbq} --method pages | {b}/wm-seal -q --to {} -r {r}", oq("b.age"))),
+            (
+                "C two-step",
+                format!(
+                    "t=$(mktemp -u /tmp/wmbench.XXXXXX.db) && sqlite3 {dbq} \"VACUUM INTO '$t'\" && age -R {k} -o {} \"$t\" && sync {} {} && rm \"$t\"",
+                    oq("c.age"), oq("c.age"), q(&o)
+                ),
+            ),
+            ("E snapshot vacuum", format!("{b}/wm-snapshot --db {dbq} > /dev/null")),
+            ("E snapshot pages", format!("{b}/wm-snapshot --db {dbq} --method pages > /dev/null")),
+            ("E sqlite3 tmpfs", format!("sqlite3 {dbq} \"VACUUM INTO '/dev/shm/wmbench.db'\" && rm /dev/shm/wmbench.db")),
+            ("E sqlite3 disk", format!("sqlite3 {dbq} \"VACUUM INTO '{}'\" && rm {}", o.join("e.db").display(), oq("e.db"))),
+            ("F floor", format!("age -R {k} -o {} {} && sync {} {}", oq("f.age"), q(&snapshot), oq("f.age"), q(&o))),
+        ];
+        if with_d {
+            let rq = q(&raw);
+            cases.push(("D wm-seal >null", format!("{b}/wm-seal --raw -R {k} < {rq} > /dev/null")));
+            cases.push(("D age >null", format!("age -R {k} < {rq} > /dev/null")));
+            cases.push(("D wm-seal --to", format!("{b}/wm-seal --raw -R {k} --to {} < {rq}", oq("d.age"))));
+            cases.push((
+                "D age -o +fsync",
+                format!("age -R {k} -o {} < {rq} && sync {} {}", oq("d2.age"), oq("d2.age"), q(&o)),
+            ));
+        }
+        let mut stats: BTreeMap<&str, Stats> = BTreeMap::new();
+        for run in 0..runs {
+            for (name, script) in &cases {
+                eprint!("\r\x1b[2K{mib} MiB, run {}/{runs}: {name}", run + 1);
+                match measure(script) {
+                    Ok(s) => stats.entry(name).or_default().push(&s),
+                    Err(e) => {
+                        eprintln!("\nwm-bench: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+        eprint!("\r\x1b[2K");
+        let cipher = std::fs::metadata(o.join("a.age")).map(|m| m.len()).unwrap_or(0);
+        let snap_bytes = std::fs::metadata(&snapshot).map(|m| m.len()).unwrap_or(0);
+        let _ = writeln!(
+            report,
+            "\n## {mib} MiB target: database {} bytes, snapshot {snap_bytes}, ciphertext {cipher}\n",
+            db_bytes
+        );
+        let _ =
+            writeln!(report, "| case | min s | median s | max s | CPU s | peak RSS MiB | written MiB | s per GiB |");
+        let _ = writeln!(report, "|---|---|---|---|---|---|---|---|");
+        let gib = db_bytes as f64 / (1u64 << 30) as f64;
+        let _ = writeln!(json, "    \"{mib}\": {{\n      \"db_bytes\": {db_bytes},\n      \"ciphertext_bytes\": {cipher},\n      \"cases\": {{");
+        let n = cases.len();
+        for (i, (name, _)) in cases.iter().enumerate() {
+            let s = &stats[name];
+            let _ = writeln!(
+                report,
+                "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.2} |",
+                s.min(),
+                s.med(),
+                s.max(),
+                median(&s.cpus),
+                median_u(&s.rss) as f64 / 1024.0,
+                median_u(&s.written) as f64 / (1u64 << 20) as f64,
+                s.med() / gib
+            );
+            let _ = writeln!(
+                json,
+                "        \"{name}\": {{\"wall_s\": [{}], \"median_s\": {:.4}, \"cpu_s\": {:.4}, \"maxrss_kib\": {}, \"written_bytes\": {}}}{}",
+                s.walls.iter().map(|w| format!("{w:.4}")).collect::<Vec<_>>().join(", "),
+                s.med(),
+                median(&s.cpus),
+                median_u(&s.rss),
+                median_u(&s.written),
+                if i + 1 < n { "," } else { "" }
+            );
+        }
+        let _ = write!(json, "      }},\n      \"ratios\": {{");
+        let m = |n: &str| stats.get(n).map(|s| s.med()).unwrap_or(f64::NAN);
+        let mut ratios: Vec<Ratio> = vec![
+            ("A pages / C".into(), m("A pages") / m("C two-step"), Some(("<=", 0.45))),
+            ("A vacuum auto / C".into(), m("A vacuum auto") / m("C two-step"), Some(("<=", 0.70))),
+            ("A pages / F floor".into(), m("A pages") / m("F floor"), Some(("<=", 1.15))),
+            ("B / A (vacuum)".into(), m("B pipeline") / m("A vacuum auto"), Some(("<=", 1.15))),
+            ("B / A (pages)".into(), m("B pipeline pages") / m("A pages"), Some(("<=", 1.15))),
+            ("E vacuum / sqlite3 tmpfs".into(), m("E snapshot vacuum") / m("E sqlite3 tmpfs"), None),
+            ("E pages / sqlite3 tmpfs".into(), m("E snapshot pages") / m("E sqlite3 tmpfs"), None),
+            ("E vacuum / sqlite3 disk".into(), m("E snapshot vacuum") / m("E sqlite3 disk"), None),
+        ];
+        let written = |n: &str| stats.get(n).map(|s| median_u(&s.written) as f64).unwrap_or(f64::NAN);
+        ratios.push((
+            "A vacuum auto written / ciphertext".into(),
+            written("A vacuum auto") / cipher as f64,
+            Some(("<=", 1.05)),
+        ));
+        ratios.push(("A pages written / ciphertext".into(), written("A pages") / cipher as f64, Some(("<=", 1.05))));
+        ratios.push(("C written / ciphertext".into(), written("C two-step") / cipher as f64, None));
+        if with_d {
+            // Throughput ratio ours/age: time of age over time of ours (>= 1.0 is the target).
+            ratios.push((
+                "D throughput wm-seal/age (null)".into(),
+                m("D age >null") / m("D wm-seal >null"),
+                Some((">=", 1.0)),
+            ));
+            ratios.push((
+                "D throughput wm-seal/age (file, durable)".into(),
+                m("D age -o +fsync") / m("D wm-seal --to"),
+                Some((">=", 1.0)),
+            ));
+        }
+        let _ = writeln!(report, "\n| ratio (medians) | value | target |\n|---|---|---|");
+        for (i, (name, v, target)) in ratios.iter().enumerate() {
+            let t = match target {
+                Some((op, x)) => {
+                    let ok = if *op == "<=" { *v <= *x } else { *v >= *x };
+                    format!("{op} {x} {}", if ok { "met" } else { "MISSED" })
+                }
+                None => String::new(),
+            };
+            let _ = writeln!(report, "| {name} | {v:.3} | {t} |");
+            let _ = write!(json, "{}\n        \"{name}\": {v:.4}", if i == 0 { "" } else { "," });
+        }
+        let _ = write!(json, "\n      }}\n    }}{}\n", if si + 1 < sizes.len() { "," } else { "" });
+        let _ = std::fs::remove_file(&raw);
+    }
+    json.push_str("  }\n}\n");
+    println!("{report}");
+    let stamp = Command::new("date")
+        .arg("+%Y%m%dT%H%M%S")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let path = root.join(format!("results-{stamp}.json"));
+    std::fs::write(&path, &json).unwrap();
+    std::fs::write(root.join("latest.json"), &json).unwrap();
+    std::fs::write(root.join("latest.md"), &report).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    println!("wm-bench: results in {} (and latest.json, latest.md)", path.display());
+}
+
+fn describe_machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+        })
+        .unwrap_or(0);
+    let ver = |c: &str, a: &str| {
+        Command::new(c)
+            .arg(a)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{cores} cores ({cpu}), {mem} GiB RAM, sqlite3 {}, age {}",
+        ver("sqlite3", "--version"),
+        ver("age", "--version")
+    )
+}
