@@ -49,9 +49,13 @@ bench: build
 	$(CARGO) build --release --locked --example wm-bench --example make-sample
 	target/release/examples/wm-bench
 
-# The long reliability suite (issue 6): crash, fault, load and bad-input trials.
+# The long reliability suite (issue 6): crash, fault, load and bad-input trials
+# at full counts, in release; ends with the table of figures.
+RELIABILITY_TESTS = --test reliability --test reliability_faults --test reliability_inputs
 reliability: build
-	$(CARGO) test --release --locked --test reliability -- --ignored --nocapture --test-threads=1
+	rm -rf target/tmp/reliability
+	WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked $(RELIABILITY_TESTS) -- --test-threads=1
+	@echo; sh scripts/reliability-table.sh target/tmp/reliability | tee target/reliability.md
 
 clean:
 	$(CARGO) clean

@@ -349,6 +349,17 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Best effort: grows a pipe's buffer to 1 MiB (the unprivileged maximum by
+/// default), so that the two halves of a pipeline wake each other up 16 times
+/// less often than with the 64 KiB default. Not a pipe, or refused: nothing.
+pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
+    let fd = fd.as_fd();
+    let is_fifo = nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO);
+    if is_fifo {
+        let _ = fcntl::fcntl(fd, fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    }
+}
+
 /// Recovers an [`OutputError`] that travelled through a `Write` as an `io::Error`.
 pub fn output_error_from_io(e: io::Error) -> Result<OutputError, io::Error> {
     if e.get_ref().is_some_and(|i| i.is::<OutputError>()) {

@@ -173,17 +173,27 @@ fn shorten(v: &str) -> String {
     }
 }
 
+/// Secret material anywhere in a value (quoted, indented, pasted with its
+/// comment line): such a value is refused by kind and never shown.
+fn looks_secret(s: &str) -> Option<Problem> {
+    let upper = s.to_ascii_uppercase();
+    if upper.contains(SECRET_PREFIX) {
+        Some(Problem::SecretKey)
+    } else if upper.contains(PLUGIN_SECRET_PREFIX) {
+        Some(Problem::PluginSecret)
+    } else if upper.contains("PRIVATE KEY-----") {
+        Some(Problem::SshPrivateKey)
+    } else {
+        None
+    }
+}
+
 /// Parses one recipient literal.
 pub fn parse_literal(s: &str) -> Result<Recipient, Problem> {
-    if starts_with_ignore_case(s, SECRET_PREFIX) {
-        return Err(Problem::SecretKey);
+    if let Some(problem) = looks_secret(s) {
+        return Err(problem);
     }
-    if starts_with_ignore_case(s, PLUGIN_SECRET_PREFIX) {
-        return Err(Problem::PluginSecret);
-    }
-    if s.starts_with("-----BEGIN") {
-        return Err(Problem::SshPrivateKey);
-    }
+    let s = s.trim();
     if starts_with_ignore_case(s, "age1") {
         // Bech32: the human-readable part is everything before the last '1'.
         let lower = s.to_ascii_lowercase();

@@ -56,6 +56,20 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Fails now, not after a long snapshot, when the disk spool's directory
+    /// is unusable: an explicit `--tmpdir` always, the default one when a disk
+    /// spool is asked for. Creating (and dropping) an unnamed file there is
+    /// the only honest test of "writable".
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        if self.tmpdir.is_none() && self.spool != SpoolMode::Disk {
+            return Ok(());
+        }
+        let dir = Source::tmpdir(self);
+        crate::vfs::unnamed_file(&dir).map(drop).map_err(|e| SnapshotError::Spool { dir, source: e })
+    }
+}
+
 /// What a snapshot was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {

@@ -27,7 +27,7 @@ const PROG: &str = "wm-seal";
 )]
 struct Cli {
     /// Encrypt to RECIPIENT: an existing recipients file, else an age1... or ssh-ed25519/ssh-rsa public key (repeatable)
-    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
+    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT", allow_hyphen_values = true)]
     recipient: Vec<String>,
 
     /// Encrypt to every recipient listed in FILE, one per line (repeatable)
@@ -56,7 +56,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
     common::main_with(PROG, || run(&cli))
 }
 

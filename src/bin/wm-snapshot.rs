@@ -34,7 +34,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
     common::main_with(PROG, || run(&cli))
 }
 
@@ -42,11 +42,13 @@ fn run(cli: &Cli) -> Result<(), Error> {
     let cancel = Cancel::on_signals().map_err(|e| Error::usage(format!("signals: {e}"), None))?;
     let started = Instant::now();
     let db = cli.snap.resolve_db(PROG, cli.quiet)?;
+    let opts = cli.snap.options();
+    opts.validate()?;
     // The destination is checked against the source before the source is read.
     let sink = Sink::open(cli.to.as_deref(), &cancel, false, &snapshot::protected_paths(&db))?;
     let mut source = Source::open(&db, cli.snap.busy_timeout())?;
     let mut out = BufWriter::with_capacity(wmbackup::spool::IO_CHUNK, sink);
-    let report = source.snapshot(&cli.snap.options(), &cancel, &Progress::disabled(), &mut out)?;
+    let report = source.snapshot(&opts, &cancel, &Progress::disabled(), &mut out)?;
     let sink = out.into_inner().map_err(|e| Error::from(snapshot::SnapshotError::Output(e.into_error())))?;
     let target = sink.describe();
     sink.commit()?;

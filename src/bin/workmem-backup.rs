@@ -63,7 +63,7 @@ struct Cli {
     to: PathBuf,
 
     /// Encrypt to VALUE: an existing recipients file, else an age1... or ssh-ed25519/ssh-rsa public key (repeatable)
-    #[arg(long = "age-recipient", short = 'r', value_name = "VALUE")]
+    #[arg(long = "age-recipient", short = 'r', value_name = "VALUE", allow_hyphen_values = true)]
     age_recipient: Vec<String>,
 
     /// Encrypt to every recipient listed in FILE, one per line (repeatable)
@@ -83,7 +83,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(common::accept_go_style(std::env::args_os(), GO_LONG, GO_VALUE));
+    let cli: Cli = common::parse_args(PROG, common::accept_go_style(std::env::args_os(), GO_LONG, GO_VALUE));
     common::main_with(PROG, || run(&cli))
 }
 
@@ -95,6 +95,8 @@ fn run(cli: &Cli) -> Result<(), Error> {
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
     let recipients = recipients::collect(&values, &files)?;
     let db = cli.snap.resolve_db(PROG, cli.quiet)?;
+    let opts = cli.snap.options();
+    opts.validate()?;
     let sink = Sink::open(Some(&cli.to), &cancel, cli.armor, &snapshot::protected_paths(&db))?;
     let mut source = Source::open(&db, cli.snap.busy_timeout())?;
 
@@ -103,7 +105,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
         other => other,
     });
     let mut sealer = Sealer::new(sink, &recipients, cli.armor)?;
-    let report = source.snapshot(&cli.snap.options(), &cancel, &progress, &mut sealer)?;
+    let report = source.snapshot(&opts, &cancel, &progress, &mut sealer)?;
     let (sink, stats) = sealer.finish()?;
     progress.phase("sync", None);
     let target = sink.describe();

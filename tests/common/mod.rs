@@ -386,3 +386,28 @@ pub fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
 pub fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
+
+/// The reliability suite's scale: `WM_RELIABILITY_FULL=1` (make reliability)
+/// runs the full counts; otherwise the quick subset that `make test` runs.
+pub fn full_suite() -> bool {
+    std::env::var("WM_RELIABILITY_FULL").as_deref() == Ok("1")
+}
+
+/// Records figures for the reliability table: one `section.tsv` per caller in
+/// target/tmp/reliability/, rows of (figure, value, required value if any).
+/// `make reliability` prints them all as one table at the end.
+pub fn record_figures(section: &str, rows: &[(&str, u64, Option<u64>)]) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::new();
+    for (name, value, must) in rows {
+        let must = must.map(|m| m.to_string()).unwrap_or_default();
+        text.push_str(&format!("{section}\t{name}\t{value}\t{must}\n"));
+    }
+    std::fs::write(dir.join(format!("{}.tsv", section.replace([' ', '/'], "_"))), text).unwrap();
+    for (name, value, must) in rows {
+        if let Some(m) = must {
+            assert_eq!(value, m, "{section}: {name} must be {m}");
+        }
+    }
+}

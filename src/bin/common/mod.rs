@@ -21,6 +21,34 @@ use wmbackup::snapshot::{self, Method, SpoolMode};
 use wmbackup::source::{self, DotenvOutcome, Env};
 use wmbackup::Error;
 
+/// Parses the command line; a usage error becomes one line on stderr and
+/// exit 2 (clap's own report spans several lines and may repeat a value that
+/// was key material); `--help` and `--version` print as usual.
+pub fn parse_args<T: clap::Parser>(prog: &str, args: Vec<OsString>) -> T {
+    match T::try_parse_from(args) {
+        Ok(t) => t,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            // The error itself, folded onto one line; clap's usage block is left out.
+            let folded: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(|l| l.trim().trim_start_matches("error: "))
+                .collect();
+            let folded = folded.join(" ");
+            let first = if folded.is_empty() { "invalid arguments" } else { folded.as_str() };
+            let first = if first.contains("PRIVATE KEY") || first.to_ascii_uppercase().contains("AGE-SECRET-KEY") {
+                "an argument looks like key material and cannot be used here"
+            } else {
+                first
+            };
+            let _ = writeln!(io::stderr(), "{prog}: {first}; try '{prog} --help'");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Runs a binary's body and turns its outcome into one stderr line and an exit code.
 pub fn main_with(prog: &str, body: impl FnOnce() -> Result<(), Error>) -> ExitCode {
     match body() {
@@ -165,6 +193,7 @@ impl Sink {
             ));
         }
         let fd = out.as_fd().try_clone_to_owned().map_err(|e| Error::usage(format!("standard output: {e}"), None))?;
+        wmbackup::output::widen_pipe(&fd);
         Ok(Sink::Stdout(CancelWrite::new(File::from(fd), cancel)))
     }
 
@@ -218,6 +247,7 @@ pub fn stdin_not_terminal() -> Result<File, Error> {
         ));
     }
     let fd = input.as_fd().try_clone_to_owned().map_err(|e| Error::usage(format!("standard input: {e}"), None))?;
+    wmbackup::output::widen_pipe(&fd);
     Ok(File::from(fd))
 }
 
