@@ -83,6 +83,16 @@ pub struct Report {
     pub spool: Option<SpoolKind>,
 }
 
+impl Report {
+    /// "vacuum, memory spool" / "pages, streamed": how the image was made.
+    pub fn how(&self) -> String {
+        match self.spool {
+            Some(k) => format!("{}, {k} spool", self.method),
+            None => format!("{}, streamed", self.method),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum SnapshotError {
     Missing {

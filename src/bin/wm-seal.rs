@@ -11,7 +11,7 @@ use common::{human, note, seconds, stderr_is_terminal, Sink};
 use wmbackup::progress::Progress;
 use wmbackup::recipients;
 use wmbackup::seal::{self, StreamOptions};
-use wmbackup::signals::{Cancel, CancelRead};
+use wmbackup::signals::CancelRead;
 use wmbackup::Error;
 
 const PROG: &str = "wm-seal";
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), Error> {
-    let cancel = Cancel::on_signals().map_err(|e| Error::usage(format!("signals: {e}"), None))?;
+    let cancel = common::install_signals()?;
     let started = Instant::now();
     let input = common::stdin_not_terminal()?;
     let values: Vec<_> = cli.recipient.iter().map(|v| ("-r", v.clone())).collect();

@@ -10,7 +10,6 @@ use std::time::Instant;
 use clap::Parser;
 use common::{human, note, seconds, stderr_is_terminal, Sink, SnapshotArgs};
 use wmbackup::progress::Progress;
-use wmbackup::signals::Cancel;
 use wmbackup::snapshot::{self, Method, Source};
 use wmbackup::Error;
 
@@ -39,7 +38,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), Error> {
-    let cancel = Cancel::on_signals().map_err(|e| Error::usage(format!("signals: {e}"), None))?;
+    let cancel = common::install_signals()?;
     let started = Instant::now();
     let db = cli.snap.resolve_db(PROG, cli.quiet)?;
     let opts = cli.snap.options();
@@ -64,19 +63,15 @@ fn run(cli: &Cli) -> Result<(), Error> {
         );
     }
     if stderr_is_terminal() {
-        let spool = match report.spool {
-            Some(k) => format!("{k} spool"),
-            None => "streamed".into(),
-        };
         note(
             PROG,
             cli.quiet,
             &format!(
-                "{} ({} pages) from {} to {target} via {}, {spool}, in {}",
+                "{} ({} pages) from {} to {target} via {}, in {}",
                 human(report.bytes),
                 report.pages,
                 source.path().display(),
-                report.method,
+                report.how(),
                 seconds(started.elapsed())
             ),
         );

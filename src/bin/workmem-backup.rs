@@ -10,7 +10,6 @@ use clap::{ArgGroup, Parser};
 use common::{human, note, seconds, ProgressBar, Sink, SnapshotArgs};
 use wmbackup::recipients;
 use wmbackup::seal::Sealer;
-use wmbackup::signals::Cancel;
 use wmbackup::snapshot::{self, Source};
 use wmbackup::Error;
 
@@ -88,7 +87,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), Error> {
-    let cancel = Cancel::on_signals().map_err(|e| Error::usage(format!("signals: {e}"), None))?;
+    let cancel = common::install_signals()?;
     let started = Instant::now();
     // Everything that can be wrong is found before the snapshot starts.
     let values: Vec<_> = cli.age_recipient.iter().map(|v| ("--age-recipient", v.clone())).collect();
@@ -112,19 +111,15 @@ fn run(cli: &Cli) -> Result<(), Error> {
     sink.commit()?;
     drop(bar);
 
-    let spool = match report.spool {
-        Some(k) => format!("{k} spool"),
-        None => "streamed".into(),
-    };
     note(
         PROG,
         cli.quiet,
         &format!(
-            "backed up {} to {target}: {} encrypted ({} snapshot via {}, {spool}) in {}",
+            "backed up {} to {target}: {} encrypted ({} snapshot via {}) in {}",
             source.path().display(),
             human(stats.ciphertext),
             human(report.bytes),
-            report.method,
+            report.how(),
             seconds(started.elapsed())
         ),
     );

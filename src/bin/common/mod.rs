@@ -49,6 +49,12 @@ pub fn parse_args<T: clap::Parser>(prog: &str, args: Vec<OsString>) -> T {
     }
 }
 
+/// Signals become a cancellation token; first thing in every binary's run,
+/// before any thread exists (the signal mask is inherited).
+pub fn install_signals() -> Result<Cancel, Error> {
+    Cancel::on_signals().map_err(|e| Error::usage(format!("cannot watch signals: {e}"), None))
+}
+
 /// Runs a binary's body and turns its outcome into one stderr line and an exit code.
 pub fn main_with(prog: &str, body: impl FnOnce() -> Result<(), Error>) -> ExitCode {
     match body() {
