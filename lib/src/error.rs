@@ -97,6 +97,11 @@ pub enum Error {
         message: String,
         hint: Option<String>,
     },
+    /// The process could not set itself up (threads, descriptors): exit 1.
+    Setup {
+        what: &'static str,
+        source: io::Error,
+    },
     Stopped(Stop),
 }
 
@@ -109,6 +114,7 @@ impl fmt::Display for Error {
             Error::Seal(e) => e.fmt(f),
             Error::Output(e) => e.fmt(f),
             Error::Usage { message, .. } => f.write_str(message),
+            Error::Setup { what, source } => write!(f, "{what}: {}", io_cause(source)),
             Error::Stopped(s) => s.fmt(f),
         }
     }
@@ -130,6 +136,7 @@ impl Error {
             Error::Seal(e) => e.hint(),
             Error::Output(e) => e.hint(),
             Error::Usage { hint, .. } => hint.clone(),
+            Error::Setup { .. } => None,
             Error::Stopped(_) => None,
         }
     }
@@ -202,6 +209,9 @@ impl From<OutputError> for Error {
 /// A write to the output failed: a file's own error names its path; anything
 /// else was standard output.
 fn output_io(e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::OutOfMemory {
+        return Error::Setup { what: "allocate buffers", source: e };
+    }
     match crate::output::output_error_from_io(e) {
         Ok(out) => out.into(),
         Err(e) => Error::Output(OutputError::Write { path: "standard output".into(), source: e }),

@@ -52,6 +52,8 @@ pub enum SealError {
         what: String,
         source: io::Error,
     },
+    /// Threads or buffers for encryption could not be had.
+    Resources(io::Error),
     EmptyInput,
     Incomplete(LengthError),
     Output(io::Error),
@@ -64,6 +66,7 @@ impl fmt::Display for SealError {
             SealError::Wrap(e) => write!(f, "encrypt: {e}"),
             SealError::Random => f.write_str("encrypt: the system random number generator failed"),
             SealError::Read { what, source } => write!(f, "read input: {what}: {}", io_cause(source)),
+            SealError::Resources(e) => write!(f, "encrypt: cannot set up: {}", io_cause(e)),
             SealError::EmptyInput => f.write_str("read input: standard input: empty (0 bytes)"),
             SealError::Incomplete(e) => write!(f, "read input: standard input: {e}; nothing was committed"),
             SealError::Output(e) => write!(f, "write: {}", io_cause(e)),
@@ -108,8 +111,9 @@ struct Block {
 }
 
 impl Block {
-    fn new() -> Block {
-        Block { buf: vec![0; CHUNKS_PER_BLOCK * ENC_CHUNK], filled: 0 }
+    /// Fails with "out of memory" instead of aborting the process.
+    fn new() -> io::Result<Block> {
+        Ok(Block { buf: crate::spool::try_buffer(CHUNKS_PER_BLOCK * ENC_CHUNK)?, filled: 0 })
     }
 
     fn is_full(&self) -> bool {
@@ -228,12 +232,12 @@ impl<W: Write> Sealer<W> {
                 std::thread::Builder::new()
                     .name(format!("seal-{i}"))
                     .spawn(move || worker(&rx, &tx, &key))
-                    .map_err(SealError::Output)
+                    .map_err(SealError::Resources)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Sealer {
             out: Some(out),
-            current: Block::new(),
+            current: Block::new().map_err(SealError::Resources)?,
             free: Vec::new(),
             next_seq: 0,
             next_counter: 0,
@@ -261,7 +265,10 @@ impl<W: Write> Sealer<W> {
         };
         if self.current.is_full() {
             // Read into the next block first: only data proves the full one is not the last.
-            let mut next = self.free.pop().unwrap_or_else(Block::new);
+            let mut next = match self.free.pop() {
+                Some(b) => b,
+                None => Block::new().map_err(SealError::Resources)?,
+            };
             let n = loop {
                 match input.read(next.space()) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -368,7 +375,10 @@ impl<W: Write> Write for Sealer<W> {
             return Ok(0);
         }
         if self.current.is_full() {
-            let next = self.free.pop().unwrap_or_else(Block::new);
+            let next = match self.free.pop() {
+                Some(b) => b,
+                None => Block::new()?,
+            };
             let full = std::mem::replace(&mut self.current, next);
             self.dispatch(full, false)?;
         }

@@ -211,7 +211,11 @@ impl SnapshotError {
             Empty { .. } | NotSqlite { .. } => {
                 Some("check --db / MEMORY_DB_PATH: this is not the workmem database".into())
             }
-            Unreadable { .. } => Some("run as the database's owner, or fix its permissions".into()),
+            Unreadable { source, .. }
+                if matches!(source.raw_os_error(), Some(nix::libc::EACCES | nix::libc::EPERM)) =>
+            {
+                Some("run as the database's owner, or fix its permissions".into())
+            }
             Locked { .. } => Some("raise --busy-timeout, or retry when the writer is idle".into()),
             WalReadOnly { .. } => {
                 Some("run as a user who can write the database's directory, or while the server is running".into())
@@ -453,10 +457,22 @@ impl Source {
         let result = self.conn.execute("VACUUM INTO ?1", [target]);
         let _ = self.conn.progress_handler(0, None::<fn() -> bool>);
         cancel.check()?;
+        let spool_dir = || match kind {
+            SpoolKind::Memory => PathBuf::from("memory"),
+            SpoolKind::Disk => tmpdir.to_path_buf(),
+        };
         match result {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some(ErrorCode::DiskFull) => {
-                Err(SnapshotError::SpoolFull { kind, dir: tmpdir.to_path_buf() })
+                Err(SnapshotError::SpoolFull { kind, dir: spool_dir() })
+            }
+            // The source is read-only: whatever fails to be written is the spool.
+            Err(e) if is_write_error(&e) => {
+                // SAFETY: a valid connection handle; the call only reads its last errno.
+                let errno = unsafe { ffi::sqlite3_system_errno(self.conn.handle()) };
+                let source =
+                    if errno != 0 { io::Error::from_raw_os_error(errno) } else { io::Error::other(sqlite_cause(&e)) };
+                Err(SnapshotError::Spool { dir: spool_dir(), source })
             }
             Err(e) => Err(self.sqlite_error("snapshot", e)),
         }
@@ -500,7 +516,10 @@ impl Source {
             )
             .map_err(|e| self.sqlite_error("snapshot", e))?;
         let (page_size, page_count) = (page_size as u32, page_count as u64);
-        if opts.check {
+        // A header that does not record the size (legacy writers) cannot tell a
+        // truncated file from a whole one, and streamed pages are never walked
+        // as VACUUM walks them: prove the structure first in that case.
+        if opts.check || !self.header_vouches_for_size()? {
             quick_check(&self.conn, &self.path)?;
         }
         let total = page_size as u64 * page_count;
@@ -603,6 +622,16 @@ impl Source {
         Ok(free_pages)
     }
 
+    /// Whether page 1, as this read transaction sees it, records the database size.
+    fn header_vouches_for_size(&self) -> Result<bool, SnapshotError> {
+        let page1: Vec<u8> = self
+            .conn
+            .query_row("SELECT data FROM sqlite_dbpage('main') WHERE pgno = 1", [], |r| r.get(0))
+            .map_err(|e| self.sqlite_error("snapshot", e))?;
+        let h = DbHeader::parse(&page1).map_err(|why| SnapshotError::NotSqlite { path: self.path.clone(), why })?;
+        Ok(h.page_count.is_some())
+    }
+
     fn sqlite_error(&self, what: &'static str, e: rusqlite::Error) -> SnapshotError {
         map_sqlite(&self.path, what, e, self.busy_timeout)
     }
@@ -619,7 +648,7 @@ fn vouch_for_size(page1: &mut [u8], pages: u32) {
 fn emit(spool: &Spool, cancel: &Cancel, progress: &Progress, out: &mut dyn Write) -> Result<u64, SnapshotError> {
     let len = spool.size().map_err(|e| SnapshotError::Spool { dir: "spool".into(), source: e })?;
     progress.phase("output", Some(len));
-    let mut buf = vec![0u8; IO_CHUNK];
+    let mut buf = spool::try_buffer(IO_CHUNK).map_err(|e| SnapshotError::Spool { dir: "memory".into(), source: e })?;
     let mut off = 0u64;
     while off < len {
         cancel.check()?;
@@ -642,7 +671,9 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<(), SnapshotError> {
     if lines.len() == 1 && lines[0] == "ok" {
         Ok(())
     } else {
-        Err(SnapshotError::CheckFailed { path: path.to_path_buf(), detail: lines.join("; ") })
+        // quick_check's lines carry newlines of their own; a report is one line.
+        let detail = lines.join("; ").split_whitespace().collect::<Vec<_>>().join(" ");
+        Err(SnapshotError::CheckFailed { path: path.to_path_buf(), detail })
     }
 }
 
@@ -660,6 +691,13 @@ impl Drop for ReadTxn<'_> {
     fn drop(&mut self) {
         let _ = self.0.execute_batch("ROLLBACK");
     }
+}
+
+fn is_write_error(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(err, _) if matches!(
+        err.extended_code,
+        ffi::SQLITE_IOERR_WRITE | ffi::SQLITE_IOERR_TRUNCATE | ffi::SQLITE_IOERR_FSYNC | ffi::SQLITE_IOERR_DIR_FSYNC
+    ))
 }
 
 fn error_code(e: &rusqlite::Error) -> Option<ErrorCode> {

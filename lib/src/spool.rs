@@ -42,6 +42,15 @@ impl std::fmt::Display for SpoolKind {
     }
 }
 
+/// A zeroed buffer of `len` bytes, or "out of memory" as an error rather
+/// than the abort an infallible allocation would be.
+pub fn try_buffer(len: usize) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
 /// `auto`: memory when the snapshot fits comfortably (its size plus 64 MiB
 /// within half of `MemAvailable`), else disk. Unknown memory means disk.
 pub fn auto_kind(estimate: u64) -> SpoolKind {
@@ -187,7 +196,9 @@ impl Write for PageSpool {
                 let mut rest = buf;
                 while !rest.is_empty() {
                     if chunks.last().is_none_or(|c| c.len() == c.capacity()) {
-                        chunks.push(Vec::with_capacity(IO_CHUNK));
+                        let mut chunk = Vec::new();
+                        chunk.try_reserve_exact(IO_CHUNK).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+                        chunks.push(chunk);
                     }
                     let last = chunks.last_mut().expect("pushed above");
                     let n = rest.len().min(last.capacity() - last.len());

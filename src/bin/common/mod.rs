@@ -52,7 +52,7 @@ pub fn parse_args<T: clap::Parser>(prog: &str, args: Vec<OsString>) -> T {
 /// Signals become a cancellation token; first thing in every binary's run,
 /// before any thread exists (the signal mask is inherited).
 pub fn install_signals() -> Result<Cancel, Error> {
-    Cancel::on_signals().map_err(|e| Error::usage(format!("cannot watch signals: {e}"), None))
+    Cancel::on_signals().map_err(|e| Error::Setup { what: "start: cannot watch signals", source: e })
 }
 
 /// Runs a binary's body and turns its outcome into one stderr line and an exit code.
