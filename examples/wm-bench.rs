@@ -78,8 +78,19 @@ impl Stats {
 }
 
 /// Runs `sh -c script` (bash, for pipefail) and measures it.
-fn measure(script: &str) -> Result<Sample, String> {
-    // Whatever an earlier run left dirty must not be flushed on this run's time.
+fn measure(script: &str, out: &Path) -> Result<Sample, String> {
+    // Every case starts from the same state: no earlier output to replace
+    // (deleting a 1 GiB file costs its own time, with ext4's online discard
+    // especially), and nothing an earlier run left dirty to flush on this
+    // run's time.
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".age") || name == "e.db" {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let _ = Command::new("sync").status();
     let start = Instant::now();
     let child = Command::new("bash")
@@ -218,11 +229,29 @@ fn main() {
                 format!("age -R {k} -o {} < {rq} && sync {} {}", oq("d2.age"), oq("d2.age"), q(&o)),
             ));
         }
+        // Setup (and a first generation of the database) leaves dirty pages
+        // and discards behind: flush them, then one unrecorded warm-up round.
+        sh("sync");
+        for (name, script) in &cases {
+            eprint!("\r\x1b[2K{mib} MiB, warm-up: {name}");
+            if let Err(e) = measure(script, &o) {
+                eprintln!("\nwm-bench: {e}");
+                std::process::exit(1);
+            }
+        }
         let mut stats: BTreeMap<&str, Stats> = BTreeMap::new();
         for run in 0..runs {
-            for (name, script) in &cases {
+            // A fresh order every round, so that no case always follows the
+            // same one (a case after a big writer or allocator pays for it).
+            let mut order: Vec<usize> = (0..cases.len()).collect();
+            let mut rng = fixture::Rng::new(1000 + run as u64);
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            for &ci in &order {
+                let (name, script) = &cases[ci];
                 eprint!("\r\x1b[2K{mib} MiB, run {}/{runs}: {name}", run + 1);
-                match measure(script) {
+                match measure(script, &o) {
                     Ok(s) => stats.entry(name).or_default().push(&s),
                     Err(e) => {
                         eprintln!("\nwm-bench: {e}");
@@ -232,6 +261,8 @@ fn main() {
             }
         }
         eprint!("\r\x1b[2K");
+        // The ciphertext size, from one more (unmeasured) default backup.
+        sh(&cases[0].1);
         let cipher = std::fs::metadata(o.join("a.age")).map(|m| m.len()).unwrap_or(0);
         let snap_bytes = std::fs::metadata(&snapshot).map(|m| m.len()).unwrap_or(0);
         let _ = writeln!(

@@ -129,6 +129,28 @@ impl Block {
         &mut self.buf[i * ENC_CHUNK + within..i * ENC_CHUNK + CHUNK]
     }
 
+    /// Every free plaintext slot: the rest of the chunk being filled, then
+    /// each following chunk (the tag gaps in between are skipped).
+    fn free_slots(&mut self) -> Vec<io::IoSliceMut<'_>> {
+        let filled = self.filled;
+        self.buf
+            .chunks_mut(ENC_CHUNK)
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let used = filled.saturating_sub(i * CHUNK).min(CHUNK);
+                (used < CHUNK).then(|| io::IoSliceMut::new(&mut slot[used..CHUNK]))
+            })
+            .collect()
+    }
+
+    /// The buffer pieces holding plaintext bytes `from..to` of the block.
+    fn pieces(&self, from: usize, to: usize) -> impl Iterator<Item = &[u8]> {
+        self.buf.chunks(ENC_CHUNK).enumerate().filter_map(move |(i, slot)| {
+            let (a, b) = (from.max(i * CHUNK), to.min((i + 1) * CHUNK));
+            (a < b).then(|| &slot[a - i * CHUNK..b - i * CHUNK])
+        })
+    }
+
     /// Encrypts in place and returns the ciphertext length. Only the final
     /// block may be partly filled, so the ciphertext is contiguous.
     fn seal(&mut self, key: &LessSafeKey, first_counter: u64, last: bool) -> usize {
@@ -256,46 +278,55 @@ impl<W: Write> Sealer<W> {
         self.stats.plaintext
     }
 
-    /// Reads once from `input` straight into the block being filled (no
-    /// intermediate copy) and returns the bytes read; empty at end of input.
-    pub fn read_from(&mut self, input: &mut dyn Read) -> Result<&[u8], SealError> {
-        let read_err = |e: io::Error| match Stop::from_io(&e) {
-            Some(s) => SealError::Stop(s),
-            None => SealError::Read { what: "standard input".into(), source: e },
-        };
-        if self.current.is_full() {
-            // Read into the next block first: only data proves the full one is not the last.
-            let mut next = match self.free.pop() {
+    /// Reads once from `input` straight into the free chunk slots of the block
+    /// being filled: one vectored read of up to a whole block, no intermediate
+    /// copy. Each newly filled piece goes to `observe`. Returns the number of
+    /// bytes read, 0 at the end of the input.
+    pub fn read_from(
+        &mut self,
+        input: &mut dyn Read,
+        observe: &mut dyn FnMut(&[u8]) -> Result<(), SealError>,
+    ) -> Result<usize, SealError> {
+        // A full block is only dispatched once data proves it is not the last:
+        // read into the next block first.
+        let into_next = self.current.is_full();
+        let mut next = if into_next {
+            Some(match self.free.pop() {
                 Some(b) => b,
                 None => Block::new().map_err(SealError::Resources)?,
-            };
-            let n = loop {
-                match input.read(next.space()) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other.map_err(read_err)?,
-                }
-            };
-            if n == 0 {
-                self.free.push(next);
-                return Ok(&[]);
-            }
-            next.filled = n;
-            let full = std::mem::replace(&mut self.current, next);
-            self.dispatch(full, false).map_err(SealError::Output)?;
-            self.stats.plaintext += n as u64;
-            return Ok(&self.current.buf[..n]);
-        }
-        let start = self.current.filled;
-        let at = (start / CHUNK) * ENC_CHUNK + start % CHUNK;
+            })
+        } else {
+            None
+        };
+        let block = next.as_mut().unwrap_or(&mut self.current);
+        let start = block.filled;
         let n = loop {
-            match input.read(self.current.space()) {
+            let mut slots = block.free_slots();
+            match input.read_vectored(&mut slots) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other.map_err(read_err)?,
+                Err(e) => {
+                    return Err(match Stop::from_io(&e) {
+                        Some(s) => SealError::Stop(s),
+                        None => SealError::Read { what: "standard input".into(), source: e },
+                    })
+                }
+                Ok(n) => break n,
             }
         };
-        self.current.filled += n;
+        block.filled += n;
+        for piece in block.pieces(start, start + n) {
+            observe(piece)?;
+        }
         self.stats.plaintext += n as u64;
-        Ok(&self.current.buf[at..at + n])
+        if let Some(next) = next {
+            if n == 0 {
+                self.free.push(next);
+            } else {
+                let full = std::mem::replace(&mut self.current, next);
+                self.dispatch(full, false).map_err(SealError::Output)?;
+            }
+        }
+        Ok(n)
     }
 
     /// Encrypts the final chunk, writes everything out and returns the output.
@@ -536,13 +567,11 @@ pub fn seal_stream<W: Write>(
     if n > 0 {
         loop {
             cancel.check().map_err(SealError::Stop)?;
-            let got = sealer.read_from(input)?;
-            if got.is_empty() {
+            let got = sealer.read_from(input, &mut |piece| observe(&mut check, piece))?;
+            if got == 0 {
                 break;
             }
-            let len = got.len() as u64;
-            observe(&mut check, got)?;
-            progress.add(len);
+            progress.add(got as u64);
         }
     }
     if let Some(c) = &check {
@@ -597,6 +626,23 @@ mod tests {
         let (out, _) =
             seal_stream(&mut input, Vec::new(), &rs, opts, &Cancel::manual().unwrap(), &Progress::disabled()).unwrap();
         assert_eq!(decrypt(&id, &out).unwrap(), data);
+    }
+
+    #[test]
+    fn vectored_reads_across_chunk_gaps_see_every_byte_once() {
+        let (id, rs) = key();
+        // A "database" of 641 pages of 4 KiB: 2.5 MiB, spanning blocks and chunks.
+        let pages = 641u32;
+        let mut db: Vec<u8> = (0..pages as usize * 4096).map(|i| (i * 31 % 251) as u8).collect();
+        db[..16].copy_from_slice(crate::header::MAGIC);
+        db[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        db[24..28].copy_from_slice(&3u32.to_be_bytes());
+        db[28..32].copy_from_slice(&pages.to_be_bytes());
+        db[92..96].copy_from_slice(&3u32.to_be_bytes());
+        let (c, p) = (Cancel::manual().unwrap(), Progress::disabled());
+        let (out, stats) = seal_stream(&mut &db[..], Vec::new(), &rs, StreamOptions::default(), &c, &p).unwrap();
+        assert_eq!(stats.plaintext, db.len() as u64);
+        assert_eq!(decrypt(&id, &out).unwrap(), db);
     }
 
     #[test]

@@ -220,6 +220,16 @@ impl<R: Read + AsFd> Read for CancelRead<R> {
             }
         }
     }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        loop {
+            self.cancel.wait(self.inner.as_fd(), PollFlags::POLLIN)?;
+            match self.inner.read_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
 }
 
 /// A writer (stdout) whose blocking writes end when the token fires.
