@@ -1,6 +1,6 @@
 //! `make bench`: our tools against the two-step a user would otherwise write
 //! (`sqlite3 … VACUUM INTO` + `age`), measured side by side, interleaved,
-//! several runs each, on workmem-shaped databases of about 10 MiB, 100 MiB
+//! several runs each (7 by default), on workmem-shaped databases of about 10 MiB, 100 MiB
 //! and 1 GiB (cached in target/bench/db). Prints a table and the ratios the
 //! performance issue sets targets for; writes them as JSON to target/bench/.
 //!
@@ -9,7 +9,7 @@
 //! minus cancelled_write_bytes, read while the process is a zombie so that its
 //! reaped children are included).
 //!
-//! Environment: WM_BENCH_RUNS (default 5), WM_BENCH_SIZES (MiB, default
+//! Environment: WM_BENCH_RUNS (default 7), WM_BENCH_SIZES (MiB, default
 //! "10,100,1024"), WM_BENCH_DIR (default target/bench).
 
 #[path = "../tests/common/fixture.rs"]
@@ -143,7 +143,7 @@ fn q(p: &Path) -> String {
 
 fn main() {
     let root = PathBuf::from(std::env::var("WM_BENCH_DIR").unwrap_or_else(|_| "target/bench".into()));
-    let runs: usize = std::env::var("WM_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("WM_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
     let sizes: Vec<u64> = std::env::var("WM_BENCH_SIZES")
         .unwrap_or_else(|_| "10,100,1024".into())
         .split(',')
@@ -307,7 +307,8 @@ fn main() {
             ("A vacuum auto / C".into(), m("A vacuum auto") / m("C two-step"), Some(("<=", 0.70))),
             ("A pages / F floor".into(), m("A pages") / m("F floor"), Some(("<=", 1.15))),
             ("B / A (vacuum)".into(), m("B pipeline") / m("A vacuum auto"), Some(("<=", 1.15))),
-            ("B / A (pages)".into(), m("B pipeline pages") / m("A pages"), Some(("<=", 1.15))),
+            // The issue's B is the default method; this one is for information.
+            ("B / A (pages)".into(), m("B pipeline pages") / m("A pages"), None),
             ("E vacuum / sqlite3 tmpfs".into(), m("E snapshot vacuum") / m("E sqlite3 tmpfs"), None),
             ("E pages / sqlite3 tmpfs".into(), m("E snapshot pages") / m("E sqlite3 tmpfs"), None),
             ("E vacuum / sqlite3 disk".into(), m("E snapshot vacuum") / m("E sqlite3 disk"), None),
