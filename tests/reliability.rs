@@ -219,35 +219,6 @@ fn wm_seal_killed_at_any_moment_leaves_old_or_new_backup_never_a_mix() {
     });
 }
 
-/// A writer keeping two invariants per transaction: one embedding per
-/// observation, and the `ledger` table's total constant.
-fn writer(db: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    let db = db.to_path_buf();
-    std::thread::spawn(move || {
-        let mut conn = Connection::open(&db).unwrap();
-        conn.busy_timeout(Duration::from_secs(30)).unwrap();
-        let mut rng = fixture::Rng::new(11);
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let tx = conn.transaction().unwrap();
-            let k = 1 + rng.below(10);
-            fixture::insert_observations(&tx, &mut rng, k, 20).unwrap();
-            tx.execute("DELETE FROM observations WHERE id = (SELECT min(id) FROM observations)", []).unwrap();
-            tx.execute(
-                "DELETE FROM observation_embeddings WHERE observation_id NOT IN (SELECT id FROM observations)",
-                [],
-            )
-            .unwrap();
-            let amount = rng.below(100) as i64;
-            tx.execute("UPDATE ledger SET balance = balance - ?1 WHERE id = 1", [amount]).unwrap();
-            tx.execute("UPDATE ledger SET balance = balance + ?1 WHERE id = 2", [amount]).unwrap();
-            tx.commit().unwrap();
-            n += 1;
-        }
-        n
-    })
-}
-
 fn consistent(snap: &Path) -> Result<(), String> {
     let check = sqlite3(snap, "PRAGMA integrity_check");
     if check.trim() != "ok" {
@@ -291,7 +262,7 @@ fn load_scenario(wal: bool, reader: Reader, n: usize) -> (u64, u64) {
     };
     let stop = Arc::new(AtomicBool::new(false));
     // With a rollback journal and a reader holding its lock, writers cannot commit.
-    let w = (wal || holder.is_none()).then(|| writer(&db, stop.clone()));
+    let w = (wal || holder.is_none()).then(|| spawn_writer(&db, stop.clone()));
     let mut good = 0;
     for i in 0..n {
         let snap = d.join(&format!("snap{i}.db"));

@@ -312,33 +312,6 @@ fn source_is_never_written() {
     assert_eq!(listing, vec!["memory.db".to_string()], "no -journal or other file appeared");
 }
 
-/// A writer that keeps two invariants in every transaction: each observation
-/// has exactly one embedding, and `entities` grows by one per transaction.
-fn writer(db: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    let db = db.to_path_buf();
-    std::thread::spawn(move || {
-        let mut conn = Connection::open(&db).unwrap();
-        conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        let mut rng = fixture::Rng::new(7);
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let tx = conn.transaction().unwrap();
-            let k = 1 + rng.below(20);
-            fixture::insert_observations(&tx, &mut rng, k, 20).unwrap();
-            tx.execute("DELETE FROM observations WHERE id = (SELECT min(id) FROM observations)", []).unwrap();
-            tx.execute(
-                "DELETE FROM observation_embeddings WHERE observation_id NOT IN (SELECT id FROM observations)",
-                [],
-            )
-            .unwrap();
-            tx.execute("INSERT INTO events(label) VALUES ('tick')", []).unwrap();
-            tx.commit().unwrap();
-            n += 1;
-        }
-        n
-    })
-}
-
 fn assert_consistent(snap: &Path) {
     assert_integrity(snap);
     let c = Connection::open(snap).unwrap();
@@ -363,7 +336,7 @@ fn snapshots_are_consistent_while_another_process_writes() {
         let d = Dir::new();
         let db = d.workmem_db("memory.db", 2_000_000, wal);
         let stop = Arc::new(AtomicBool::new(false));
-        let w = writer(&db, stop.clone());
+        let w = spawn_writer(&db, stop.clone());
         for i in 0..20 {
             let method = METHODS[i % 2];
             let name = format!("snap{i}.db");

@@ -411,3 +411,40 @@ pub fn record_figures(section: &str, rows: &[(&str, u64, Option<u64>)]) {
         }
     }
 }
+
+/// A writer on its own connection (so SQLite's locking between it and the
+/// binary's process is the real one), committing as fast as it can until
+/// `stop`. Every transaction keeps two invariants: one embedding per
+/// observation, and the `ledger` table's total at 1000 (the table is made
+/// here unless the test made it). Returns the number of commits.
+pub fn spawn_writer(db: &Path, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let db = db.to_path_buf();
+    std::thread::spawn(move || {
+        let mut conn = rusqlite::Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS ledger(id INTEGER PRIMARY KEY, balance INTEGER);
+             INSERT OR IGNORE INTO ledger VALUES (1, 500), (2, 500);",
+        )
+        .unwrap();
+        let mut rng = fixture::Rng::new(11);
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let tx = conn.transaction().unwrap();
+            let k = 1 + rng.below(10);
+            fixture::insert_observations(&tx, &mut rng, k, 20).unwrap();
+            tx.execute("DELETE FROM observations WHERE id = (SELECT min(id) FROM observations)", []).unwrap();
+            tx.execute(
+                "DELETE FROM observation_embeddings WHERE observation_id NOT IN (SELECT id FROM observations)",
+                [],
+            )
+            .unwrap();
+            let amount = rng.below(100) as i64;
+            tx.execute("UPDATE ledger SET balance = balance - ?1 WHERE id = 1", [amount]).unwrap();
+            tx.execute("UPDATE ledger SET balance = balance + ?1 WHERE id = 2", [amount]).unwrap();
+            tx.commit().unwrap();
+            n += 1;
+        }
+        n
+    })
+}
