@@ -144,18 +144,6 @@ impl LengthCheck {
         Ok(())
     }
 
-    /// The header, once the stream is known to be SQLite.
-    pub fn header(&self) -> Option<DbHeader> {
-        match self.decided {
-            Some(Verdict::Sqlite(h)) => Some(h),
-            _ => None,
-        }
-    }
-
-    pub fn bytes_seen(&self) -> u64 {
-        self.seen
-    }
-
     /// Called at the end of the stream: `Ok(true)` when it was a complete
     /// SQLite database, `Ok(false)` when it was not SQLite at all.
     pub fn finish(&self) -> Result<bool, LengthError> {

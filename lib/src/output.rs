@@ -246,11 +246,6 @@ impl AtomicFile {
         &self.dest
     }
 
-    /// Whether an unnamed temporary is in use (nothing can be left behind).
-    pub fn is_unnamed(&self) -> bool {
-        self.temp.is_none()
-    }
-
     /// fsync the data, put the file in place, fsync the directory.
     pub fn commit(mut self) -> Result<(), OutputError> {
         let path = self.dest.path.clone();

@@ -39,10 +39,6 @@ impl Progress {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
     /// Starts a new phase; the byte counter goes back to zero.
     pub fn phase(&self, name: &'static str, total: Option<u64>) {
         if let Some(i) = &self.inner {

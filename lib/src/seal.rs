@@ -273,11 +273,6 @@ impl<W: Write> Sealer<W> {
         })
     }
 
-    /// Plaintext taken so far.
-    pub fn plaintext_len(&self) -> u64 {
-        self.stats.plaintext
-    }
-
     /// Reads once from `input` straight into the free chunk slots of the block
     /// being filled: one vectored read of up to a whole block, no intermediate
     /// copy. Each newly filled piece goes to `observe`. Returns the number of

@@ -10,7 +10,7 @@
 //! process the ordinary way, for a run that does not unwind.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -257,12 +257,6 @@ impl<W: Write + AsFd> Write for CancelWrite<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-impl<W: AsRawFd> CancelWrite<W> {
-    pub fn raw_fd(&self) -> i32 {
-        self.inner.as_raw_fd()
     }
 }
 

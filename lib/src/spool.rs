@@ -229,13 +229,6 @@ pub enum Spool {
 }
 
 impl Spool {
-    pub fn kind(&self) -> SpoolKind {
-        match self {
-            Spool::Memdb(_) | Spool::Pages(PageSpool::Memory { .. }) => SpoolKind::Memory,
-            Spool::Vfs(_) | Spool::Pages(PageSpool::Disk { .. }) => SpoolKind::Disk,
-        }
-    }
-
     pub fn size(&self) -> io::Result<u64> {
         match self {
             Spool::Memdb(m) => m.file()?.size(),
