@@ -1293,3 +1293,33 @@ fn pipeline_into_ssh_round_trips() {
     assert_restores_to(&id, &dest, &db);
     drop(server);
 }
+
+/// The spool and the destination on different file systems: the only rename
+/// happens inside the destination's directory, so this must just work.
+#[test]
+fn spool_on_another_file_system_than_the_destination_works() {
+    if !have("age") || !have("sqlite3") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let d = Dir::new();
+    let db = d.workmem_db("memory.db", 400_000, true);
+    let (id, key) = d.age_key("key.txt");
+    let shm = Path::new("/dev/shm");
+    let other = shm.is_dir() && std::fs::metadata(shm).unwrap().dev() != std::fs::metadata(&d.path).unwrap().dev();
+    if !other {
+        eprintln!("SKIPPED: /dev/shm is not a separate file system here");
+        return;
+    }
+    let spool = tempfile::Builder::new().prefix("wmspool").tempdir_in(shm).unwrap();
+    for method in METHODS {
+        run(WORKMEM_BACKUP, &d)
+            .args(["-q", "--db", "memory.db", "--to", "memory.db.age", "--age-recipient", &key, "--method", method])
+            .args(["--spool", "disk", "--tmpdir"])
+            .args([spool.path()])
+            .go()
+            .ok();
+        assert_restores_to(&id, &d.join("memory.db.age"), &db);
+        assert!(std::fs::read_dir(spool.path()).unwrap().next().is_none(), "nothing left in the spool directory");
+    }
+}
