@@ -20,12 +20,12 @@ release: build
 # Unit tests, integration tests (the real binaries against the real age and
 # sqlite3 CLIs), then lint: fmt, clippy, man pages.
 test:
-	$(CARGO) test --locked --all-targets -- --test-threads=2
+	$(CARGO) test --workspace --locked --all-targets -- --test-threads=2
 	$(MAKE) lint
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --locked --all-targets -- -D warnings
 	@if command -v mandoc >/dev/null 2>&1; then \
 		for p in man/*.1; do mandoc -Tlint -W warning $$p || exit 1; done; \
 	elif [ "$$CI" = true ]; then echo "mandoc is required when CI=true" >&2; exit 1; \
