@@ -57,6 +57,23 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The spool to use for a snapshot of about `estimate` bytes.
+    fn spool_kind(&self, estimate: u64) -> SpoolKind {
+        match self.spool {
+            SpoolMode::Memory => SpoolKind::Memory,
+            SpoolMode::Disk => SpoolKind::Disk,
+            SpoolMode::Auto => auto_kind(estimate),
+        }
+    }
+
+    /// Where a spool of `kind` lives, for messages: "memory" or the directory.
+    fn spool_location(&self, kind: SpoolKind) -> PathBuf {
+        match kind {
+            SpoolKind::Memory => PathBuf::from("memory"),
+            SpoolKind::Disk => Source::tmpdir(self),
+        }
+    }
+
     /// Fails now, not after a long snapshot, when the disk spool's directory
     /// is unusable: an explicit `--tmpdir` always, the default one when a disk
     /// spool is asked for. Creating (and dropping) an unnamed file there is
@@ -391,11 +408,8 @@ impl Source {
     ) -> Result<Report, SnapshotError> {
         let estimate = self.size_estimate()?;
         let tmpdir = Self::tmpdir(opts);
-        let kind = match opts.spool {
-            SpoolMode::Memory => SpoolKind::Memory,
-            SpoolMode::Disk => SpoolKind::Disk,
-            SpoolMode::Auto => auto_kind(estimate),
-        };
+        let kind = opts.spool_kind(estimate);
+        let location = opts.spool_location(kind);
         progress.phase("snapshot", Some(estimate));
         let spool = match kind {
             SpoolKind::Memory => {
@@ -403,8 +417,8 @@ impl Source {
                 // and memdb's default 1 GiB ceiling must not be what stops us.
                 let limit = estimate.saturating_mul(2).max(1 << 30).saturating_add(64 << 20);
                 let m = Memdb::create(limit).map_err(|e| self.sqlite_error("spool: memory", e))?;
-                let probe = m.probe().map_err(|e| SnapshotError::Spool { dir: "memory".into(), source: e })?;
-                self.run_vacuum(m.uri().to_string(), probe, kind, &tmpdir, cancel, progress)?;
+                let probe = m.probe().map_err(|e| SnapshotError::Spool { dir: location.clone(), source: e })?;
+                self.run_vacuum(m.uri().to_string(), probe, kind, &location, cancel, progress)?;
                 Spool::Memdb(m)
             }
             SpoolKind::Disk => {
@@ -412,18 +426,18 @@ impl Source {
                     SpoolFile::create(&tmpdir).map_err(|e| SnapshotError::Spool { dir: tmpdir.clone(), source: e })?;
                 let probe =
                     spool::file_probe(&f).map_err(|e| SnapshotError::Spool { dir: tmpdir.clone(), source: e })?;
-                self.run_vacuum(f.uri(), probe, kind, &tmpdir, cancel, progress)?;
+                self.run_vacuum(f.uri(), probe, kind, &location, cancel, progress)?;
                 Spool::Vfs(f)
             }
         };
-        let header = self.check_complete(&spool)?;
+        let header = self.check_complete(&spool, &location)?;
         if opts.check {
             let conn = spool.open_connection().map_err(|e| self.sqlite_error("check snapshot", e))?;
             if let Some(c) = conn {
                 quick_check(&c, &self.path)?;
             }
         }
-        let bytes = emit(&spool, cancel, progress, out)?;
+        let bytes = emit(&spool, &location, cancel, progress, out)?;
         Ok(Report {
             bytes,
             page_size: header.page_size,
@@ -439,7 +453,7 @@ impl Source {
         target: String,
         probe: impl Fn() -> u64 + Send + 'static,
         kind: SpoolKind,
-        tmpdir: &Path,
+        location: &Path,
         cancel: &Cancel,
         progress: &Progress,
     ) -> Result<(), SnapshotError> {
@@ -457,14 +471,10 @@ impl Source {
         let result = self.conn.execute("VACUUM INTO ?1", [target]);
         let _ = self.conn.progress_handler(0, None::<fn() -> bool>);
         cancel.check()?;
-        let spool_dir = || match kind {
-            SpoolKind::Memory => PathBuf::from("memory"),
-            SpoolKind::Disk => tmpdir.to_path_buf(),
-        };
         match result {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some(ErrorCode::DiskFull) => {
-                Err(SnapshotError::SpoolFull { kind, dir: spool_dir() })
+                Err(SnapshotError::SpoolFull { kind, dir: location.to_path_buf() })
             }
             // The source is read-only: whatever fails to be written is the spool.
             Err(e) if is_write_error(&e) => {
@@ -472,20 +482,21 @@ impl Source {
                 let errno = unsafe { ffi::sqlite3_system_errno(self.conn.handle()) };
                 let source =
                     if errno != 0 { io::Error::from_raw_os_error(errno) } else { io::Error::other(sqlite_cause(&e)) };
-                Err(SnapshotError::Spool { dir: spool_dir(), source })
+                Err(SnapshotError::Spool { dir: location.to_path_buf(), source })
             }
             Err(e) => Err(self.sqlite_error("snapshot", e)),
         }
     }
 
     /// page size × page count of the spooled image must equal its length.
-    fn check_complete(&self, spool: &Spool) -> Result<DbHeader, SnapshotError> {
-        let len = spool.size().map_err(|e| SnapshotError::Spool { dir: "spool".into(), source: e })?;
+    fn check_complete(&self, spool: &Spool, location: &Path) -> Result<DbHeader, SnapshotError> {
+        let spool_err = |e| SnapshotError::Spool { dir: location.to_path_buf(), source: e };
+        let len = spool.size().map_err(spool_err)?;
         let mut head = [0u8; HEADER_LEN];
         if len < HEADER_LEN as u64 {
             return Err(SnapshotError::Incomplete { path: self.path.clone(), expected: HEADER_LEN as u64, got: len });
         }
-        spool.read_exact_at(&mut head, 0).map_err(|e| SnapshotError::Spool { dir: "spool".into(), source: e })?;
+        spool.read_exact_at(&mut head, 0).map_err(spool_err)?;
         let h = DbHeader::parse(&head).map_err(|_| SnapshotError::Incomplete {
             path: self.path.clone(),
             expected: HEADER_LEN as u64,
@@ -526,34 +537,24 @@ impl Source {
         let stream_direct = journal.eq_ignore_ascii_case("wal");
         let (free_pages, spool) = if stream_direct {
             progress.phase("output", Some(total));
-            let free = self.stream_pages(page_size, page_count, cancel, progress, out).map_err(|e| match e {
-                SnapshotError::Spool { source, .. } => SnapshotError::Output(source),
-                other => other,
-            })?;
+            let free = self.stream_pages(page_size, page_count, cancel, progress, out, &SnapshotError::Output)?;
             drop(txn);
             (free, None)
         } else {
-            let kind = match opts.spool {
-                SpoolMode::Memory => SpoolKind::Memory,
-                SpoolMode::Disk => SpoolKind::Disk,
-                SpoolMode::Auto => auto_kind(total),
+            let kind = opts.spool_kind(total);
+            let location = opts.spool_location(kind);
+            let spool_err = |source: io::Error| match source.raw_os_error() {
+                Some(nix::libc::ENOSPC) => SnapshotError::SpoolFull { kind, dir: location.clone() },
+                _ => SnapshotError::Spool { dir: location.clone(), source },
             };
-            let tmpdir = Self::tmpdir(opts);
-            let mut pages =
-                PageSpool::new(kind, &tmpdir).map_err(|e| SnapshotError::Spool { dir: tmpdir.clone(), source: e })?;
+            let mut pages = PageSpool::new(kind, &Self::tmpdir(opts)).map_err(spool_err)?;
             progress.phase("snapshot", Some(total));
-            let free = self.stream_pages(page_size, page_count, cancel, progress, &mut pages).map_err(|e| match e {
-                SnapshotError::Spool { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => {
-                    SnapshotError::SpoolFull { kind, dir: tmpdir.clone() }
-                }
-                SnapshotError::Spool { source, .. } => SnapshotError::Spool { dir: tmpdir.clone(), source },
-                other => other,
-            })?;
+            let free = self.stream_pages(page_size, page_count, cancel, progress, &mut pages, &spool_err)?;
             // Release the shared lock before anything slow happens downstream.
             drop(txn);
             let spool = Spool::Pages(pages);
-            self.check_complete(&spool)?;
-            emit(&spool, cancel, progress, out)?;
+            self.check_complete(&spool, &location)?;
+            emit(&spool, &location, cancel, progress, out)?;
             (free, Some(kind))
         };
         Ok(Report { bytes: total, page_size, pages: page_count, free_pages, method: Method::Pages, spool })
@@ -561,8 +562,8 @@ impl Source {
 
     /// Writes every page in order; returns the free-list length. Page 1 is
     /// fixed up if its header does not vouch for the database size (legacy
-    /// writers), so that the image describes itself. Write errors come back as
-    /// `Spool` for the caller to name.
+    /// writers), so that the image describes itself. `write_err` says what a
+    /// failed write to `out` means (the output, or the spool).
     fn stream_pages(
         &self,
         page_size: u32,
@@ -570,6 +571,7 @@ impl Source {
         cancel: &Cancel,
         progress: &Progress,
         out: &mut dyn Write,
+        write_err: &dyn Fn(io::Error) -> SnapshotError,
     ) -> Result<u32, SnapshotError> {
         let mut stmt = self
             .conn
@@ -579,7 +581,6 @@ impl Source {
         let mut expect: u64 = 1;
         let mut free_pages = 0;
         let mut pending = 0u64;
-        let write_err = |e: io::Error| SnapshotError::Spool { dir: PathBuf::new(), source: e };
         while let Some(row) = rows.next().map_err(|e| self.sqlite_error("snapshot", e))? {
             let pgno: i64 = row.get(0).map_err(|e| self.sqlite_error("snapshot", e))?;
             let data = row.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(|e| self.sqlite_error("snapshot", e))?;
@@ -645,15 +646,22 @@ fn vouch_for_size(page1: &mut [u8], pages: u32) {
     page1[92..96].copy_from_slice(&counter);
 }
 
-fn emit(spool: &Spool, cancel: &Cancel, progress: &Progress, out: &mut dyn Write) -> Result<u64, SnapshotError> {
-    let len = spool.size().map_err(|e| SnapshotError::Spool { dir: "spool".into(), source: e })?;
+fn emit(
+    spool: &Spool,
+    location: &Path,
+    cancel: &Cancel,
+    progress: &Progress,
+    out: &mut dyn Write,
+) -> Result<u64, SnapshotError> {
+    let spool_err = |e| SnapshotError::Spool { dir: location.to_path_buf(), source: e };
+    let len = spool.size().map_err(spool_err)?;
     progress.phase("output", Some(len));
-    let mut buf = spool::try_buffer(IO_CHUNK).map_err(|e| SnapshotError::Spool { dir: "memory".into(), source: e })?;
+    let mut buf = spool::try_buffer(IO_CHUNK).map_err(spool_err)?;
     let mut off = 0u64;
     while off < len {
         cancel.check()?;
         let n = (len - off).min(IO_CHUNK as u64) as usize;
-        spool.read_exact_at(&mut buf[..n], off).map_err(|e| SnapshotError::Spool { dir: "spool".into(), source: e })?;
+        spool.read_exact_at(&mut buf[..n], off).map_err(spool_err)?;
         out.write_all(&buf[..n]).map_err(SnapshotError::Output)?;
         off += n as u64;
         progress.add(n as u64);
