@@ -9,11 +9,13 @@
 use std::fmt;
 use std::io;
 
+use crate::identity::IdentityError;
 use crate::output::OutputError;
 use crate::recipients::RecipientsError;
 use crate::seal::SealError;
 use crate::snapshot::SnapshotError;
 use crate::source::SourceError;
+use crate::verify::VerifyError;
 
 /// Why a run stopped although nothing failed on its own account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,12 @@ pub enum Error {
     Recipients(RecipientsError),
     Seal(SealError),
     Output(OutputError),
+    Identity(IdentityError),
+    /// A backup (named as the user named it) did not verify.
+    Verify {
+        name: String,
+        error: Box<VerifyError>,
+    },
     /// The invocation itself is wrong (exit 2), e.g. binary data to a terminal.
     Usage {
         message: String,
@@ -113,6 +121,12 @@ impl fmt::Display for Error {
             Error::Recipients(e) => e.fmt(f),
             Error::Seal(e) => e.fmt(f),
             Error::Output(e) => e.fmt(f),
+            Error::Identity(e) => e.fmt(f),
+            Error::Verify { name, error } => match **error {
+                // The live database's errors name their own path.
+                VerifyError::Live(_) => error.fmt(f),
+                _ => write!(f, "{name}: {error}"),
+            },
             Error::Usage { message, .. } => f.write_str(message),
             Error::Setup { what, source } => write!(f, "{what}: {}", io_cause(source)),
             Error::Stopped(s) => s.fmt(f),
@@ -135,6 +149,8 @@ impl Error {
             Error::Recipients(e) => e.hint(),
             Error::Seal(e) => e.hint(),
             Error::Output(e) => e.hint(),
+            Error::Identity(e) => e.hint(),
+            Error::Verify { error, .. } => error.hint(),
             Error::Usage { hint, .. } => hint.clone(),
             Error::Setup { .. } => None,
             Error::Stopped(_) => None,
@@ -215,6 +231,22 @@ fn output_io(e: io::Error) -> Error {
     match crate::output::output_error_from_io(e) {
         Ok(out) => out.into(),
         Err(e) => Error::Output(OutputError::Write { path: "standard output".into(), source: e }),
+    }
+}
+
+impl From<IdentityError> for Error {
+    fn from(e: IdentityError) -> Error {
+        Error::Identity(e)
+    }
+}
+
+impl Error {
+    /// A verification failure of the backup called `name`; a signal stays a signal.
+    pub fn verify(name: &str, error: VerifyError) -> Error {
+        match error.stop() {
+            Some(stop) => Error::Stopped(stop),
+            None => Error::Verify { name: name.to_string(), error: Box::new(error) },
+        }
     }
 }
 

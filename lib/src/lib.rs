@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod header;
+pub mod identity;
 pub mod output;
 pub mod progress;
 pub mod recipients;
@@ -17,6 +18,8 @@ pub mod signals;
 pub mod snapshot;
 pub mod source;
 pub mod spool;
+pub mod unseal;
+pub mod verify;
 mod vfs;
 
 pub use error::{Error, Stop};

@@ -246,6 +246,37 @@ impl AtomicFile {
         &self.dest
     }
 
+    /// fsync the data: durable, not yet in place. [`AtomicFile::commit`]
+    /// does this itself; call it first to [`AtomicFile::read_back`] what is on disk.
+    pub fn sync(&mut self) -> Result<(), OutputError> {
+        let path = self.dest.path.clone();
+        self.file.sync_all().map_err(|e| OutputError::Sync { path, source: e })
+    }
+
+    /// A reader over everything written, from the first byte. After
+    /// [`AtomicFile::sync`] the cached pages are dropped first (they are
+    /// clean), so that the reads come from the device, not from memory.
+    pub fn read_back(&self) -> Result<ReadBack, OutputError> {
+        // The writer is write-only: open the same inode again, for reading.
+        let fd = match &self.temp {
+            Some(name) => fcntl::openat(
+                &self.dir,
+                name.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            ),
+            None => fcntl::open(
+                format!("/proc/self/fd/{}", self.file.as_raw_fd()).as_str(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ),
+        };
+        let file = File::from(fd.map_err(|e| OutputError::Sync { path: self.dest.path.clone(), source: e.into() })?);
+        // Advice only: a file system without it still reads correctly.
+        let _ = fcntl::posix_fadvise(&file, 0, 0, fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        Ok(ReadBack { file, pos: 0 })
+    }
+
     /// fsync the data, put the file in place, fsync the directory.
     pub fn commit(mut self) -> Result<(), OutputError> {
         let path = self.dest.path.clone();
@@ -320,6 +351,21 @@ fn temp_name(dest_name: &OsStr) -> OsString {
     n.push(dest_name);
     n.push(format!(".{suffix}.tmp"));
     n
+}
+
+/// Reads an [`AtomicFile`] by position, leaving the writer's offset alone.
+pub struct ReadBack {
+    file: File,
+    pos: u64,
+}
+
+impl io::Read for ReadBack {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 impl Write for AtomicFile {

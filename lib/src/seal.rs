@@ -159,15 +159,9 @@ impl Block {
         for i in 0..chunks {
             let start = i * ENC_CHUNK;
             let len = (self.filled - i * CHUNK).min(CHUNK);
-            let mut nonce = [0u8; 12];
-            nonce[3..11].copy_from_slice(&(first_counter + i as u64).to_be_bytes());
-            nonce[11] = u8::from(last && i == chunks - 1);
+            let nonce = chunk_nonce(first_counter + i as u64, last && i == chunks - 1);
             let tag = key
-                .seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::empty(),
-                    &mut self.buf[start..start + len],
-                )
+                .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.buf[start..start + len])
                 .expect("64 KiB is far below ChaCha20-Poly1305's message limit");
             self.buf[start + len..start + len + TAG].copy_from_slice(tag.as_ref());
             end = start + len + TAG;
@@ -229,21 +223,21 @@ pub struct Sealer<W: Write> {
     workers: Vec<JoinHandle<()>>,
     stats: SealStats,
     failed: bool,
+    /// Kept for [`Sealer::finish_with_key`]: verifying the written file.
+    file_key: Option<FileKey>,
 }
 
 impl<W: Write> Sealer<W> {
     /// Writes the age header to `out` and starts the workers.
     pub fn new(out: W, recipients: &[Recipient], armor: bool) -> Result<Sealer<W>, SealError> {
-        let (header, payload_key) = build_header(recipients)?;
+        let (header, key, file_key) = build_header(recipients)?;
         let mut out = if armor {
             Out::Armored(ArmoredWriter::wrap_output(out, Format::AsciiArmor).map_err(SealError::Output)?)
         } else {
             Out::Binary(out)
         };
         out.write_all(&header).map_err(SealError::Output)?;
-        let key = Arc::new(LessSafeKey::new(
-            UnboundKey::new(&CHACHA20_POLY1305, &payload_key).map_err(|_| SealError::Random)?,
-        ));
+        let key = Arc::new(key);
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -270,6 +264,7 @@ impl<W: Write> Sealer<W> {
             workers,
             stats: SealStats { plaintext: 0, ciphertext: header.len() as u64 },
             failed: false,
+            file_key: Some(file_key),
         })
     }
 
@@ -325,7 +320,13 @@ impl<W: Write> Sealer<W> {
     }
 
     /// Encrypts the final chunk, writes everything out and returns the output.
-    pub fn finish(mut self) -> Result<(W, SealStats), SealError> {
+    pub fn finish(self) -> Result<(W, SealStats), SealError> {
+        self.finish_with_key().map(|(w, stats, _)| (w, stats))
+    }
+
+    /// [`Sealer::finish`], also handing back the file key, with which the
+    /// written file can be read back and verified without any identity.
+    pub fn finish_with_key(mut self) -> Result<(W, SealStats, FileKey), SealError> {
         if self.failed {
             return Err(SealError::Output(io::Error::other("output failed earlier")));
         }
@@ -347,7 +348,8 @@ impl<W: Write> Sealer<W> {
             }
             None => return Err(SealError::Output(io::Error::other("sealer already finished"))),
         };
-        Ok((out, self.stats))
+        let key = self.file_key.take().ok_or_else(|| SealError::Output(io::Error::other("sealer already finished")))?;
+        Ok((out, self.stats, key))
     }
 
     fn dispatch(&mut self, block: Block, last: bool) -> io::Result<()> {
@@ -450,17 +452,39 @@ impl hkdf::KeyType for Len {
     }
 }
 
-fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), SealError> {
+/// HKDF-SHA-256 to 32 bytes, as age derives its header MAC and payload keys.
+pub(crate) fn hkdf32(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
     hkdf::Salt::new(hkdf::HKDF_SHA256, salt)
         .extract(ikm)
         .expand(&[info], Len(out.len()))
-        .and_then(|okm| okm.fill(out))
-        .map_err(|_| SealError::Random)
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("HKDF-SHA-256 can always expand to 32 bytes");
+    out
 }
 
-/// The age v1 header (stanzas, MAC) followed by the payload nonce, and the
-/// payload key derived from a fresh file key.
-fn build_header(recipients: &[Recipient]) -> Result<(Vec<u8>, [u8; 32]), SealError> {
+/// The age header MAC over `header` (everything up to and including `---`).
+pub(crate) fn header_mac_key(file_key: &FileKey) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, &hkdf32(&[], file_key.expose_secret(), b"header"))
+}
+
+/// The payload key for the 16-byte `nonce` that follows the header.
+pub(crate) fn payload_key(file_key: &FileKey, nonce: &[u8]) -> LessSafeKey {
+    let key = hkdf32(nonce, file_key.expose_secret(), b"payload");
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).expect("a 32-byte key suits ChaCha20-Poly1305"))
+}
+
+/// The STREAM nonce of chunk `counter`.
+pub(crate) fn chunk_nonce(counter: u64, last: bool) -> Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[3..11].copy_from_slice(&counter.to_be_bytes());
+    nonce[11] = u8::from(last);
+    Nonce::assume_unique_for_key(nonce)
+}
+
+/// The age v1 header (stanzas, MAC) followed by the payload nonce, the
+/// payload key, and the fresh file key both derive from.
+fn build_header(recipients: &[Recipient]) -> Result<(Vec<u8>, LessSafeKey, FileKey), SealError> {
     let rng = SystemRandom::new();
     let file_key = FileKey::try_init_with_mut(|k| rng.fill(k)).map_err(|_| SealError::Random)?;
     let mut stanzas = Vec::new();
@@ -497,19 +521,15 @@ fn build_header(recipients: &[Recipient]) -> Result<(Vec<u8>, [u8; 32]), SealErr
         h.push(b'\n');
     }
     h.extend_from_slice(b"---");
-    let fk = file_key.expose_secret();
-    let mut mac_key = [0u8; 32];
-    hkdf_sha256(&[], fk, b"header", &mut mac_key)?;
-    let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &mac_key), &h);
+    let mac = hmac::sign(&header_mac_key(&file_key), &h);
     h.push(b' ');
     h.extend_from_slice(B64.encode(mac.as_ref()).as_bytes());
     h.push(b'\n');
     let mut nonce = [0u8; 16];
     rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
     h.extend_from_slice(&nonce);
-    let mut payload_key = [0u8; 32];
-    hkdf_sha256(&nonce, fk, b"payload", &mut payload_key)?;
-    Ok((h, payload_key))
+    let key = payload_key(&file_key, &nonce);
+    Ok((h, key, file_key))
 }
 
 /// How [`seal_stream`] treats its input.

@@ -362,6 +362,21 @@ impl Source {
         &self.path
     }
 
+    /// Runs `f` in one read transaction: what it reads is one state of the
+    /// database, whatever writers do meanwhile.
+    pub fn read<T>(
+        &self,
+        what: &'static str,
+        cancel: &Cancel,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, SnapshotError> {
+        let _watch = cancel.watch_sqlite(&self.conn);
+        let txn = self.conn.unchecked_transaction().map_err(|e| self.sqlite_error(what, e))?;
+        let out = f(&txn).map_err(|e| self.sqlite_error(what, e))?;
+        txn.commit().map_err(|e| self.sqlite_error(what, e))?;
+        Ok(out)
+    }
+
     /// Page size × page count of the live database: what a snapshot weighs at most.
     pub fn size_estimate(&self) -> Result<u64, SnapshotError> {
         let (size, count): (i64, i64) = self

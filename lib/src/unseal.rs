@@ -1,0 +1,536 @@
+//! Reading an age v1 file back, telling exactly what is wrong with a bad one.
+//!
+//! The `age` crate's decryptor says "decryption failed" for a cut file and a
+//! changed one alike. Here the header is parsed and authenticated by hand
+//! (the crate's identities still unwrap the file key, so every identity type
+//! it supports works), and the STREAM payload is opened chunk by chunk with
+//! `ring`, so that a failure can be placed: inside the header, at a chunk
+//! boundary, mid-chunk, in chunk N, after the final chunk.
+//!
+//! Where the cryptography alone cannot tell a cut from a change (the last
+//! piece of the file does not authenticate), the expected length helps: the
+//! caller may learn it from the authenticated first chunk
+//! ([`Payload::expect_plaintext`]), e.g. a SQLite header's page size × count.
+
+use std::fmt;
+use std::io::{self, BufRead, Read};
+
+pub use age_core::format::FileKey;
+use age_core::format::Stanza;
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use base64::Engine;
+use ring::aead::{Aad, LessSafeKey, Tag};
+use ring::hmac;
+
+use crate::error::{io_cause, Stop};
+use crate::identity::Identity;
+use crate::seal::{chunk_nonce, header_mac_key, payload_key, CHUNK};
+
+const TAG: usize = 16;
+const ENC_CHUNK: usize = CHUNK + TAG;
+const NONCE: usize = 16;
+const MAGIC: &[u8] = b"age-encryption.org/";
+const VERSION_LINE: &[u8] = b"age-encryption.org/v1\n";
+pub const ARMOR_BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
+/// A header bigger than this is not one age wrote (20 ssh-rsa recipients take 15 KB).
+const MAX_HEADER: usize = 1 << 20;
+
+/// What is wrong with an age file. The messages say what the file is, not
+/// where it is: the caller prefixes the path.
+#[derive(Debug)]
+pub enum UnsealError {
+    Empty,
+    NotAge,
+    Version(String),
+    HeaderTruncated,
+    HeaderMalformed(&'static str),
+    HeaderTooLarge,
+    Passphrase,
+    /// No identity unwrapped the file key; the stanza types found.
+    NoIdentity(Vec<String>),
+    /// An identity recognised its stanza but could not use it.
+    Stanza(String),
+    HeaderMac,
+    /// The file ends inside the 16-byte nonce, or right after it.
+    NoPayload,
+    /// Every chunk there authenticates, but the final one is missing.
+    ChunkBoundary {
+        chunks: u64,
+        bytes: u64,
+    },
+    MidChunk {
+        got: u64,
+        expected: Option<u64>,
+    },
+    Altered {
+        chunk: u64,
+        from: u64,
+        to: u64,
+    },
+    /// The last piece fails and nothing tells whether it was cut or changed.
+    LastChunk {
+        chunk: u64,
+    },
+    Trailing,
+    EmptyLastChunk,
+    Read(io::Error),
+    Stop(Stop),
+}
+
+impl fmt::Display for UnsealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use UnsealError::*;
+        match self {
+            Empty => f.write_str("empty (0 bytes), not an age file"),
+            NotAge => f.write_str("not an age file (it does not begin with \"age-encryption.org/v1\")"),
+            Version(v) => write!(f, "unsupported age format version {v:?} (this reads v1)"),
+            HeaderTruncated => f.write_str("truncated inside the age header"),
+            HeaderMalformed(what) => write!(f, "malformed age header ({what}): altered, or not written by age"),
+            HeaderTooLarge => f.write_str("malformed age header (larger than 1 MiB)"),
+            Passphrase => f.write_str("encrypted with a passphrase (scrypt), not to recipients"),
+            NoIdentity(types) => write!(
+                f,
+                "no identity given opens it: it is encrypted to other recipients ({}), or its header was altered",
+                types.join(", ")
+            ),
+            Stanza(e) => write!(f, "age header: {e}"),
+            HeaderMac => f.write_str("altered: the age header does not match its MAC"),
+            NoPayload => f.write_str("truncated right after the age header: no payload"),
+            ChunkBoundary { chunks, bytes } => write!(
+                f,
+                "truncated at a chunk boundary: {chunks} chunk(s) ({bytes} bytes of payload) authenticate, \
+                 but the final chunk is missing"
+            ),
+            MidChunk { got, expected: Some(e) } => {
+                write!(f, "truncated mid-chunk: {got} of {e} bytes of payload")
+            }
+            MidChunk { got, expected: None } => write!(f, "truncated mid-chunk after {got} bytes of payload"),
+            Altered { chunk, from, to } => {
+                write!(f, "altered: payload chunk {chunk} (bytes {from}-{to} of the payload) fails authentication")
+            }
+            LastChunk { chunk } => write!(
+                f,
+                "truncated or altered: the last payload chunk ({chunk}) fails authentication \
+                 (the file was cut mid-chunk, or changed)"
+            ),
+            Trailing => f.write_str("altered: data after the final chunk"),
+            EmptyLastChunk => f.write_str("malformed: an empty final chunk, which age refuses"),
+            Read(e) => write!(f, "read: {}", io_cause(e)),
+            Stop(s) => s.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for UnsealError {}
+
+impl UnsealError {
+    pub fn hint(&self) -> Option<String> {
+        use UnsealError::*;
+        match self {
+            NoIdentity(_) => {
+                Some("pass the identity the backup was encrypted to (age-keygen -y KEYFILE shows its recipient)".into())
+            }
+            Passphrase => Some("decrypt it with age -d; wm-verify checks files encrypted to recipients".into()),
+            HeaderTruncated | NoPayload | ChunkBoundary { .. } | MidChunk { .. } => {
+                Some("the copy is incomplete: copy it again, or take a new backup".into())
+            }
+            HeaderMac | Altered { .. } | Trailing | HeaderMalformed(_) => {
+                Some("the file changed after it was written: restore from another copy".into())
+            }
+            LastChunk { .. } => Some("copy it again from where it came, or restore from another copy".into()),
+            _ => None,
+        }
+    }
+
+    pub fn stop(&self) -> Option<Stop> {
+        match self {
+            UnsealError::Stop(s) => Some(*s),
+            UnsealError::Read(e) => Stop::from_io(e),
+            _ => None,
+        }
+    }
+
+    fn read(e: io::Error) -> UnsealError {
+        match Stop::from_io(&e) {
+            Some(s) if s != Stop::BrokenPipe => UnsealError::Stop(s),
+            _ => UnsealError::Read(e),
+        }
+    }
+}
+
+/// What opens the file: identities, or the file key itself (a file this
+/// process just wrote).
+pub enum Key<'a> {
+    Identities(&'a [Identity]),
+    FileKey(&'a FileKey),
+}
+
+/// What the header said.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderInfo {
+    /// Stanza types, in order ("X25519", "ssh-ed25519", …).
+    pub stanzas: Vec<String>,
+    /// "X25519 identity from key.txt", or "the file key" for [`Key::FileKey`].
+    pub opened_by: String,
+    /// Header plus nonce, in bytes of the (de-armored) file.
+    pub header_len: u64,
+    pub armored: bool,
+}
+
+/// Reads the header from `input` (binary or ASCII-armored), authenticates it
+/// with `key`, and returns the payload reader.
+pub fn open<'r>(input: Box<dyn BufRead + 'r>, key: Key<'_>) -> Result<(HeaderInfo, Payload<'r>), UnsealError> {
+    let mut input = input;
+    let head = input.fill_buf().map_err(UnsealError::read)?;
+    let armored = head.starts_with(ARMOR_BEGIN);
+    let mut input: Box<dyn BufRead + 'r> =
+        if armored { Box::new(io::BufReader::new(age::armor::ArmoredReader::new(input))) } else { input };
+    let (header, mac_at) = read_header(&mut input)?;
+    let stanzas = parse_stanzas(&header[VERSION_LINE.len()..mac_at])?;
+    let types: Vec<String> = stanzas.iter().map(|s| s.tag.clone()).collect();
+    if types.iter().any(|t| t == "scrypt") {
+        return Err(UnsealError::Passphrase);
+    }
+    let (file_key, opened_by) = unwrap(&stanzas, &types, key)?;
+    let mac = B64
+        .decode(header[mac_at + 4..].trim_ascii_end())
+        .map_err(|_| UnsealError::HeaderMalformed("the MAC is not base64"))?;
+    hmac::verify(&header_mac_key(&file_key), &header[..mac_at + 3], &mac).map_err(|_| UnsealError::HeaderMac)?;
+    let mut nonce = [0u8; NONCE];
+    let got = fill(&mut input, &mut nonce)?;
+    if got < NONCE {
+        return Err(UnsealError::NoPayload);
+    }
+    let info = HeaderInfo { stanzas: types, opened_by, header_len: (header.len() + NONCE) as u64, armored };
+    Ok((info, Payload::new(input, payload_key(&file_key, &nonce))))
+}
+
+/// The header's bytes and the offset of its `---` line.
+fn read_header(input: &mut dyn BufRead) -> Result<(Vec<u8>, usize), UnsealError> {
+    let mut header = Vec::new();
+    let first = read_line(input, &mut header, VERSION_LINE.len())?;
+    if !first.ends_with(b"\n") {
+        return Err(match first.len() {
+            0 => UnsealError::Empty,
+            _ if MAGIC.starts_with(first) || VERSION_LINE.starts_with(first) => UnsealError::HeaderTruncated,
+            _ if first.starts_with(MAGIC) => {
+                UnsealError::Version(String::from_utf8_lossy(&first[MAGIC.len()..]).into())
+            }
+            _ => UnsealError::NotAge,
+        });
+    }
+    if first != VERSION_LINE {
+        return Err(if first.starts_with(MAGIC) {
+            UnsealError::Version(String::from_utf8_lossy(first[MAGIC.len()..].trim_ascii_end()).into())
+        } else {
+            UnsealError::NotAge
+        });
+    }
+    loop {
+        let start = header.len();
+        let line = read_line(input, &mut header, MAX_HEADER)?;
+        if !line.ends_with(b"\n") {
+            return Err(if header.len() >= MAX_HEADER {
+                UnsealError::HeaderTooLarge
+            } else {
+                UnsealError::HeaderTruncated
+            });
+        }
+        if line.starts_with(b"---") {
+            if !line.starts_with(b"--- ") {
+                return Err(UnsealError::HeaderMalformed("bad MAC line"));
+            }
+            return Ok((header, start));
+        }
+        if header.len() >= MAX_HEADER {
+            return Err(UnsealError::HeaderTooLarge);
+        }
+    }
+}
+
+/// Appends one line (with its `\n`, if the input has one) to `buf`, reading
+/// at most `max` bytes; returns the line.
+fn read_line<'b>(input: &mut dyn BufRead, buf: &'b mut Vec<u8>, max: usize) -> Result<&'b [u8], UnsealError> {
+    let start = buf.len();
+    input.take(max as u64).read_until(b'\n', buf).map_err(UnsealError::read)?;
+    Ok(&buf[start..])
+}
+
+fn parse_stanzas(mut region: &[u8]) -> Result<Vec<Stanza>, UnsealError> {
+    let mut out = Vec::new();
+    while !region.is_empty() {
+        match age_core::format::read::age_stanza(region) {
+            Ok((rest, s)) => {
+                out.push(Stanza::from(s));
+                region = rest;
+            }
+            Err(_) => return Err(UnsealError::HeaderMalformed("a recipient stanza does not parse")),
+        }
+    }
+    if out.is_empty() {
+        return Err(UnsealError::HeaderMalformed("no recipient stanzas"));
+    }
+    Ok(out)
+}
+
+fn unwrap(stanzas: &[Stanza], types: &[String], key: Key<'_>) -> Result<(FileKey, String), UnsealError> {
+    let ids = match key {
+        Key::FileKey(k) => {
+            use age::secrecy::ExposeSecret;
+            return Ok((FileKey::new(Box::new(*k.expose_secret())), "the file key".into()));
+        }
+        Key::Identities(ids) => ids,
+    };
+    let mut failure = None;
+    for id in ids {
+        match id.key.unwrap_stanzas(stanzas) {
+            Some(Ok(k)) => return Ok((k, format!("{} identity from {}", id.kind, id.file.display()))),
+            Some(Err(e)) => failure = failure.or(Some(e.to_string())),
+            None => {}
+        }
+    }
+    Err(match failure {
+        Some(e) => UnsealError::Stanza(e),
+        None => {
+            let mut t = types.to_vec();
+            t.dedup();
+            UnsealError::NoIdentity(t)
+        }
+    })
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn fill(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize, UnsealError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(UnsealError::read(e)),
+        }
+    }
+    Ok(n)
+}
+
+/// The STREAM payload, opened one 64 KiB chunk at a time.
+pub struct Payload<'r> {
+    input: Box<dyn BufRead + 'r>,
+    key: LessSafeKey,
+    /// One encrypted chunk plus one byte of look-ahead: whether more follows
+    /// decides which nonce (last or not) the chunk must authenticate under.
+    buf: Vec<u8>,
+    have: usize,
+    chunk: u64,
+    /// Payload bytes consumed (ciphertext, after the nonce).
+    consumed: u64,
+    done: bool,
+    expected: Option<u64>,
+}
+
+impl<'r> Payload<'r> {
+    fn new(input: Box<dyn BufRead + 'r>, key: LessSafeKey) -> Payload<'r> {
+        Payload {
+            input,
+            key,
+            buf: vec![0u8; ENC_CHUNK + 1],
+            have: 0,
+            chunk: 0,
+            consumed: 0,
+            done: false,
+            expected: None,
+        }
+    }
+
+    /// The plaintext is expected to be `len` bytes: a failing last piece is
+    /// then called truncated when short of it, altered when not.
+    pub fn expect_plaintext(&mut self, len: u64) {
+        let chunks = len.div_ceil(CHUNK as u64).max(1);
+        self.expected = Some(len + chunks * TAG as u64);
+    }
+
+    /// Payload bytes read so far (ciphertext).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Decrypts the next chunk into `out` (at least 64 KiB) and returns its
+    /// length; `None` once the final chunk has been returned.
+    pub fn next_into(&mut self, out: &mut [u8]) -> Result<Option<usize>, UnsealError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.have += fill(&mut self.input, &mut self.buf[self.have..])?;
+        let at_eof = self.have <= ENC_CHUNK;
+        let len = self.have.min(ENC_CHUNK);
+        let (i, start) = (self.chunk, self.consumed);
+        if len == 0 {
+            return Err(UnsealError::NoPayload);
+        }
+        if len < TAG {
+            return Err(UnsealError::MidChunk { got: start + len as u64, expected: self.expected });
+        }
+        let n = if !at_eof {
+            match self.open(len, false, out) {
+                Some(n) => n,
+                None if self.open(len, true, out).is_some() => return Err(UnsealError::Trailing),
+                None => return Err(self.failure(len, false, out)),
+            }
+        } else if let Some(n) = self.open(len, true, out) {
+            if n == 0 && i > 0 {
+                return Err(UnsealError::EmptyLastChunk);
+            }
+            self.done = true;
+            n
+        } else if len == ENC_CHUNK && self.open(len, false, out).is_some() {
+            return Err(UnsealError::ChunkBoundary { chunks: i + 1, bytes: start + len as u64 });
+        } else {
+            return Err(self.failure(len, true, out));
+        };
+        self.buf.copy_within(len..self.have, 0);
+        self.have -= len;
+        self.chunk += 1;
+        self.consumed += len as u64;
+        Ok(Some(n))
+    }
+
+    /// Opens `buf[..len]` as chunk `self.chunk` into `out`, leaving the
+    /// ciphertext intact for another try.
+    fn open(&self, len: usize, last: bool, out: &mut [u8]) -> Option<usize> {
+        let n = len - TAG;
+        let tag = Tag::try_from(&self.buf[n..len]).ok()?;
+        out[..n].copy_from_slice(&self.buf[..n]);
+        let nonce = chunk_nonce(self.chunk, last);
+        self.key.open_in_place_separate_tag(nonce, Aad::empty(), tag, &mut out[..n], 0..).ok().map(|p| p.len())
+    }
+
+    fn altered(&self, len: usize) -> UnsealError {
+        UnsealError::Altered { chunk: self.chunk, from: self.consumed, to: self.consumed + len as u64 }
+    }
+
+    /// The piece `buf[..len]` authenticates under neither nonce: cut short,
+    /// changed, or followed by extra bytes. The expected length, when known,
+    /// says which; a full-size piece cannot be a cut one.
+    fn failure(&self, len: usize, at_eof: bool, out: &mut [u8]) -> UnsealError {
+        let end = self.consumed + len as u64;
+        match self.expected {
+            Some(e) => {
+                let want = e.saturating_sub(self.consumed);
+                if e < end && want >= TAG as u64 && self.open(want as usize, true, out).is_some() {
+                    UnsealError::Trailing
+                } else if at_eof && end < e {
+                    UnsealError::MidChunk { got: end, expected: Some(e) }
+                } else {
+                    self.altered(len)
+                }
+            }
+            None if at_eof && len < ENC_CHUNK => UnsealError::LastChunk { chunk: self.chunk },
+            None => self.altered(len),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::Sealer;
+    use std::io::Write;
+
+    fn sealed(len: usize) -> (Vec<Identity>, Vec<u8>, Vec<u8>) {
+        let id = age::x25519::Identity::generate();
+        let r: crate::recipients::Recipient = Box::new(id.to_public());
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+        let mut s = Sealer::new(Vec::new(), &[r], false).unwrap();
+        s.write_all(&data).unwrap();
+        let (out, _) = s.finish().unwrap();
+        let ids = vec![Identity { key: Box::new(id), kind: "X25519", file: "k".into() }];
+        (ids, out, data)
+    }
+
+    fn read_all(ids: &[Identity], file: &[u8], expect: Option<u64>) -> Result<Vec<u8>, UnsealError> {
+        let (_, mut p) = open(Box::new(file), Key::Identities(ids))?;
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; CHUNK];
+        let mut first = true;
+        while let Some(n) = p.next_into(&mut chunk)? {
+            if first {
+                if let Some(e) = expect {
+                    p.expect_plaintext(e);
+                }
+                first = false;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        Ok(out)
+    }
+
+    fn payload_start(file: &[u8]) -> usize {
+        let at = file.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
+        at + file[at..].iter().position(|&b| b == b'\n').unwrap() + 1 + NONCE
+    }
+
+    #[test]
+    fn reads_back_every_size() {
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK] {
+            let (ids, file, data) = sealed(len);
+            assert_eq!(read_all(&ids, &file, None).unwrap(), data, "len {len}");
+        }
+    }
+
+    #[test]
+    fn cuts_are_placed() {
+        let (ids, file, _) = sealed(3 * CHUNK + 500);
+        let p = payload_start(&file);
+        let cut = |n: usize| read_all(&ids, &file[..n], None).err().unwrap();
+        assert!(matches!(cut(0), UnsealError::Empty));
+        assert!(matches!(cut(10), UnsealError::HeaderTruncated));
+        assert!(matches!(cut(40), UnsealError::HeaderTruncated));
+        assert!(matches!(cut(p - 3), UnsealError::NoPayload));
+        assert!(matches!(cut(p), UnsealError::NoPayload));
+        assert!(matches!(cut(p + ENC_CHUNK), UnsealError::ChunkBoundary { chunks: 1, .. }));
+        assert!(matches!(cut(p + 2 * ENC_CHUNK), UnsealError::ChunkBoundary { chunks: 2, .. }));
+        assert!(matches!(cut(p + ENC_CHUNK + 5), UnsealError::MidChunk { .. }));
+        assert!(matches!(cut(p + ENC_CHUNK + 100), UnsealError::LastChunk { chunk: 1 }));
+        let e = read_all(&ids, &file[..file.len() - 10], Some(3 * CHUNK as u64 + 500)).err().unwrap();
+        assert!(matches!(e, UnsealError::MidChunk { expected: Some(_), .. }), "{e}");
+    }
+
+    #[test]
+    fn changes_are_placed() {
+        let (ids, file, _) = sealed(3 * CHUNK + 500);
+        let p = payload_start(&file);
+        let flip = |at: usize| {
+            let mut f = file.clone();
+            f[at] ^= 1;
+            read_all(&ids, &f, Some(3 * CHUNK as u64 + 500)).err().unwrap()
+        };
+        assert!(matches!(flip(p + ENC_CHUNK + 7), UnsealError::Altered { chunk: 1, .. }));
+        assert!(matches!(flip(file.len() - 1), UnsealError::Altered { chunk: 3, .. }));
+        assert!(matches!(flip(p - 1), UnsealError::Altered { chunk: 0, .. }), "the nonce");
+        assert!(matches!(flip(2), UnsealError::NotAge));
+        let mac = file.windows(4).position(|w| w == b"--- ").unwrap() + 6;
+        assert!(matches!(flip(mac), UnsealError::HeaderMac | UnsealError::HeaderMalformed(_)));
+        let mut longer = file.clone();
+        longer.extend_from_slice(&[7u8; 100]);
+        let e = read_all(&ids, &longer, Some(3 * CHUNK as u64 + 500)).err().unwrap();
+        assert!(matches!(e, UnsealError::Trailing), "{e}");
+    }
+
+    #[test]
+    fn wrong_identity_and_file_key() {
+        let (_, file, data) = sealed(1000);
+        let (other, _, _) = sealed(1);
+        assert!(matches!(read_all(&other, &file, None).err().unwrap(), UnsealError::NoIdentity(_)));
+        let id = age::x25519::Identity::generate();
+        let r: crate::recipients::Recipient = Box::new(id.to_public());
+        let mut s = Sealer::new(Vec::new(), &[r], true).unwrap();
+        s.write_all(&data).unwrap();
+        let (out, _, key) = s.finish_with_key().unwrap();
+        let (info, mut p) = open(Box::new(&out[..]), Key::FileKey(&key)).unwrap();
+        assert!(info.armored);
+        let mut chunk = vec![0u8; CHUNK];
+        assert_eq!(p.next_into(&mut chunk).unwrap(), Some(1000));
+        assert_eq!(&chunk[..1000], &data[..]);
+        assert_eq!(p.next_into(&mut chunk).unwrap(), None);
+    }
+}
