@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Each binary with its page, man/<name>.1.
-const BINS: [(&str, &str); 3] = [
+const BINS: [(&str, &str); 4] = [
     ("wm-snapshot", env!("CARGO_BIN_EXE_wm-snapshot")),
     ("wm-seal", env!("CARGO_BIN_EXE_wm-seal")),
     ("workmem-backup", env!("CARGO_BIN_EXE_workmem-backup")),
+    ("wm-verify", env!("CARGO_BIN_EXE_wm-verify")),
 ];
 
 /// The sections every page must have, as `.SH` lines.

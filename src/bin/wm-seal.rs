@@ -63,7 +63,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), Error> {
     let cancel = common::install_signals()?;
     let started = Instant::now();
-    let input = common::stdin_not_terminal()?;
+    let input = common::stdin_not_terminal("pipe the data in, e.g. wm-snapshot | wm-seal -r KEY --to backup.age")?;
     let values: Vec<_> = cli.recipient.iter().map(|v| ("-r", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
     let recipients = recipients::collect(&values, &files)?;

@@ -2,15 +2,21 @@
 
 mod common;
 
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{ArgGroup, Parser};
 use common::{human, note, seconds, ProgressBar, Sink, SnapshotArgs};
+use wmbackup::output::AtomicFile;
+use wmbackup::progress::Progress;
 use wmbackup::recipients;
 use wmbackup::seal::Sealer;
+use wmbackup::signals::Cancel;
 use wmbackup::snapshot::{self, Source};
+use wmbackup::unseal::{FileKey, Key};
+use wmbackup::verify;
 use wmbackup::Error;
 
 const PROG: &str = "workmem-backup";
@@ -28,6 +34,7 @@ const GO_LONG: &[&str] = &[
     "tmpdir",
     "busy-timeout",
     "check",
+    "verify",
     "quiet",
     "help",
     "version",
@@ -76,6 +83,10 @@ struct Cli {
     #[command(flatten)]
     snap: SnapshotArgs,
 
+    /// Before putting the backup in place, read it back from disk and verify it as wm-verify does
+    #[arg(long)]
+    verify: bool,
+
     /// No progress, notices or summary on stderr, only errors
     #[arg(short, long)]
     quiet: bool,
@@ -96,7 +107,13 @@ fn run(cli: &Cli) -> Result<(), Error> {
     let db = cli.snap.resolve_db(PROG, cli.quiet)?;
     let opts = cli.snap.options();
     opts.validate()?;
-    let sink = Sink::open(Some(&cli.to), &cancel, cli.armor, &snapshot::protected_paths(&db))?;
+    let mut sink = Sink::open(Some(&cli.to), &cancel, cli.armor, &snapshot::protected_paths(&db))?;
+    if cli.verify && sink.file_mut().is_none() {
+        return Err(Error::usage(
+            "--verify needs --to FILE: standard output cannot be read back",
+            Some("write to a file, or verify the stream with wm-verify -i IDENTITY at the other end"),
+        ));
+    }
     let mut source = Source::open(&db, cli.snap.busy_timeout())?;
 
     let (progress, bar) = ProgressBar::start(cli.quiet, |phase| match phase {
@@ -105,9 +122,13 @@ fn run(cli: &Cli) -> Result<(), Error> {
     });
     let mut sealer = Sealer::new(sink, &recipients, cli.armor)?;
     let report = source.snapshot(&opts, &cancel, &progress, &mut sealer)?;
-    let (sink, stats) = sealer.finish()?;
+    let (mut sink, stats, file_key) = sealer.finish_with_key()?;
     progress.phase("sync", None);
     let target = sink.describe();
+    let verified = match sink.file_mut().filter(|_| cli.verify) {
+        Some(file) => Some(verify_written(file, &file_key, &opts, &cancel, &progress, &target)?),
+        None => None,
+    };
     sink.commit()?;
     drop(bar);
 
@@ -115,13 +136,34 @@ fn run(cli: &Cli) -> Result<(), Error> {
         PROG,
         cli.quiet,
         &format!(
-            "backed up {} to {target}: {} encrypted ({} snapshot via {}) in {}",
+            "backed up {} to {target}: {} encrypted ({} snapshot via {}){} in {}",
             source.path().display(),
             human(stats.ciphertext),
             human(report.bytes),
             report.how(),
+            verified.unwrap_or_default(),
             seconds(started.elapsed())
         ),
     );
     Ok(())
+}
+
+/// Reads the durable but not yet visible backup back from disk and verifies
+/// it with the file key: a backup that fails never replaces the previous one.
+fn verify_written(
+    file: &mut AtomicFile,
+    file_key: &FileKey,
+    opts: &snapshot::Options,
+    cancel: &Cancel,
+    progress: &Progress,
+    target: &str,
+) -> Result<String, Error> {
+    file.sync()?;
+    let input = BufReader::with_capacity(1 << 20, file.read_back()?);
+    progress.phase("verify", None);
+    let vopts = verify::Options { spool: opts.spool, tmpdir: opts.tmpdir.clone(), ..verify::Options::default() };
+    let (report, result) = verify::verify(Box::new(input), Key::FileKey(file_key), &vopts, cancel, progress);
+    result.map_err(|e| Error::verify(target, e))?;
+    let tables = report.tables.len();
+    Ok(format!(", verified (integrity_check ok, {tables} tables counted, {} FTS5 queried)", report.fts5.len()))
 }

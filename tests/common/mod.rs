@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub const WM_SNAPSHOT: &str = env!("CARGO_BIN_EXE_wm-snapshot");
 pub const WM_SEAL: &str = env!("CARGO_BIN_EXE_wm-seal");
 pub const WORKMEM_BACKUP: &str = env!("CARGO_BIN_EXE_workmem-backup");
+pub const WM_VERIFY: &str = env!("CARGO_BIN_EXE_wm-verify");
 
 /// A temporary directory that is the test's whole world.
 pub struct Dir {

@@ -211,6 +211,14 @@ impl Sink {
         }
     }
 
+    /// The atomic file, when the output is one.
+    pub fn file_mut(&mut self) -> Option<&mut AtomicFile> {
+        match self {
+            Sink::File(f) => Some(f),
+            Sink::Stdout(_) => None,
+        }
+    }
+
     /// Makes the output final: flush stdout, or fsync + rename + fsync dir.
     pub fn commit(self) -> Result<(), Error> {
         match self {
@@ -243,14 +251,11 @@ impl Write for Sink {
     }
 }
 
-/// Refuses a terminal on standard input: the data must be piped in.
-pub fn stdin_not_terminal() -> Result<File, Error> {
+/// Refuses a terminal on standard input: the data must be piped in (`hint` says how).
+pub fn stdin_not_terminal(hint: &str) -> Result<File, Error> {
     let input = io::stdin();
     if input.is_terminal() {
-        return Err(Error::usage(
-            "refusing to read data from a terminal",
-            Some("pipe the data in, e.g. wm-snapshot | wm-seal -r KEY --to backup.age"),
-        ));
+        return Err(Error::usage("refusing to read data from a terminal", Some(hint)));
     }
     let fd = input.as_fd().try_clone_to_owned().map_err(|e| Error::usage(format!("standard input: {e}"), None))?;
     wmbackup::output::widen_pipe(&fd);
