@@ -5,7 +5,7 @@ DESTDIR ?=
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man/man1
 CARGO   ?= cargo
-BINS     = wm-snapshot wm-seal workmem-backup
+BINS     = wm-snapshot wm-seal workmem-backup wm-verify
 DEMO     = target/demo
 
 .PHONY: all build release test lint demo install uninstall bench reliability clean
@@ -32,7 +32,8 @@ lint:
 	else echo "SKIPPED: mandoc -Tlint (mandoc not installed)"; fi
 
 # The main job on a built-in sample: a workmem-shaped database, snapshotted,
-# encrypted to a throwaway key, decrypted with the age CLI, checked with sqlite3.
+# encrypted to a throwaway key, decrypted with the age CLI, checked with sqlite3,
+# and verified with wm-verify.
 demo: build
 	@sh scripts/demo.sh target/release $(DEMO)
 

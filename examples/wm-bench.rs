@@ -1,5 +1,6 @@
 //! `make bench`: our tools against the two-step a user would otherwise write
-//! (`sqlite3 … VACUUM INTO` + `age`), measured side by side, interleaved,
+//! (`sqlite3 … VACUUM INTO` + `age`; for wm-verify, `age -d` + `sqlite3 … PRAGMA
+//! integrity_check`), measured side by side, interleaved,
 //! several runs each (7 by default), on workmem-shaped databases of about 10 MiB, 100 MiB
 //! and 1 GiB (cached in target/bench/db). Prints a table and the ratios the
 //! performance issue sets targets for; writes them as JSON to target/bench/.
@@ -196,7 +197,11 @@ fn main() {
         if with_d {
             sh(&format!("head -c 1073741824 {} > {}", q(&db), q(&raw)));
         }
+        // wm-verify's input: one backup made once, named so that measure() keeps it.
+        let vin = out.join("verify.in");
+        sh(&format!("{}/workmem-backup -q --db {} --to {} -R {}", bin.display(), q(&db), q(&vin), q(&keys)));
         let (b, o, k, r) = (bin.display().to_string(), out.clone(), q(&keys), recipient.clone());
+        let (id, vq) = (q(&identity), q(&vin));
         let dbq = q(&db);
         let oq = |n: &str| q(&o.join(n));
         let mut cases: Vec<(&str, String)> = vec![
@@ -218,6 +223,21 @@ fn main() {
             ("E sqlite3 tmpfs", format!("sqlite3 {dbq} \"VACUUM INTO '/dev/shm/wmbench.db'\" && rm /dev/shm/wmbench.db")),
             ("E sqlite3 disk", format!("sqlite3 {dbq} \"VACUUM INTO '{}'\" && rm {}", o.join("e.db").display(), oq("e.db"))),
             ("F floor", format!("age -R {k} -o {} {} && sync {} {}", oq("f.age"), q(&snapshot), oq("f.age"), q(&o))),
+            ("V wm-verify", format!("{b}/wm-verify -q -i {id} {vq}")),
+            ("V wm-verify disk", format!("{b}/wm-verify -q -i {id} --spool disk {vq}")),
+            (
+                "V age -d + sqlite3 tmpfs",
+                format!(
+                    "t=$(mktemp -u /dev/shm/wmbench.XXXXXX.db) && age -d -i {id} -o \"$t\" {vq} && test \"$(sqlite3 \"$t\" 'PRAGMA integrity_check')\" = ok && rm \"$t\""
+                ),
+            ),
+            (
+                "V age -d + sqlite3 disk",
+                format!(
+                    "t=$(mktemp -u {}/wmbench.XXXXXX.db) && age -d -i {id} -o \"$t\" {vq} && test \"$(sqlite3 \"$t\" 'PRAGMA integrity_check')\" = ok && rm \"$t\"",
+                    o.display()
+                ),
+            ),
         ];
         if with_d {
             let rq = q(&raw);
@@ -312,6 +332,13 @@ fn main() {
             ("E vacuum / sqlite3 tmpfs".into(), m("E snapshot vacuum") / m("E sqlite3 tmpfs"), None),
             ("E pages / sqlite3 tmpfs".into(), m("E snapshot pages") / m("E sqlite3 tmpfs"), None),
             ("E vacuum / sqlite3 disk".into(), m("E snapshot vacuum") / m("E sqlite3 disk"), None),
+            // Issue 8 sets no speed target; against the restore-and-check a user would script.
+            ("V wm-verify / age -d + sqlite3 tmpfs".into(), m("V wm-verify") / m("V age -d + sqlite3 tmpfs"), None),
+            (
+                "V wm-verify disk / age -d + sqlite3 disk".into(),
+                m("V wm-verify disk") / m("V age -d + sqlite3 disk"),
+                None,
+            ),
         ];
         let written = |n: &str| stats.get(n).map(|s| median_u(&s.written) as f64).unwrap_or(f64::NAN);
         ratios.push((

@@ -103,6 +103,8 @@ enum Target {
     StdinData,
     /// The disk spool: the descriptor the snapshot's first page is written to.
     SpoolData,
+    /// `--verify` reading the finished backup back (`/proc/self/fd/N`, read-only).
+    ReadBack,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -263,6 +265,16 @@ fn faults(full: bool) -> Vec<Fault> {
         fault("read EIO, the source's header", "read", "EIO", on(SourceHeader, "read", First), SQLITE_BINS)
             .expect(Expect::Fail(&["open source", "I/O error"]))
             .forbid(&["permissions"]),
+        // --verify: a backup that cannot be read back never replaces the old one.
+        fault(
+            "pread64 EIO, --verify reading the backup back",
+            "pread64",
+            "EIO",
+            on(ReadBack, "pread64", Middle),
+            &[Bin::Backup],
+        )
+        .extra(&["--verify"])
+        .expect(Expect::Fail(&["verify", "backup.age", "not put in place", "read", "I/O error"])),
         fault("read EIO, standard input", "read", "EIO", on(StdinData, "read", Second), &[Bin::Seal])
             .expect(Expect::Fail(&["read input", "I/O error"])),
         // Interrupted calls are retried.
@@ -547,6 +559,7 @@ fn locate(calls: &[Call], target: Target) -> Option<(usize, String)> {
         Target::SourceHeader => opened(&|c| c.args.contains("memory.db\"") && !c.args.contains("O_NOFOLLOW")),
         Target::StdinData => data("read"),
         Target::SpoolData => data("pwrite64"),
+        Target::ReadBack => opened(&|c| c.args.contains("/proc/self/fd/") && c.args.contains("O_RDONLY")),
     }
 }
 

@@ -1002,3 +1002,42 @@ fn workmem_backup_verify_to_standard_output_is_a_usage_error() {
     assert!(out.stdout.is_empty(), "nothing on stdout");
     assert_unchanged(&before, &fx.d.tree(), "--to - --verify");
 }
+
+#[test]
+fn sigterm_while_waiting_for_the_rest_of_stdin_exits_143_and_leaves_nothing() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    let fx = Fx::new();
+    let backup = fx.d.read(BACKUP);
+    let tmp = fx.d.mkdir("tmp");
+    let before = fx.d.tree();
+    for spool in ["memory", "disk"] {
+        let what = format!("--spool {spool}");
+        let mut child = run(WM_VERIFY, &fx.d)
+            .args(["-i", "id.txt", "--spool", spool, "--tmpdir", "tmp"])
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Half of the backup, then the writer stays silent with the pipe open:
+        // the plaintext so far sits in the spool.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&backup[..backup.len() / 2]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(child.try_wait().unwrap().is_none(), "{what}: waiting for the rest");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let started = Instant::now();
+        let status = wait_timeout(&mut child, Duration::from_secs(10));
+        drop(stdin);
+        let err = stderr_of(&mut child);
+        assert_eq!(status.code(), Some(143), "{what}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{what}: stops promptly");
+        assert!(err.contains("interrupted by SIGTERM"), "{what}: says why: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: one line: {err}");
+        assert_unchanged(&before, &fx.d.tree(), &what);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{what}: the spool directory stays empty");
+    }
+}

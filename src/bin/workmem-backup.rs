@@ -163,7 +163,8 @@ fn verify_written(
     progress.phase("verify", None);
     let vopts = verify::Options { spool: opts.spool, tmpdir: opts.tmpdir.clone(), ..verify::Options::default() };
     let (report, result) = verify::verify(Box::new(input), Key::FileKey(file_key), &vopts, cancel, progress);
-    result.map_err(|e| Error::verify(target, e))?;
+    // The temporary is dropped on error: an older backup at `target` stays.
+    result.map_err(|e| Error::verify(&format!("verify: {target} (new backup, not put in place)"), e))?;
     let tables = report.tables.len();
     Ok(format!(", verified (integrity_check ok, {tables} tables counted, {} FTS5 queried)", report.fts5.len()))
 }
