@@ -26,20 +26,6 @@ const SK_ED25519: &str = "sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9
 
 // ---------------------------------------------------------------- helpers
 
-/// Deterministic bytes that do not start like a SQLite file.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = fixture::Rng::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    v.truncate(len);
-    if v.first() == Some(&b'S') {
-        v[0] = b's';
-    }
-    v
-}
-
 /// `len` bytes whose first 100 are a SQLite header promising `pages` pages
 /// of `page_size` bytes (the in-header size valid), the rest noise.
 fn sqlite_like(page_size: u16, pages: u32, len: usize) -> Vec<u8> {
@@ -52,35 +38,6 @@ fn sqlite_like(page_size: u16, pages: u32, len: usize) -> Vec<u8> {
     v[92..96].copy_from_slice(&7u32.to_be_bytes());
     v.truncate(len);
     v
-}
-
-/// A new identity made by the real `age-keygen`: (identity file, recipient).
-fn age_keygen(d: &Dir, name: &str) -> (PathBuf, String) {
-    let p = d.join(name);
-    let st = Command::new("age-keygen").arg("-o").arg(&p).stderr(Stdio::null()).status().expect("run age-keygen");
-    assert!(st.success(), "age-keygen -o {}", p.display());
-    let out = Command::new("age-keygen").arg("-y").arg(&p).output().expect("run age-keygen -y");
-    assert!(out.status.success(), "age-keygen -y: {}", String::from_utf8_lossy(&out.stderr));
-    (p, String::from_utf8(out.stdout).unwrap().trim().to_string())
-}
-
-/// A new SSH key made by the real `ssh-keygen`: (private key file, public key line).
-fn ssh_keygen(d: &Dir, name: &str, kind: &[&str]) -> Option<(PathBuf, String)> {
-    let p = d.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-N", "", "-C", "wm-seal-test"])
-        .args(kind)
-        .arg("-f")
-        .arg(&p)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ssh-keygen");
-    if !out.status.success() {
-        eprintln!("ssh-keygen {kind:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let public = std::fs::read_to_string(d.join(&format!("{name}.pub"))).unwrap().trim().to_string();
-    Some((p, public))
 }
 
 fn seal(d: &Dir, args: &[&str], input: &[u8]) -> Out {
@@ -281,7 +238,7 @@ fn ssh_ed25519_recipient_works_as_literal_file_and_recipients_file() {
         return;
     }
     let d = Dir::new();
-    let (key, public) = ssh_keygen(&d, "ed", &["-t", "ed25519"]).expect("ssh-keygen ed25519");
+    let (key, public) = ssh_keygen(&d, "ed", "", &["-t", "ed25519"]).expect("ssh-keygen ed25519");
     assert!(public.starts_with("ssh-ed25519 "));
     let input = bytes(200_003, 2);
     for args in [["-r", public.as_str()], ["-r", "ed.pub"], ["-R", "ed.pub"]] {
@@ -299,7 +256,7 @@ fn ssh_rsa_recipient_works_even_as_a_literal_longer_than_a_file_name() {
         return;
     }
     let d = Dir::new();
-    let (key, public) = ssh_keygen(&d, "rsa", &["-t", "rsa", "-b", "3072"]).expect("ssh-keygen rsa");
+    let (key, public) = ssh_keygen(&d, "rsa", "", &["-t", "rsa", "-b", "3072"]).expect("ssh-keygen rsa");
     assert!(public.starts_with("ssh-rsa "));
     assert!(public.len() > 255, "longer than NAME_MAX: the -r value cannot be a file name");
     let input = bytes(70_000, 3);
@@ -318,8 +275,8 @@ fn several_recipients_from_literals_and_a_crlf_commented_file_each_decrypt_alone
     let d = Dir::new();
     let (x1, x1_r) = age_keygen(&d, "x1.txt");
     let (x2, x2_r) = age_keygen(&d, "x2.txt");
-    let (ed, ed_r) = ssh_keygen(&d, "ed", &["-t", "ed25519"]).unwrap();
-    let (rsa, rsa_r) = ssh_keygen(&d, "rsa", &["-t", "rsa", "-b", "3072"]).unwrap();
+    let (ed, ed_r) = ssh_keygen(&d, "ed", "", &["-t", "ed25519"]).unwrap();
+    let (rsa, rsa_r) = ssh_keygen(&d, "rsa", "", &["-t", "rsa", "-b", "3072"]).unwrap();
     let (stranger, _) = age_keygen(&d, "stranger.txt");
     // A byte order mark, comments, blank and blank-looking lines, CRLF, indentation, no final newline.
     d.write(
@@ -932,15 +889,15 @@ fn every_recipients_error_exits_1_names_its_source_and_creates_nothing() {
         ("-R", s("huge.txt"), vec![s("huge.txt"), s("larger than 1 MiB")]),
     ];
     if have("ssh-keygen") {
-        let (_, ed_r) = ssh_keygen(&d, "ed", &["-t", "ed25519"]).unwrap();
-        let (_, ec_r) = ssh_keygen(&d, "ec", &["-t", "ecdsa"]).unwrap();
+        let (_, ed_r) = ssh_keygen(&d, "ed", "", &["-t", "ed25519"]).unwrap();
+        let (_, ec_r) = ssh_keygen(&d, "ec", "", &["-t", "ecdsa"]).unwrap();
         d.write("ec-in-file.txt", format!("{ed_r}\n{ec_r}\n"));
         for flag in ["-R", "-r"] {
             cases.push((flag, s("ed"), vec![s("ed:1"), s("SSH private key"), s("pass the .pub")]));
         }
         cases.push(("-r", ec_r.clone(), vec![s("unsupported SSH key type ecdsa")]));
         cases.push(("-R", s("ec-in-file.txt"), vec![s("ec-in-file.txt:2"), s("unsupported SSH key type ecdsa")]));
-        if let Some((_, small)) = ssh_keygen(&d, "rsa1024", &["-t", "rsa", "-b", "1024"]) {
+        if let Some((_, small)) = ssh_keygen(&d, "rsa1024", "", &["-t", "rsa", "-b", "1024"]) {
             cases.push(("-r", small, vec![s("shorter than 2048 bits")]));
             cases.push(("-R", s("rsa1024.pub"), vec![s("rsa1024.pub:1"), s("shorter than 2048 bits")]));
         }
@@ -1031,7 +988,7 @@ fn an_ssh_private_key_given_literally_is_refused_without_echoing_it() {
         return;
     }
     let d = Dir::new();
-    ssh_keygen(&d, "ed", &["-t", "ed25519"]).unwrap();
+    ssh_keygen(&d, "ed", "", &["-t", "ed25519"]).unwrap();
     let private = std::fs::read_to_string(d.join("ed")).unwrap();
     let out = seal(&d, &["-r", private.trim_end()], b"data");
     out.expect(1, "SSH private key").one_line_error(PROG);

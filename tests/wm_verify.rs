@@ -22,20 +22,6 @@ const BACKUP: &str = "backup.age";
 
 // ---------------------------------------------------------------- helpers
 
-/// Deterministic bytes that do not start like a SQLite or an age file.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = fixture::Rng::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    v.truncate(len);
-    if let Some(b) = v.first_mut() {
-        *b = b'x';
-    }
-    v
-}
-
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -115,32 +101,6 @@ fn checked(d: &Dir, r: Run, what: &str) -> Out {
     assert_unchanged(&before, &d.tree(), what);
     assert_eq!(plaintext_files(d), Vec::<PathBuf>::new(), "{what}: no plaintext left behind");
     out
-}
-
-/// A new identity made by the real `age-keygen`: (identity file, recipient).
-fn age_keygen(d: &Dir, name: &str) -> (PathBuf, String) {
-    let p = d.join(name);
-    let st = Command::new("age-keygen").arg("-o").arg(&p).stderr(Stdio::null()).status().expect("run age-keygen");
-    assert!(st.success(), "age-keygen -o {}", p.display());
-    let out = Command::new("age-keygen").arg("-y").arg(&p).output().expect("run age-keygen -y");
-    assert!(out.status.success(), "age-keygen -y: {}", String::from_utf8_lossy(&out.stderr));
-    (p, String::from_utf8(out.stdout).unwrap().trim().to_string())
-}
-
-/// A new SSH key made by the real `ssh-keygen`: (private key file, public key line).
-fn ssh_keygen(d: &Dir, name: &str, passphrase: &str, kind: &[&str]) -> (PathBuf, String) {
-    let p = d.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-N", passphrase, "-C", "wm-verify-test"])
-        .args(kind)
-        .arg("-f")
-        .arg(&p)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ssh-keygen");
-    assert!(out.status.success(), "ssh-keygen {kind:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let public = std::fs::read_to_string(d.join(&format!("{name}.pub"))).unwrap().trim().to_string();
-    (p, public)
 }
 
 /// The one JSON object on standard output: compact, one line.
@@ -374,7 +334,7 @@ fn ssh_ed25519_identity_verifies() {
         return;
     }
     let fx = Fx::new();
-    let (key, public) = ssh_keygen(&fx.d, "ed", "", &["-t", "ed25519"]);
+    let (key, public) = ssh_keygen(&fx.d, "ed", "", &["-t", "ed25519"]).expect("ssh-keygen");
     run(WORKMEM_BACKUP, &fx.d).args(["--to", "ed.age", "-r", &public, "--db", DB]).go().ok();
     let out = fx.verify_as(&["-i", "ed", "ed.age"]);
     fx.assert_restorable(&out, "ssh-ed25519");
@@ -390,7 +350,7 @@ fn ssh_rsa_identity_verifies() {
         return;
     }
     let fx = Fx::new();
-    let (_, public) = ssh_keygen(&fx.d, "rsa", "", &["-t", "rsa", "-b", "2048"]);
+    let (_, public) = ssh_keygen(&fx.d, "rsa", "", &["-t", "rsa", "-b", "2048"]).expect("ssh-keygen");
     run(WORKMEM_BACKUP, &fx.d).args(["--to", "rsa.age", "-r", &public, "--db", DB]).go().ok();
     let out = fx.verify_as(&["-i", "rsa", "rsa.age"]);
     fx.assert_restorable(&out, "ssh-rsa");
@@ -709,7 +669,7 @@ fn passphrase_protected_ssh_key_is_not_supported() {
         return;
     }
     let fx = Fx::new();
-    let (_, public) = ssh_keygen(&fx.d, "locked", "secret", &["-t", "ed25519"]);
+    let (_, public) = ssh_keygen(&fx.d, "locked", "secret", &["-t", "ed25519"]).expect("ssh-keygen");
     run(WORKMEM_BACKUP, &fx.d).args(["--to", "locked.age", "-r", &public, "--db", DB]).go().ok();
     let out = fx.verify_as(&["-i", "locked", "locked.age"]);
     out.expect(1, "not supported").one_line_error(PROG);
@@ -722,7 +682,7 @@ fn a_public_key_given_as_identity_fails() {
     fx.d.write("recipient.txt", format!("# a recipients file\n{}\n", fx.r));
     let mut cases = vec!["recipient.txt"];
     if have("ssh-keygen") {
-        ssh_keygen(&fx.d, "ed", "", &["-t", "ed25519"]);
+        ssh_keygen(&fx.d, "ed", "", &["-t", "ed25519"]).expect("ssh-keygen");
         cases.push("ed.pub");
     }
     for file in cases {

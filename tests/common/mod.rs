@@ -449,3 +449,48 @@ pub fn spawn_writer(db: &Path, stop: std::sync::Arc<std::sync::atomic::AtomicBoo
         n
     })
 }
+
+/// Deterministic bytes that start like neither a SQLite nor an age file.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fixture::Rng::new(seed);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    v.truncate(len);
+    if let Some(b) = v.first_mut() {
+        *b = b'x';
+    }
+    v
+}
+
+/// A new identity made by the real `age-keygen`: (identity file, recipient).
+pub fn age_keygen(d: &Dir, name: &str) -> (PathBuf, String) {
+    let p = d.join(name);
+    let st = Command::new("age-keygen").arg("-o").arg(&p).stderr(Stdio::null()).status().expect("run age-keygen");
+    assert!(st.success(), "age-keygen -o {}", p.display());
+    let out = Command::new("age-keygen").arg("-y").arg(&p).output().expect("run age-keygen -y");
+    assert!(out.status.success(), "age-keygen -y: {}", String::from_utf8_lossy(&out.stderr));
+    (p, String::from_utf8(out.stdout).unwrap().trim().to_string())
+}
+
+/// A new SSH key made by the real `ssh-keygen` (`passphrase` may be empty):
+/// (private key file, public key line), or `None` when ssh-keygen refuses
+/// the kind (e.g. RSA keys too small for its policy).
+pub fn ssh_keygen(d: &Dir, name: &str, passphrase: &str, kind: &[&str]) -> Option<(PathBuf, String)> {
+    let p = d.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-N", passphrase, "-C", "wm-test"])
+        .args(kind)
+        .arg("-f")
+        .arg(&p)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh-keygen");
+    if !out.status.success() {
+        eprintln!("ssh-keygen {kind:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let public = std::fs::read_to_string(d.join(&format!("{name}.pub"))).unwrap().trim().to_string();
+    Some((p, public))
+}
