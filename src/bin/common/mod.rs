@@ -305,7 +305,11 @@ impl ProgressBar {
             .name("progress".into())
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(150));
+                    // Parked, not asleep: Drop wakes it at once instead of waiting out the tick.
+                    std::thread::park_timeout(Duration::from_millis(150));
+                    if s.load(Ordering::Relaxed) {
+                        break;
+                    }
                     if let Some((phase, done)) = p.read() {
                         let line = render(label(phase.name), done, phase.total, phase.started.elapsed());
                         let _ = write!(io::stderr(), "\r\x1b[2K{line}");
@@ -322,6 +326,7 @@ impl Drop for ProgressBar {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -345,6 +350,8 @@ fn render(phase: &str, done: u64, total: Option<u64>, elapsed: Duration) -> Stri
                 eta
             )
         }
+        // A phase that moves no bytes (integrity check, sync): how long it has run.
+        _ if done == 0 => format!("{phase:<9} {:.0} s", elapsed.as_secs_f64()),
         _ => format!("{phase:<9} {:>10} {rate_s:>12}", human(done)),
     }
 }
@@ -380,6 +387,13 @@ pub fn accept_go_style(args: impl IntoIterator<Item = OsString>, long: &[&str], 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phase_without_bytes_shows_its_elapsed_time_not_zero_bytes() {
+        assert_eq!(render("check", 0, None, Duration::from_secs(3)), "check     3 s");
+        let line = render("decrypt", 1 << 20, None, Duration::from_secs(1));
+        assert!(line.contains("1.0 MiB") && line.contains("/s"), "{line}");
+    }
 
     #[test]
     fn go_style_flags_become_double_dash_but_values_stay() {
