@@ -377,6 +377,28 @@ fn armored_backup_verifies() {
 }
 
 #[test]
+fn a_damaged_armored_backup_fails_as_truncated_or_altered_armor() {
+    let fx = Fx::new();
+    fx.backup("armored.age", &["--armor"]);
+    let text = fx.d.read("armored.age");
+    let cut = fx.d.write("cut.age", &text[..text.len() / 2]);
+    let no_end = fx.d.write("no-end.age", &text[..text.len() - "-----END AGE ENCRYPTED FILE-----\n".len()]);
+    let mut bad = text.clone();
+    let at = text.len() / 2;
+    bad[at] = b'!';
+    let bad = fx.d.write("bad.age", bad);
+    for file in [cut, no_end, bad] {
+        let name = file.file_name().unwrap().to_str().unwrap().to_string();
+        fx.assert_fails(&name, &["truncated or altered ascii armor"]);
+    }
+    // A changed letter that is still base64 decodes, and then fails authentication.
+    let mut flipped = text.clone();
+    flip_letter(&mut flipped, text.len() / 2);
+    fx.d.write("flipped.age", flipped);
+    fx.assert_fails("flipped.age", &["altered", "chunk"]);
+}
+
+#[test]
 fn backup_made_by_the_age_cli_verifies_binary_and_armored() {
     if !have("age") {
         return;

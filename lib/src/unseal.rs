@@ -73,6 +73,8 @@ pub enum UnsealError {
     },
     Trailing,
     EmptyLastChunk,
+    /// ASCII armor that does not decode: cut short (no END line) or changed.
+    Armor(String),
     Read(io::Error),
     Stop(Stop),
 }
@@ -115,6 +117,7 @@ impl fmt::Display for UnsealError {
             ),
             Trailing => f.write_str("altered: data after the final chunk"),
             EmptyLastChunk => f.write_str("malformed: an empty final chunk, which age refuses"),
+            Armor(e) => write!(f, "truncated or altered ASCII armor ({e})"),
             Read(e) => write!(f, "read: {}", io_cause(e)),
             Stop(s) => s.fmt(f),
         }
@@ -137,7 +140,9 @@ impl UnsealError {
             HeaderMac | Altered { .. } | Trailing | HeaderMalformed(_) => {
                 Some("the file changed after it was written: restore from another copy".into())
             }
-            LastChunk { .. } => Some("copy it again from where it came, or restore from another copy".into()),
+            LastChunk { .. } | Armor(_) => {
+                Some("copy it again from where it came, or restore from another copy".into())
+            }
             _ => None,
         }
     }
@@ -151,6 +156,9 @@ impl UnsealError {
     }
 
     fn read(e: io::Error) -> UnsealError {
+        if let Some(bad) = e.get_ref().and_then(|i| i.downcast_ref::<BadArmor>()) {
+            return UnsealError::Armor(bad.0.clone());
+        }
         match Stop::from_io(&e) {
             Some(s) if s != Stop::BrokenPipe => UnsealError::Stop(s),
             _ => UnsealError::Read(e),
@@ -184,7 +192,7 @@ pub fn open<'r>(input: Box<dyn BufRead + 'r>, key: Key<'_>) -> Result<(HeaderInf
     let head = input.fill_buf().map_err(UnsealError::read)?;
     let armored = head.starts_with(ARMOR_BEGIN);
     let mut input: Box<dyn BufRead + 'r> =
-        if armored { Box::new(io::BufReader::new(age::armor::ArmoredReader::new(input))) } else { input };
+        if armored { Box::new(io::BufReader::new(Dearmor(age::armor::ArmoredReader::new(input)))) } else { input };
     let (header, mac_at) = read_header(&mut input)?;
     let stanzas = parse_stanzas(&header[VERSION_LINE.len()..mac_at])?;
     let types: Vec<String> = stanzas.iter().map(|s| s.tag.clone()).collect();
@@ -203,6 +211,33 @@ pub fn open<'r>(input: Box<dyn BufRead + 'r>, key: Key<'_>) -> Result<(HeaderInf
     }
     let info = HeaderInfo { stanzas: types, opened_by, header_len: (header.len() + NONCE) as u64, armored };
     Ok((info, Payload::new(input, payload_key(&file_key, &nonce))))
+}
+
+/// The armor decoder's complaints about the text (not I/O errors, not a
+/// signal), marked so that they are reported as a damaged file.
+#[derive(Debug)]
+struct BadArmor(String);
+
+impl fmt::Display for BadArmor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadArmor {}
+
+struct Dearmor<R>(R);
+
+impl<R: Read> Read for Dearmor<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.raw_os_error().is_some() || Stop::from_io(&e).is_some() || e.kind() == io::ErrorKind::Interrupted {
+                e
+            } else {
+                io::Error::new(io::ErrorKind::InvalidData, BadArmor(e.to_string()))
+            }
+        })
+    }
 }
 
 /// The header's bytes and the offset of its `---` line.

@@ -209,17 +209,6 @@ impl VerifyError {
             _ => None,
         }
     }
-
-    /// Whether the backup itself was found wanting (not the machine, a
-    /// signal or the live database).
-    pub fn is_verdict(&self) -> bool {
-        use VerifyError::*;
-        match self {
-            Unseal(e) => e.stop().is_none() && !matches!(e, UnsealError::Read(_)),
-            Memory { .. } | Spool { .. } | Live(_) | Stop(_) => false,
-            _ => true,
-        }
-    }
 }
 
 impl From<UnsealError> for VerifyError {
