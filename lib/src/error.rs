@@ -236,7 +236,10 @@ fn output_io(e: io::Error) -> Error {
 
 impl From<IdentityError> for Error {
     fn from(e: IdentityError) -> Error {
-        Error::Identity(e)
+        match e.stop() {
+            Some(stop) => Error::Stopped(stop),
+            None => Error::Identity(e),
+        }
     }
 }
 
@@ -258,7 +261,10 @@ impl From<SourceError> for Error {
 
 impl From<RecipientsError> for Error {
     fn from(e: RecipientsError) -> Error {
-        Error::Recipients(e)
+        match e.stop() {
+            Some(stop) => Error::Stopped(stop),
+            None => Error::Recipients(e),
+        }
     }
 }
 

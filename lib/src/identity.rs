@@ -12,7 +12,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::error::io_cause;
+use crate::error::{io_cause, Stop};
+use crate::signals::{open_read, Cancel, CancelRead};
 
 /// Identity files larger than this are not identity files.
 const MAX_FILE: u64 = 1 << 20;
@@ -109,6 +110,14 @@ impl fmt::Display for IdentityError {
 impl std::error::Error for IdentityError {}
 
 impl IdentityError {
+    /// A signal that ended the reading.
+    pub fn stop(&self) -> Option<Stop> {
+        match self {
+            IdentityError::Read { source, .. } => Stop::from_io(source),
+            _ => None,
+        }
+    }
+
     pub fn hint(&self) -> Option<String> {
         use IdentityError::*;
         match self {
@@ -127,10 +136,11 @@ impl IdentityError {
     }
 }
 
-/// Reads every identity in the file at `path` (`-` is standard input).
-pub fn from_file(path: &Path) -> Result<Vec<Identity>, IdentityError> {
+/// Reads every identity in the file at `path` (`-` is standard input); a
+/// signal ends a wait for a FIFO or pipe that is slow to deliver.
+pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Vec<Identity>, IdentityError> {
     let bytes = if path == Path::new("-") {
-        read_capped(io::stdin().lock(), path)?
+        read_capped(CancelRead::new(io::stdin(), cancel), path)?
     } else {
         let meta = std::fs::metadata(path).map_err(|e| IdentityError::Read { path: path.into(), source: e })?;
         if meta.is_dir() {
@@ -139,8 +149,8 @@ pub fn from_file(path: &Path) -> Result<Vec<Identity>, IdentityError> {
         if meta.is_file() && meta.len() > MAX_FILE {
             return Err(IdentityError::TooLarge { path: path.into() });
         }
-        let f = std::fs::File::open(path).map_err(|e| IdentityError::Read { path: path.into(), source: e })?;
-        read_capped(f, path)?
+        let f = open_read(path, cancel).map_err(|e| IdentityError::Read { path: path.into(), source: e })?;
+        read_capped(CancelRead::new(f, cancel), path)?
     };
     parse(path, &bytes)
 }
@@ -226,10 +236,10 @@ fn ssh_kind(text: &str) -> &'static str {
 }
 
 /// All identities of all files, in order.
-pub fn collect(files: &[PathBuf]) -> Result<Vec<Identity>, IdentityError> {
+pub fn collect(files: &[PathBuf], cancel: &Cancel) -> Result<Vec<Identity>, IdentityError> {
     let mut out = Vec::new();
     for f in files {
-        out.extend(from_file(f)?);
+        out.extend(from_file(f, cancel)?);
     }
     Ok(out)
 }

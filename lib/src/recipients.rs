@@ -14,7 +14,8 @@ use std::str::FromStr;
 
 use nix::errno::Errno;
 
-use crate::error::io_cause;
+use crate::error::{io_cause, Stop};
+use crate::signals::{open_read, Cancel, CancelRead};
 
 /// One recipient, ready to wrap a file key.
 pub type Recipient = Box<dyn age::Recipient + Send + Sync>;
@@ -149,6 +150,14 @@ impl fmt::Display for RecipientsError {
 impl std::error::Error for RecipientsError {}
 
 impl RecipientsError {
+    /// A signal that ended the reading of a recipients file.
+    pub fn stop(&self) -> Option<Stop> {
+        match self {
+            RecipientsError::Read { source, .. } => Stop::from_io(source),
+            _ => None,
+        }
+    }
+
     pub fn hint(&self) -> Option<String> {
         use RecipientsError::*;
         match self {
@@ -224,13 +233,13 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 }
 
 /// `-r VALUE`: a recipients file if the path exists, else a literal.
-pub fn from_value(flag: &'static str, value: &str) -> Result<Vec<Recipient>, RecipientsError> {
+pub fn from_value(flag: &'static str, value: &str, cancel: &Cancel) -> Result<Vec<Recipient>, RecipientsError> {
     if value.is_empty() {
         return Err(RecipientsError::Empty { flag });
     }
     match std::fs::metadata(value) {
         Ok(m) if m.is_dir() => Err(RecipientsError::Directory { path: value.into() }),
-        Ok(_) => from_file(Path::new(value)),
+        Ok(_) => from_file(Path::new(value), cancel),
         // These three say the path cannot name a file: treat the value as a key.
         // (ENAMETOOLONG: an ssh-rsa key is longer than a file name may be.)
         Err(e)
@@ -250,7 +259,7 @@ pub fn from_value(flag: &'static str, value: &str) -> Result<Vec<Recipient>, Rec
 }
 
 /// `-R FILE`: always a recipients file.
-pub fn from_file(path: &Path) -> Result<Vec<Recipient>, RecipientsError> {
+pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Vec<Recipient>, RecipientsError> {
     let meta = std::fs::metadata(path).map_err(|e| RecipientsError::Stat { path: path.into(), source: e })?;
     if meta.is_dir() {
         return Err(RecipientsError::Directory { path: path.into() });
@@ -260,8 +269,8 @@ pub fn from_file(path: &Path) -> Result<Vec<Recipient>, RecipientsError> {
     }
     let mut bytes = Vec::new();
     use std::io::Read;
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+    open_read(path, cancel)
+        .and_then(|f| CancelRead::new(f, cancel).take(MAX_FILE + 1).read_to_end(&mut bytes))
         .map_err(|e| RecipientsError::Read { path: path.into(), source: e })?;
     if bytes.len() as u64 > MAX_FILE {
         return Err(RecipientsError::TooLarge { path: path.into() });
@@ -296,13 +305,14 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<Recipient>, Recipient
 pub fn collect(
     values: &[(&'static str, String)],
     files: &[(&'static str, PathBuf)],
+    cancel: &Cancel,
 ) -> Result<Vec<Recipient>, RecipientsError> {
     let mut out = Vec::new();
     for (flag, v) in values {
-        out.extend(from_value(flag, v)?);
+        out.extend(from_value(flag, v, cancel)?);
     }
     for (_, f) in files {
-        out.extend(from_file(f)?);
+        out.extend(from_file(f, cancel)?);
     }
     if out.is_empty() {
         return Err(RecipientsError::NoRecipients);
@@ -355,15 +365,16 @@ mod tests {
 
     #[test]
     fn value_prefers_an_existing_file_even_named_like_a_key() {
+        let c = Cancel::manual().unwrap();
         let d = tempfile::tempdir().unwrap();
         let file = d.path().join(X25519);
         std::fs::write(&file, format!("{ED25519}\n")).unwrap();
-        let got = from_value("-r", file.to_str().unwrap()).unwrap();
+        let got = from_value("-r", file.to_str().unwrap(), &c).unwrap();
         assert_eq!(got.len(), 1);
-        assert!(matches!(from_value("-r", d.path().to_str().unwrap()), Err(RecipientsError::Directory { .. })));
-        assert!(matches!(from_value("-r", "nope.txt"), Err(RecipientsError::Neither { .. })));
-        assert!(matches!(from_value("-r", ""), Err(RecipientsError::Empty { .. })));
-        let msg = from_value("-r", SECRET).err().unwrap().to_string();
+        assert!(matches!(from_value("-r", d.path().to_str().unwrap(), &c), Err(RecipientsError::Directory { .. })));
+        assert!(matches!(from_value("-r", "nope.txt", &c), Err(RecipientsError::Neither { .. })));
+        assert!(matches!(from_value("-r", "", &c), Err(RecipientsError::Empty { .. })));
+        let msg = from_value("-r", SECRET, &c).err().unwrap().to_string();
         assert!(!msg.contains("GFPYY"), "a secret must never be echoed: {msg}");
     }
 }

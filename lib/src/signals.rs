@@ -198,6 +198,20 @@ impl Drop for SqliteWatch {
     }
 }
 
+/// Opens `path` for reading. `File::open` retries EINTR forever, so an open
+/// that blocks (a FIFO nobody writes to yet) would outlive every signal;
+/// here it gives way to the token.
+pub fn open_read(path: &std::path::Path, cancel: &Cancel) -> io::Result<std::fs::File> {
+    use nix::fcntl::{open, OFlag};
+    loop {
+        match open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => return Ok(std::fs::File::from(fd)),
+            Err(nix::errno::Errno::EINTR) => cancel.check_io()?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A reader (stdin) whose blocking reads end when the token fires.
 pub struct CancelRead<R> {
     inner: R,

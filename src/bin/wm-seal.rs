@@ -66,7 +66,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
     let input = common::stdin_not_terminal("pipe the data in, e.g. wm-snapshot | wm-seal -r KEY --to backup.age")?;
     let values: Vec<_> = cli.recipient.iter().map(|v| ("-r", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
-    let recipients = recipients::collect(&values, &files)?;
+    let recipients = recipients::collect(&values, &files, &cancel)?;
     let sink = Sink::open(cli.to.as_deref(), &cancel, cli.armor, &[])?;
     let opts = StreamOptions { armor: cli.armor, raw: cli.raw, allow_empty: cli.allow_empty };
     let mut input = CancelRead::new(input, &cancel);

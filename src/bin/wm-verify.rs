@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,7 +81,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
         Some(p) if !from_stdin => p.display().to_string(),
         _ => "standard input".to_string(),
     };
-    let identities = identity::collect(&cli.identity)?;
+    let identities = identity::collect(&cli.identity, &cancel)?;
     let opts = verify::Options {
         spool: match cli.spool {
             SpoolArg::Auto => SpoolMode::Auto,
@@ -126,7 +125,7 @@ fn open_backup(
     let unreadable = |e: io::Error| Error::verify(name, VerifyError::Unseal(UnsealError::Read(e)));
     let (file, size) = match &cli.backup {
         Some(p) if !from_stdin => {
-            let f = File::open(p).map_err(unreadable)?;
+            let f = wmbackup::signals::open_read(p, cancel).map_err(unreadable)?;
             // A directory opens; its first read fails with "is a directory".
             let meta = f.metadata().map_err(unreadable)?;
             (f, meta.is_file().then_some(meta.len()))

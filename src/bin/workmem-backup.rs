@@ -103,7 +103,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
     // Everything that can be wrong is found before the snapshot starts.
     let values: Vec<_> = cli.age_recipient.iter().map(|v| ("--age-recipient", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
-    let recipients = recipients::collect(&values, &files)?;
+    let recipients = recipients::collect(&values, &files, &cancel)?;
     let db = cli.snap.resolve_db(PROG, cli.quiet)?;
     let opts = cli.snap.options();
     opts.validate()?;
