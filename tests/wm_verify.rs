@@ -921,6 +921,22 @@ fn a_sealed_half_database_is_a_truncated_sqlite_database() {
 }
 
 #[test]
+fn a_header_promising_terabytes_is_a_truncated_database_not_an_allocation() {
+    let fx = Fx::new();
+    let mut snap = fx.snapshot();
+    snap.truncate(8 * 4096);
+    // 2^31 - 1 pages of 4 KiB, the in-header size marked valid.
+    snap[28..32].copy_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    let counter = [snap[24], snap[25], snap[26], snap[27]];
+    snap[92..96].copy_from_slice(&counter);
+    fx.seal_raw("liar.age", &snap);
+    for spool in ["memory", "auto"] {
+        let out = fx.verify(&["--spool", spool, "liar.age"]);
+        fx.assert_failure(&out, "liar.age", &["truncated SQLite database", "32768 of 8796093018112 bytes"], spool);
+    }
+}
+
+#[test]
 fn a_sealed_database_with_a_page_of_garbage_is_not_restorable() {
     let fx = Fx::new();
     let mut snap = fx.snapshot();

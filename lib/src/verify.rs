@@ -297,8 +297,12 @@ fn decrypt(
     if let Some(len) = header.expected_len() {
         payload.expect_plaintext(len);
     }
-    // What the plaintext will weigh: the header's promise, else the file's size.
-    let estimate = header.expected_len().or(opts.size_hint).unwrap_or(0);
+    // What the plaintext will weigh: the header's promise, but never more than
+    // the file (a header may lie; the file's size does not).
+    let estimate = match (header.expected_len(), opts.size_hint) {
+        (Some(promised), Some(file)) => promised.min(file),
+        (promised, file) => promised.or(file).unwrap_or(0),
+    };
     let kind = match opts.spool {
         SpoolMode::Memory => SpoolKind::Memory,
         SpoolMode::Disk => SpoolKind::Disk,
