@@ -977,7 +977,15 @@ fn a_broken_fts5_index_is_reported_and_not_restorable() {
 #[test]
 fn workmem_backup_verify_reads_the_committed_backup_back() {
     let fx = Fx::new();
-    for (name, extra) in [("verified.age", vec!["--verify"]), ("verified-armored.age", vec!["--verify", "--armor"])] {
+    let cases = [
+        ("verified.age", vec!["--verify"]),
+        ("verified-armored.age", vec!["--verify", "--armor"]),
+        ("verified-disk.age", vec!["--verify", "--spool", "disk"]),
+        // A page stream of a WAL database: the image says WAL mode (bytes 18/19).
+        ("verified-pages.age", vec!["--verify", "--method", "pages"]),
+        ("verified-pages-disk.age", vec!["--verify", "--method", "pages", "--spool", "disk"]),
+    ];
+    for (name, extra) in cases {
         let before = fx.d.tree();
         let out = run(WORKMEM_BACKUP, &fx.d).args(["--to", name, "-r", &fx.r, "--db", DB]).args(&extra).go();
         out.ok();
@@ -986,8 +994,10 @@ fn workmem_backup_verify_reads_the_committed_backup_back() {
         let created: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
         assert_eq!(created, vec![name], "{extra:?}: only the backup appears");
         assert_eq!(plaintext_files(&fx.d), Vec::<PathBuf>::new(), "{extra:?}: no plaintext left behind");
-        let out = fx.verify(&[name]);
-        fx.assert_restorable(&out, name);
+        for spool in ["memory", "disk"] {
+            let out = fx.verify(&["--spool", spool, name]);
+            fx.assert_restorable(&out, &format!("{name} --spool {spool}"));
+        }
     }
 }
 
