@@ -1013,9 +1013,7 @@ fn workmem_backup_verify_to_standard_output_is_a_usage_error() {
 
 #[test]
 fn sigterm_while_waiting_for_the_rest_of_stdin_exits_143_and_leaves_nothing() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let fx = Fx::new();
     let backup = fx.d.read(BACKUP);
     let tmp = fx.d.mkdir("tmp");
@@ -1035,15 +1033,8 @@ fn sigterm_while_waiting_for_the_rest_of_stdin_exits_143_and_leaves_nothing() {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(&backup[..backup.len() / 2]).unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        assert!(child.try_wait().unwrap().is_none(), "{what}: waiting for the rest");
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-        let started = Instant::now();
-        let status = wait_timeout(&mut child, Duration::from_secs(10));
+        let err = sigterm_expect_143(&mut child, &what);
         drop(stdin);
-        let err = stderr_of(&mut child);
-        assert_eq!(status.code(), Some(143), "{what}: {err}");
-        assert!(started.elapsed() < Duration::from_secs(3), "{what}: stops promptly");
-        assert!(err.contains("interrupted by SIGTERM"), "{what}: says why: {err}");
         assert_eq!(err.lines().count(), 1, "{what}: one line: {err}");
         assert_unchanged(&before, &fx.d.tree(), &what);
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{what}: the spool directory stays empty");
@@ -1052,25 +1043,18 @@ fn sigterm_while_waiting_for_the_rest_of_stdin_exits_143_and_leaves_nothing() {
 
 #[test]
 fn a_fifo_nobody_writes_to_gives_way_to_sigterm_as_backup_and_as_identity() {
-    use nix::sys::signal::{kill, Signal};
     use nix::sys::stat::Mode;
-    use nix::unistd::{mkfifo, Pid};
-    use std::time::{Duration, Instant};
+    use nix::unistd::mkfifo;
+    use std::time::Duration;
     let fx = Fx::new();
     mkfifo(&fx.d.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
     let before = fx.d.tree();
     for args in [&["-i", "id.txt", "fifo"][..], &["-i", "fifo", BACKUP][..]] {
         let what = format!("wm-verify {args:?}");
         let mut child = run(WM_VERIFY, &fx.d).args(args).spawn();
+        // Waiting for a writer, as cat would.
         std::thread::sleep(Duration::from_millis(300));
-        assert!(child.try_wait().unwrap().is_none(), "{what}: waits for a writer, as cat would");
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-        let started = Instant::now();
-        let status = wait_timeout(&mut child, Duration::from_secs(10));
-        let err = stderr_of(&mut child);
-        assert_eq!(status.code(), Some(143), "{what}: {err}");
-        assert!(started.elapsed() < Duration::from_secs(3), "{what}: stops promptly");
-        assert!(err.contains("interrupted by SIGTERM"), "{what}: {err}");
+        sigterm_expect_143(&mut child, &what);
         assert_unchanged(&before, &fx.d.tree(), &what);
     }
 }

@@ -494,3 +494,19 @@ pub fn ssh_keygen(d: &Dir, name: &str, passphrase: &str, kind: &[&str]) -> Optio
     let public = std::fs::read_to_string(d.join(&format!("{name}.pub"))).unwrap().trim().to_string();
     Some((p, public))
 }
+
+/// Sends SIGTERM to a child that must still be waiting, and asserts that it
+/// stops promptly with 143 and says why; returns its stderr.
+#[track_caller]
+pub fn sigterm_expect_143(child: &mut Child, what: &str) -> String {
+    use nix::sys::signal::{kill, Signal};
+    assert!(child.try_wait().unwrap().is_none(), "{what}: still waiting before the signal");
+    kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    let status = wait_timeout(child, Duration::from_secs(10));
+    let err = stderr_of(child);
+    assert_eq!(status.code(), Some(143), "{what}: {err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{what}: stops promptly");
+    assert!(err.contains("interrupted by SIGTERM"), "{what}: says why: {err}");
+    err
+}
