@@ -77,17 +77,6 @@ fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// No 8-character piece of `secret` (after its prefix) appears in `text`, in any case.
-#[track_caller]
-fn assert_not_echoed(text: &str, secret: &str, what: &str) {
-    let body: Vec<char> = secret.chars().collect();
-    let lower = text.to_lowercase();
-    for w in body.windows(8).skip(16) {
-        let piece: String = w.iter().collect::<String>().to_lowercase();
-        assert!(!lower.contains(&piece), "{what}: the secret must never be echoed, found {piece:?} in: {text}");
-    }
-}
-
 /// Runs `r` under umask `mask` (set between fork and exec).
 fn with_umask(mut r: Run, mask: u32) -> Run {
     let m = Mode::from_bits_truncate(mask);

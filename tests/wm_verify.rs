@@ -65,17 +65,6 @@ fn flip_byte(data: &mut [u8], at: usize) {
     data[at] ^= 0x01;
 }
 
-/// No 8-character piece of `secret` (after its prefix) appears in `text`, in any case.
-#[track_caller]
-fn assert_not_echoed(text: &str, secret: &str, what: &str) {
-    let body: Vec<char> = secret.chars().collect();
-    let lower = text.to_lowercase();
-    for w in body.windows(8).skip(16) {
-        let piece: String = w.iter().collect::<String>().to_lowercase();
-        assert!(!lower.contains(&piece), "{what}: the secret must never be echoed, found {piece:?} in: {text}");
-    }
-}
-
 /// The secret line of an identity file made by `Dir::age_key` or age-keygen.
 fn secret_of(identity: &Path) -> String {
     std::fs::read_to_string(identity)

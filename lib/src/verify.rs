@@ -263,8 +263,9 @@ fn run(
     let _watch = cancel.watch_sqlite(conn);
     check_integrity(conn, report)?;
     cancel.check().map_err(VerifyError::Stop)?;
-    report.tables = count_tables(conn).map_err(|e| sqlite("count rows", e))?;
-    check_fts5(conn, report)?;
+    let names = table_names(conn).map_err(|e| sqlite("list tables", e))?;
+    report.tables = count_tables(conn, &names).map_err(|e| sqlite("count rows", e))?;
+    check_fts5(conn, &names, report)?;
     if let Some(live) = &opts.against {
         compare_live(live, opts.busy_timeout, cancel, &mut report.tables)?;
     }
@@ -378,8 +379,8 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Ordinary tables and FTS5 tables, by name; the internal `sqlite_*` and
-/// FTS5's shadow tables left out.
+/// Ordinary tables and FTS5 tables (flagged), by name; the internal
+/// `sqlite_*` and FTS5's shadow tables left out.
 fn table_names(conn: &Connection) -> rusqlite::Result<Vec<(String, bool)>> {
     let mut stmt = conn.prepare(
         "SELECT t.name, t.type = 'virtual' FROM pragma_table_list AS t JOIN sqlite_schema AS s ON s.name = t.name \
@@ -396,21 +397,22 @@ fn count_rows(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
         .map(|n| n.max(0) as u64)
 }
 
-fn count_tables(conn: &Connection) -> rusqlite::Result<Vec<TableRows>> {
-    table_names(conn)?
-        .into_iter()
-        .map(|(name, _)| Ok(TableRows { rows: Some(count_rows(conn, &name)?), name, live_rows: None }))
+/// Every table's row count, in the order of `names`.
+fn count_tables(conn: &Connection, names: &[(String, bool)]) -> rusqlite::Result<Vec<TableRows>> {
+    names
+        .iter()
+        .map(|(name, _)| Ok(TableRows { rows: Some(count_rows(conn, name)?), name: name.clone(), live_rows: None }))
         .collect()
 }
 
-/// Each FTS5 table must find rows for a term its own index lists.
-fn check_fts5(conn: &Connection, report: &mut Report) -> Result<(), VerifyError> {
-    for (name, _) in table_names(conn).map_err(|e| sqlite("list tables", e))?.into_iter().filter(|(_, v)| *v) {
-        let result = fts5_query(conn, &name);
+/// Each FTS5 table (the flagged `names`) must find rows for a term its own index lists.
+fn check_fts5(conn: &Connection, names: &[(String, bool)], report: &mut Report) -> Result<(), VerifyError> {
+    for (name, _) in names.iter().filter(|(_, fts5)| *fts5) {
+        let result = fts5_query(conn, name);
         let failed = result.as_ref().err().cloned();
         report.fts5.push(Fts5Check { table: name.clone(), hits: result.as_ref().ok().copied(), error: failed.clone() });
         if let Some(cause) = failed {
-            return Err(VerifyError::Fts5 { table: name, cause });
+            return Err(VerifyError::Fts5 { table: name.clone(), cause });
         }
     }
     Ok(())

@@ -510,3 +510,14 @@ pub fn sigterm_expect_143(child: &mut Child, what: &str) -> String {
     assert!(err.contains("interrupted by SIGTERM"), "{what}: says why: {err}");
     err
 }
+
+/// No 8-character piece of `secret` (after its prefix) appears in `text`, in any case.
+#[track_caller]
+pub fn assert_not_echoed(text: &str, secret: &str, what: &str) {
+    let body: Vec<char> = secret.chars().collect();
+    let lower = text.to_lowercase();
+    for w in body.windows(8).skip(16) {
+        let piece: String = w.iter().collect::<String>().to_lowercase();
+        assert!(!lower.contains(&piece), "{what}: the secret must never be echoed, found {piece:?} in: {text}");
+    }
+}
