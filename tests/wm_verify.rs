@@ -1047,3 +1047,33 @@ fn a_fifo_nobody_writes_to_gives_way_to_sigterm_as_backup_and_as_identity() {
         assert_unchanged(&before, &fx.d.tree(), &what);
     }
 }
+
+#[test]
+fn sigkill_mid_verification_leaves_no_file_in_the_spool_directory() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::Duration;
+    let fx = Fx::new();
+    let backup = fx.d.read(BACKUP);
+    let tmp = fx.d.mkdir("tmp");
+    let before = fx.d.tree();
+    let mut child = run(WM_VERIFY, &fx.d)
+        .args(["-i", "id.txt", "--spool", "disk", "--tmpdir", "tmp"])
+        .command()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Most of the backup: the spool holds most of the plaintext when the kill comes.
+    stdin.write_all(&backup[..backup.len() - 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "still waiting for the last bytes");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = wait_timeout(&mut child, Duration::from_secs(10));
+    drop(stdin);
+    assert_unchanged(&before, &fx.d.tree(), "SIGKILL with the plaintext in the disk spool");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "nothing in the spool directory");
+    assert_eq!(plaintext_files(&fx.d), Vec::<PathBuf>::new(), "no plaintext anywhere");
+}
