@@ -202,7 +202,12 @@ impl Fx {
 
     /// `workmem-backup --to NAME -r R --db memory.db EXTRA`.
     fn backup(&self, name: &str, extra: &[&str]) -> PathBuf {
-        run(WORKMEM_BACKUP, &self.d).args(["--to", name, "-r", &self.r, "--db", DB]).args(extra).go().ok();
+        self.backup_for(name, &self.r, extra)
+    }
+
+    /// `workmem-backup --to NAME -r RECIPIENT --db memory.db EXTRA`.
+    fn backup_for(&self, name: &str, recipient: &str, extra: &[&str]) -> PathBuf {
+        run(WORKMEM_BACKUP, &self.d).args(["--to", name, "-r", recipient, "--db", DB]).args(extra).go().ok();
         self.d.join(name)
     }
 
@@ -311,7 +316,7 @@ fn x25519_identity_made_by_age_keygen_verifies() {
     }
     let fx = Fx::new();
     let (id, r) = age_keygen(&fx.d, "keygen.txt");
-    run(WORKMEM_BACKUP, &fx.d).args(["--to", "keygen.age", "-r", &r, "--db", DB]).go().ok();
+    fx.backup_for("keygen.age", &r, &[]);
     let out = fx.verify_as(&["-i", "keygen.txt", "keygen.age"]);
     fx.assert_restorable(&out, "age-keygen identity");
     assert_not_echoed(&out.stderr, &secret_of(&id), "age-keygen identity");
@@ -324,7 +329,7 @@ fn ssh_ed25519_identity_verifies() {
     }
     let fx = Fx::new();
     let (key, public) = ssh_keygen(&fx.d, "ed", "", &["-t", "ed25519"]).expect("ssh-keygen");
-    run(WORKMEM_BACKUP, &fx.d).args(["--to", "ed.age", "-r", &public, "--db", DB]).go().ok();
+    fx.backup_for("ed.age", &public, &[]);
     let out = fx.verify_as(&["-i", "ed", "ed.age"]);
     fx.assert_restorable(&out, "ssh-ed25519");
     let private = std::fs::read_to_string(key).unwrap();
@@ -340,7 +345,7 @@ fn ssh_rsa_identity_verifies() {
     }
     let fx = Fx::new();
     let (_, public) = ssh_keygen(&fx.d, "rsa", "", &["-t", "rsa", "-b", "2048"]).expect("ssh-keygen");
-    run(WORKMEM_BACKUP, &fx.d).args(["--to", "rsa.age", "-r", &public, "--db", DB]).go().ok();
+    fx.backup_for("rsa.age", &public, &[]);
     let out = fx.verify_as(&["-i", "rsa", "rsa.age"]);
     fx.assert_restorable(&out, "ssh-rsa");
 }
@@ -681,7 +686,7 @@ fn passphrase_protected_ssh_key_is_not_supported() {
     }
     let fx = Fx::new();
     let (_, public) = ssh_keygen(&fx.d, "locked", "secret", &["-t", "ed25519"]).expect("ssh-keygen");
-    run(WORKMEM_BACKUP, &fx.d).args(["--to", "locked.age", "-r", &public, "--db", DB]).go().ok();
+    fx.backup_for("locked.age", &public, &[]);
     let out = fx.verify_as(&["-i", "locked", "locked.age"]);
     out.expect(1, "not supported").one_line_error(PROG);
     assert!(out.stderr.contains("locked"), "names the identity file: {}", out.stderr);

@@ -31,7 +31,7 @@ const ENC_CHUNK: usize = CHUNK + TAG;
 const NONCE: usize = 16;
 const MAGIC: &[u8] = b"age-encryption.org/";
 const VERSION_LINE: &[u8] = b"age-encryption.org/v1\n";
-pub const ARMOR_BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
+const ARMOR_BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 /// A header bigger than this is not one age wrote (20 ssh-rsa recipients take 15 KB).
 const MAX_HEADER: usize = 1 << 20;
 

@@ -111,7 +111,6 @@ pub struct Report {
     pub header: Option<HeaderInfo>,
     /// Bytes of the (de-armored) age file read.
     pub ciphertext: u64,
-    pub plaintext: u64,
     pub database: Option<Database>,
     pub spool: Option<SpoolKind>,
     /// "ok", or the first problem `PRAGMA integrity_check` reported.
@@ -253,7 +252,6 @@ fn run(
     let plain = decrypt(&mut payload, opts, cancel, progress, report);
     report.ciphertext = header_len + payload.consumed();
     let (plain, db_header) = plain?;
-    report.plaintext = plain.len();
 
     let db = check_length(&plain, &db_header)?;
     report.database = Some(db);
