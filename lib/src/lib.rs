@@ -1,29 +1,32 @@
 //! The library behind `wm-snapshot`, `wm-seal`, `workmem-backup` and `wm-verify`.
 //!
-//! Data flows one way: [`source`] finds the database, [`snapshot`] takes a
-//! consistent image of it (through a [`spool`] when it must), [`seal`]
-//! encrypts a stream with age for [`recipients`], and [`output`] lands the
-//! result durably and atomically. Back the other way, for checking only:
-//! [`unseal`] opens an age file with [`identity`] files (or the file key
-//! [`seal`] kept) and says exactly what is wrong with a bad one, and
-//! [`verify`] proves the database inside restores, in memory or an unnamed
-//! spool. [`signals`] turns SIGINT/SIGTERM into a value every stage checks.
-//! The library never prints, parses arguments or exits: the binaries do
-//! that, all through [`error::Error`].
+//! Data flows one way, and each floor only uses the floors below it:
+//!
+//! 1. [`stop`], [`buffer`]: the ground every module stands on (how a run
+//!    stops, how causes are worded, the [`stop::Failure`] trait).
+//! 2. [`signals`], [`progress`], then [`run`]: one run's context.
+//! 3. [`report`]: what the tools report, as plain serde data.
+//! 4. [`sqlite`]: find the database, open it read-only, take a consistent
+//!    image ([`sqlite::snapshot`]) through a [`spool`] when it must.
+//! 5. [`age`]: encrypt a stream for recipients ([`age::seal`]); read an age
+//!    file back and place every failure ([`age::open`]).
+//! 6. [`output`]: standard output, or a durable atomic file, never the source.
+//! 7. [`verify`]: prove that a backup restores, in memory or an unnamed spool.
+//! 8. [`error`]: the aggregate the binaries report; no library module uses it.
+//!
+//! The library never prints, parses arguments or exits.
 
+pub mod age;
+pub mod buffer;
 pub mod error;
-pub mod header;
-pub mod identity;
 pub mod output;
 pub mod progress;
-pub mod recipients;
-pub mod seal;
+pub mod report;
+pub mod run;
 pub mod signals;
-pub mod snapshot;
-pub mod source;
 pub mod spool;
-pub mod unseal;
+pub mod sqlite;
+pub mod stop;
 pub mod verify;
-mod vfs;
 
-pub use error::{Error, Stop};
+pub use error::Error;

@@ -1,5 +1,5 @@
-//! Durable, atomic output files, and the rule that a destination is never the
-//! source database.
+//! Where data goes: standard output or a durable, atomic file ([`Sink`]),
+//! and the rule that a destination is never the source database.
 //!
 //! [`AtomicFile`] writes into an unnamed `O_TMPFILE` in the destination's own
 //! directory (so that even SIGKILL leaves nothing behind), mode 0600 from the
@@ -12,8 +12,8 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, IsTerminal, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,8 @@ use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd;
 
-use crate::error::{io_cause, Stop};
+use crate::signals::{Cancel, CancelWrite};
+use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
 
 /// The only mode our files ever have: the backup is for its owner alone.
 pub const FILE_MODE: u32 = 0o600;
@@ -33,22 +34,50 @@ pub enum OutputError {
     Empty,
     IsDirectory(PathBuf),
     NotRegular(PathBuf),
-    Resolve { path: PathBuf, source: io::Error },
-    Directory { path: PathBuf, source: io::Error },
-    Create { dir: PathBuf, source: io::Error },
-    Write { path: PathBuf, source: io::Error },
-    Sync { path: PathBuf, source: io::Error },
-    Rename { path: PathBuf, source: io::Error },
-    SyncDir { dir: PathBuf, source: io::Error },
-    IsSource { dest: PathBuf, source_file: PathBuf, how: &'static str },
-    Stop(Stop),
+    Resolve {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Directory {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Create {
+        dir: PathBuf,
+        source: io::Error,
+    },
+    Write {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Sync {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Rename {
+        path: PathBuf,
+        source: io::Error,
+    },
+    SyncDir {
+        dir: PathBuf,
+        source: io::Error,
+    },
+    IsSource {
+        dest: PathBuf,
+        source_file: PathBuf,
+        how: &'static str,
+    },
+    /// Binary data would go to a terminal.
+    Terminal,
+    /// Standard output could not be taken over.
+    Stdout(io::Error),
 }
 
 impl fmt::Display for OutputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use OutputError::*;
         match self {
-            Empty => f.write_str("destination: --to: empty path"),
+            Empty => f.write_str("destination: empty path"),
             IsDirectory(p) => write!(f, "destination: {}: is a directory", p.display()),
             NotRegular(p) => write!(f, "destination: {}: not a regular file", p.display()),
             Resolve { path, source } => write!(f, "destination: {}: {}", path.display(), io_cause(source)),
@@ -66,36 +95,49 @@ impl fmt::Display for OutputError {
                 dest.display(),
                 source_file.display()
             ),
-            Stop(s) => s.fmt(f),
+            Terminal => f.write_str("refusing to write binary data to a terminal"),
+            Stdout(e) => write!(f, "standard output: {}", io_cause(e)),
         }
     }
 }
 
 impl std::error::Error for OutputError {}
 
-impl OutputError {
-    pub fn hint(&self) -> Option<String> {
+impl Failure for OutputError {
+    fn hint(&self) -> Option<Hint> {
         use OutputError::*;
         match self {
             Empty => Some("give a file name, or - for standard output".into()),
-            IsDirectory(p) => Some(format!("name a file inside it, e.g. {}", p.join("memory.db.age").display())),
-            NotRegular(_) => Some("use --to - to write to standard output".into()),
-            IsSource { .. } => Some("choose another --to path".into()),
+            IsDirectory(p) => Some(format!("name a file inside it, e.g. {}", p.join("memory.db.age").display()).into()),
+            NotRegular(_) => Some(hint!["use ", Knob::Destination, " - to write to standard output"]),
+            IsSource { .. } => Some(hint!["choose another ", Knob::Destination, " path"]),
             Create { source, .. } | Directory { source, .. } if source.raw_os_error() == Some(Errno::EACCES as i32) => {
-                Some("check the directory's permissions, or choose another --to".into())
+                Some(hint!["check the directory's permissions, or choose another ", Knob::Destination])
             }
             Write { source, .. } if source.raw_os_error() == Some(Errno::ENOSPC as i32) => {
                 Some("free some space; the previous backup, if any, is untouched".into())
             }
+            Terminal => Some(hint![
+                "pipe the output into a command, redirect it to a file, or use ",
+                Knob::Destination,
+                " FILE"
+            ]),
             _ => None,
         }
     }
 
-    pub fn stop(&self) -> Option<Stop> {
+    fn stop(&self) -> Option<Stop> {
         match self {
-            OutputError::Stop(s) => Some(*s),
             OutputError::Write { source, .. } => Stop::from_io(source),
             _ => None,
+        }
+    }
+
+    /// An empty path or a terminal: the invocation itself is wrong.
+    fn exit_code(&self) -> u8 {
+        match self {
+            OutputError::Empty | OutputError::Terminal | OutputError::Stdout(_) => 2,
+            other => other.stop().map_or(1, |s| s.exit_code()),
         }
     }
 }
@@ -162,12 +204,13 @@ impl Destination {
         Ok(Destination { requested: requested.to_path_buf(), path: dir.join(&name), dir, name })
     }
 
-    /// Refuses a destination that is, or would become, one of `protected`
-    /// (the source database and its `-wal`, `-shm` and `-journal` files):
-    /// by path, through symlinks (already followed), or as a hard link.
-    pub fn refuse_protected(&self, protected: &[PathBuf]) -> Result<(), OutputError> {
+    /// Refuses a destination that is, or would become, the database `db` or
+    /// its `-wal`, `-shm` or `-journal` file: by path, through symlinks
+    /// (already followed), or as a hard link. Needs nothing but the path, so
+    /// that it can run before the source is read.
+    pub fn refuse_source(&self, db: &Path) -> Result<(), OutputError> {
         let dest_meta = std::fs::metadata(&self.path).ok();
-        for p in protected {
+        for p in &protected_paths(db) {
             if same_path(&self.path, p) {
                 let via_link = std::fs::symlink_metadata(&self.requested).is_ok_and(|m| m.file_type().is_symlink());
                 return Err(self.is_source(p, if via_link { "through a symlink" } else { "same path" }));
@@ -184,6 +227,26 @@ impl Destination {
     fn is_source(&self, p: &Path, how: &'static str) -> OutputError {
         OutputError::IsSource { dest: self.requested.clone(), source_file: p.to_path_buf(), how }
     }
+}
+
+/// The files a destination must never be: the database, its `-wal`, `-shm`
+/// and `-journal`, under the given (made absolute) and the canonical path.
+fn protected_paths(path: &Path) -> Vec<PathBuf> {
+    let mut bases = vec![std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())];
+    if let Ok(c) = std::fs::canonicalize(path) {
+        if c != bases[0] {
+            bases.push(c);
+        }
+    }
+    let mut out = Vec::new();
+    for b in bases {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut s = b.clone().into_os_string();
+            s.push(suffix);
+            out.push(PathBuf::from(s));
+        }
+    }
+    out
 }
 
 /// Equal after making both absolute with canonical directories.
@@ -370,9 +433,7 @@ impl io::Read for ReadBack {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file
-            .write(buf)
-            .map_err(|e| io::Error::other(OutputError::Write { path: self.dest.path.clone(), source: e }))
+        self.file.write(buf)
     }
 
     /// Also starts the disk writing early: left alone, the kernel keeps a
@@ -381,9 +442,7 @@ impl Write for AtomicFile {
     /// every 8 MiB overlaps the disk with the encryption instead. The fsync in
     /// [`AtomicFile::commit`] is what makes the file durable, as before.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file
-            .write_all(buf)
-            .map_err(|e| io::Error::other(OutputError::Write { path: self.dest.path.clone(), source: e }))?;
+        self.file.write_all(buf)?;
         self.written += buf.len() as u64;
         if self.written - self.flushed_to >= WRITEBACK_WINDOW {
             // SAFETY: a plain syscall on our own descriptor; failure is harmless.
@@ -426,16 +485,92 @@ pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
     }
 }
 
-/// Recovers an [`OutputError`] that travelled through a `Write` as an `io::Error`.
-pub fn output_error_from_io(e: io::Error) -> Result<OutputError, io::Error> {
-    if e.get_ref().is_some_and(|i| i.is::<OutputError>()) {
-        match e.into_inner().map(|inner| inner.downcast::<OutputError>()) {
-            Some(Ok(out)) => return Ok(*out),
-            Some(Err(other)) => return Err(io::Error::other(other)),
-            None => unreachable!("checked get_ref above"),
+/// Where data goes: standard output, or a file that appears only when complete.
+pub enum Sink {
+    Stdout(CancelWrite<File>),
+    File(AtomicFile),
+}
+
+impl Sink {
+    /// `None` or `-`: standard output, refused when it is a terminal unless
+    /// `terminal_ok` (ASCII armor). Otherwise an atomic file, never the
+    /// database `source` nor one of its journals; creating it proves the
+    /// directory writable before any real work starts.
+    pub fn open(
+        to: Option<&Path>,
+        cancel: &Cancel,
+        terminal_ok: bool,
+        source: Option<&Path>,
+    ) -> Result<Sink, OutputError> {
+        match to {
+            None => Sink::stdout(cancel, terminal_ok),
+            Some(p) if p == Path::new("-") => Sink::stdout(cancel, terminal_ok),
+            Some(p) => {
+                let dest = Destination::resolve(p)?;
+                if let Some(db) = source {
+                    dest.refuse_source(db)?;
+                }
+                Ok(Sink::File(AtomicFile::create(dest)?))
+            }
         }
     }
-    Err(e)
+
+    fn stdout(cancel: &Cancel, terminal_ok: bool) -> Result<Sink, OutputError> {
+        let out = io::stdout();
+        if out.is_terminal() && !terminal_ok {
+            return Err(OutputError::Terminal);
+        }
+        let fd = out.as_fd().try_clone_to_owned().map_err(OutputError::Stdout)?;
+        widen_pipe(&fd);
+        Ok(Sink::Stdout(CancelWrite::new(File::from(fd), cancel)))
+    }
+
+    /// Where the data goes, for messages: "standard output" or the file's path.
+    pub fn target(&self) -> PathBuf {
+        match self {
+            Sink::Stdout(_) => PathBuf::from("standard output"),
+            Sink::File(f) => f.destination().path.clone(),
+        }
+    }
+
+    /// The atomic file, when the output is one.
+    pub fn file_mut(&mut self) -> Option<&mut AtomicFile> {
+        match self {
+            Sink::File(f) => Some(f),
+            Sink::Stdout(_) => None,
+        }
+    }
+
+    /// Makes the output final: flush stdout, or fsync + rename + fsync dir.
+    pub fn commit(self) -> Result<(), OutputError> {
+        match self {
+            Sink::Stdout(mut w) => {
+                w.flush().map_err(|source| OutputError::Write { path: PathBuf::from("standard output"), source })
+            }
+            Sink::File(f) => f.commit(),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::File(f) => f.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.write_all(buf),
+            Sink::File(f) => f.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File(f) => f.flush(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -490,15 +625,11 @@ mod tests {
         std::fs::write(&src, b"db").unwrap();
         std::fs::hard_link(&src, d.path().join("hard.age")).unwrap();
         symlink("memory.db-wal", d.path().join("dangling.age")).unwrap();
-        let protected = vec![src.clone(), d.path().join("memory.db-wal")];
         for name in ["memory.db", "hard.age", "dangling.age", "./memory.db"] {
             let dest = Destination::resolve(&d.path().join(name)).unwrap();
-            assert!(
-                matches!(dest.refuse_protected(&protected), Err(OutputError::IsSource { .. })),
-                "{name} must be refused"
-            );
+            assert!(matches!(dest.refuse_source(&src), Err(OutputError::IsSource { .. })), "{name} must be refused");
         }
         let ok = Destination::resolve(&d.path().join("fine.age")).unwrap();
-        ok.refuse_protected(&protected).unwrap();
+        ok.refuse_source(&src).unwrap();
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
-use crate::error::Stop;
+use crate::stop::Stop;
 
 const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
@@ -126,9 +126,15 @@ impl Cancel {
         }
     }
 
-    /// The same as [`Cancel::check`], as an `io::Error` for `Read`/`Write` code.
+    /// The same as [`Cancel::check`] for `Read`/`Write` code. The error
+    /// carries no type: whoever sees it asks [`Cancel::fired`] (see
+    /// `Run::stopped`), as for every other failure that follows a signal.
     pub fn check_io(&self) -> io::Result<()> {
-        self.check().map_err(Stop::into_io)
+        match self.fired() {
+            // `Other`, not `Interrupted`: `write_all` would retry that.
+            Some(_) => Err(io::Error::other("interrupted by a signal")),
+            None => Ok(()),
+        }
     }
 
     /// Makes a signal interrupt whatever `conn` is running until the guard drops.
@@ -290,8 +296,7 @@ mod tests {
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
         cancel.trigger(15);
-        let err = t.join().unwrap().unwrap_err();
-        assert_eq!(Stop::from_io(&err), Some(Stop::Interrupted(15)));
+        assert!(t.join().unwrap().is_err(), "the read gives way");
         assert_eq!(cancel.fired(), Some(15));
         cancel.trigger(2);
         assert_eq!(cancel.fired(), Some(15), "the first signal is the one reported");

@@ -1,128 +1,51 @@
 //! Proving that a backup restores, without writing plaintext anywhere.
 //!
-//! The age file is opened and authenticated chunk by chunk ([`unseal`]); the
-//! plaintext goes into SQLite's memory (`sqlite3_deserialize` of a buffer
-//! the chunks are decrypted straight into) or into an unnamed spool file
-//! (the `wmspool` VFS), so no copy of the database ever has a name. Then the
-//! database is checked as a restore would use it: complete (page size ×
-//! page count = length), `PRAGMA integrity_check`, every FTS5 table answers
-//! a query for a term its own index lists, and every table's rows counted,
-//! beside the live database's when asked.
+//! The age file is opened and authenticated chunk by chunk ([`open`]); the
+//! plaintext goes into SQLite's memory or into an unnamed spool file
+//! ([`crate::spool::plain`]), so no copy of the database ever has a name.
+//! Then the database is checked as a restore would use it: complete (page
+//! size × page count = length), `PRAGMA integrity_check`, every FTS5 table
+//! answers a query for a term its own index lists, and every table's rows
+//! counted; [`compare_live`] puts a live database's counts beside them.
 //!
 //! [`verify`] returns what it learned even when it fails, so that a report
 //! (e.g. JSON) can show how far the backup got.
 
 use std::fmt;
 use std::io::{self, BufRead};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{ffi, Connection, OpenFlags};
+use rusqlite::Connection;
 
-use crate::error::{io_cause, Stop};
-use crate::header::{DbHeader, HeaderError, HEADER_LEN};
-use crate::progress::Progress;
-use crate::seal::CHUNK;
-use crate::signals::Cancel;
-use crate::snapshot::{SnapshotError, Source, SpoolMode};
-use crate::spool::{auto_kind, SpoolKind};
-use crate::unseal::{self, HeaderInfo, Key, Payload, UnsealError};
-use crate::vfs::SpoolFile;
+use crate::age::format::CHUNK;
+use crate::age::open::{self, Key, OpenError, Payload};
+use crate::report::{Fts5Check, TableRows, Verification};
+use crate::run::Run;
+use crate::spool::plain::{Plain, PlainError};
+use crate::spool::Place;
+use crate::sqlite::header::{DbHeader, HeaderError, HEADER_LEN};
+use crate::sqlite::source::{Source, SourceError};
+use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
-    pub spool: SpoolMode,
-    /// Directory for a disk spool; `None` means `$TMPDIR` or `/tmp`.
-    pub tmpdir: Option<PathBuf>,
-    /// A live database whose row counts go beside the backup's.
-    pub against: Option<PathBuf>,
-    pub busy_timeout: Duration,
+    pub spool: Place,
     /// The backup's size in bytes when known (a regular file): sizes a
     /// memory spool and the progress bar.
     pub size_hint: Option<u64>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            spool: SpoolMode::Auto,
-            tmpdir: None,
-            against: None,
-            busy_timeout: Duration::from_millis(5000),
-            size_hint: None,
-        }
-    }
-}
-
 impl Options {
-    fn tmpdir(&self) -> PathBuf {
-        self.tmpdir.clone().unwrap_or_else(std::env::temp_dir)
-    }
-
-    /// Fails now when the disk spool's directory is unusable (see
-    /// `snapshot::Options::validate`).
+    /// Fails now when the disk spool's directory is unusable.
     pub fn validate(&self) -> Result<(), VerifyError> {
-        if self.tmpdir.is_none() && self.spool != SpoolMode::Disk {
-            return Ok(());
-        }
-        let dir = self.tmpdir();
-        crate::vfs::unnamed_file(&dir).map(drop).map_err(|source| VerifyError::Spool { dir, source })
+        self.spool.validate().map_err(|u| VerifyError::Spool { dir: u.dir, source: u.source })
     }
-}
-
-/// The database inside the backup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Database {
-    pub size: u64,
-    pub page_size: u32,
-    pub page_count: u64,
-    /// The SQLite library that last wrote it, e.g. "3.54.1".
-    pub sqlite_version: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fts5Check {
-    pub table: String,
-    /// Rows a query for one of the index's own terms found.
-    pub hits: Option<u64>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableRows {
-    pub name: String,
-    /// `None`: the table is not in the backup.
-    pub rows: Option<u64>,
-    /// `None`: no live database asked for, or the table is not in it.
-    pub live_rows: Option<u64>,
-}
-
-impl TableRows {
-    /// Live minus backup: how many rows the backup is behind.
-    pub fn difference(&self) -> Option<i64> {
-        Some(self.live_rows? as i64 - self.rows? as i64)
-    }
-}
-
-/// Everything learned, however far verification got.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub header: Option<HeaderInfo>,
-    /// Bytes of the (de-armored) age file read.
-    pub ciphertext: u64,
-    pub database: Option<Database>,
-    pub spool: Option<SpoolKind>,
-    /// "ok", or the first problem `PRAGMA integrity_check` reported.
-    pub integrity: Option<String>,
-    pub fts5: Vec<Fts5Check>,
-    pub tables: Vec<TableRows>,
-    pub against: Option<PathBuf>,
 }
 
 #[derive(Debug)]
 pub enum VerifyError {
-    Unseal(UnsealError),
+    Open(OpenError),
     EmptyPlaintext,
     NotSqlite(HeaderError),
     TruncatedDb { got: u64, expected: u64 },
@@ -133,7 +56,6 @@ pub enum VerifyError {
     Sqlite { what: &'static str, cause: String },
     Memory { bytes: u64 },
     Spool { dir: PathBuf, source: io::Error },
-    Live(SnapshotError),
     Stop(Stop),
 }
 
@@ -141,7 +63,7 @@ impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use VerifyError::*;
         match self {
-            Unseal(e) => e.fmt(f),
+            Open(e) => e.fmt(f),
             EmptyPlaintext => f.write_str("decrypts to nothing (0 bytes), not a SQLite database"),
             NotSqlite(HeaderError::TooShort(n)) => {
                 write!(f, "decrypts, but holds a truncated SQLite database ({n} of {HEADER_LEN} header bytes)")
@@ -172,7 +94,6 @@ impl fmt::Display for VerifyError {
             Sqlite { what, cause } => write!(f, "decrypts, but SQLite cannot {what}: {cause}"),
             Memory { bytes } => write!(f, "not enough memory to verify in memory ({bytes} bytes)"),
             Spool { dir, source } => write!(f, "spool: {}: {}", dir.display(), io_cause(source)),
-            Live(e) => write!(f, "--against: {e}"),
             Stop(s) => s.fmt(f),
         }
     }
@@ -180,41 +101,49 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
-impl VerifyError {
-    pub fn hint(&self) -> Option<String> {
+impl Failure for VerifyError {
+    fn hint(&self) -> Option<Hint> {
         use VerifyError::*;
         match self {
-            Unseal(e) => e.hint(),
+            Open(e) => e.hint(),
             EmptyPlaintext | NotSqlite(_) => Some("this backup does not hold a database: restore from another".into()),
-            TruncatedDb { .. } | LongerDb { .. } | PartialPage { .. } => {
-                Some("the database was incomplete when it was sealed (wm-seal --raw?): take a new backup".into())
-            }
+            TruncatedDb { .. } | LongerDb { .. } | PartialPage { .. } => Some(hint![
+                "the database was incomplete when it was sealed (wm-seal ",
+                Knob::Raw,
+                "?): take a new backup"
+            ]),
             Integrity { .. } | Fts5 { .. } | Sqlite { .. } => {
                 Some("the database was already damaged when it was backed up: restore from an older backup".into())
             }
-            Memory { .. } => Some("use --spool disk".into()),
-            Spool { .. } => Some("use --tmpdir DIR with room for the database, or --spool memory".into()),
-            Live(SnapshotError::Missing { .. }) => Some("check the --against path".into()),
-            Live(e) => e.hint(),
+            Memory { .. } => Some(hint!["use ", Knob::SpoolDisk]),
+            Spool { .. } => {
+                Some(hint!["use ", Knob::Tmpdir, " DIR with room for the database, or ", Knob::SpoolMemory])
+            }
             Stop(_) => None,
         }
     }
 
-    pub fn stop(&self) -> Option<Stop> {
+    fn stop(&self) -> Option<Stop> {
         match self {
             VerifyError::Stop(s) => Some(*s),
-            VerifyError::Unseal(e) => e.stop(),
-            VerifyError::Live(e) => e.stop(),
+            VerifyError::Open(e) => e.stop(),
             _ => None,
         }
     }
 }
 
-impl From<UnsealError> for VerifyError {
-    fn from(e: UnsealError) -> VerifyError {
-        match e.stop() {
-            Some(s) => VerifyError::Stop(s),
-            None => VerifyError::Unseal(e),
+impl From<OpenError> for VerifyError {
+    fn from(e: OpenError) -> VerifyError {
+        VerifyError::Open(e)
+    }
+}
+
+impl From<PlainError> for VerifyError {
+    fn from(e: PlainError) -> VerifyError {
+        match e {
+            PlainError::Memory { bytes } => VerifyError::Memory { bytes },
+            PlainError::Spool { dir, source } => VerifyError::Spool { dir, source },
+            PlainError::Open(e) => sqlite("open the database", e),
         }
     }
 }
@@ -225,49 +154,44 @@ pub fn verify(
     input: Box<dyn BufRead + '_>,
     key: Key<'_>,
     opts: &Options,
-    cancel: &Cancel,
-    progress: &Progress,
-) -> (Report, Result<(), VerifyError>) {
-    let mut report = Report { against: opts.against.clone(), ..Report::default() };
-    let result = run(input, key, opts, cancel, progress, &mut report);
-    let result = match (result, cancel.fired()) {
-        (Err(_), Some(sig)) => Err(VerifyError::Stop(Stop::Interrupted(sig))),
+    run: &Run,
+) -> (Verification, Result<(), VerifyError>) {
+    let mut report = Verification::default();
+    let result = checks(input, key, opts, run, &mut report);
+    let result = match (result, run.stopped()) {
+        (Err(_), Some(stop)) => Err(VerifyError::Stop(stop)),
         (r, _) => r,
     };
     (report, result)
 }
 
-fn run(
+fn checks(
     input: Box<dyn BufRead + '_>,
     key: Key<'_>,
     opts: &Options,
-    cancel: &Cancel,
-    progress: &Progress,
-    report: &mut Report,
+    run: &Run,
+    report: &mut Verification,
 ) -> Result<(), VerifyError> {
-    progress.phase("decrypt", opts.size_hint);
-    let (info, mut payload) = unseal::open(input, key)?;
+    run.progress.phase("decrypt", opts.size_hint);
+    let (info, mut payload) = open::open(input, key)?;
     let header_len = info.header_len;
-    report.header = Some(info);
-    let plain = decrypt(&mut payload, opts, cancel, progress, report);
+    report.opened_by = Some(info.opened_by);
+    report.recipients = Some(info.stanzas);
+    report.armored = Some(info.armored);
+    let plain = decrypt(&mut payload, opts, run, report);
     report.ciphertext = header_len + payload.consumed();
     let (plain, db_header) = plain?;
 
-    let db = check_length(&plain, &db_header)?;
-    report.database = Some(db);
-    progress.phase("check", None);
+    check_length(&plain, &db_header, report)?;
+    run.progress.phase("check", None);
     let opened = plain.into_connection()?;
     let conn = &opened.conn;
-    let _watch = cancel.watch_sqlite(conn);
+    let _watch = run.cancel.watch_sqlite(conn);
     check_integrity(conn, report)?;
-    cancel.check().map_err(VerifyError::Stop)?;
+    run.check().map_err(VerifyError::Stop)?;
     let names = table_names(conn).map_err(|e| sqlite("list tables", e))?;
     report.tables = count_tables(conn, &names).map_err(|e| sqlite("count rows", e))?;
-    check_fts5(conn, &names, report)?;
-    if let Some(live) = &opts.against {
-        compare_live(live, opts.busy_timeout, cancel, &mut report.tables)?;
-    }
-    Ok(())
+    check_fts5(conn, &names, report)
 }
 
 /// Decrypts the whole payload into a spool chosen by the first chunk: a
@@ -276,19 +200,18 @@ fn run(
 fn decrypt(
     payload: &mut Payload<'_>,
     opts: &Options,
-    cancel: &Cancel,
-    progress: &Progress,
-    report: &mut Report,
+    run: &Run,
+    report: &mut Verification,
 ) -> Result<(Plain, DbHeader), VerifyError> {
     let mut chunk = vec![0u8; CHUNK];
     let n = payload.next_into(&mut chunk)?.unwrap_or(0);
-    progress.set(payload.consumed());
+    run.progress.set(payload.consumed());
     let header = match DbHeader::parse(&chunk[..n]) {
         Ok(h) => h,
         Err(e) => {
             while payload.next_into(&mut chunk)?.is_some() {
-                cancel.check().map_err(VerifyError::Stop)?;
-                progress.set(payload.consumed());
+                run.check().map_err(VerifyError::Stop)?;
+                run.progress.set(payload.consumed());
             }
             return Err(if n == 0 { VerifyError::EmptyPlaintext } else { VerifyError::NotSqlite(e) });
         }
@@ -299,33 +222,17 @@ fn decrypt(
     // What the plaintext will weigh: the header's promise, but never more than
     // the file (a header may lie; the file's size does not).
     let estimate = match (header.expected_len(), opts.size_hint) {
-        (Some(promised), Some(file)) => promised.min(file),
-        (promised, file) => promised.or(file).unwrap_or(0),
+        (Some(promised), Some(file)) => Some(promised.min(file)),
+        (promised, file) => promised.or(file),
     };
-    let kind = match opts.spool {
-        SpoolMode::Memory => SpoolKind::Memory,
-        SpoolMode::Disk => SpoolKind::Disk,
-        SpoolMode::Auto if estimate == 0 => SpoolKind::Disk,
-        SpoolMode::Auto => auto_kind(estimate),
-    };
-    report.spool = Some(kind);
-    let mut plain = Plain::new(kind, estimate, &opts.tmpdir())?;
+    let kind = opts.spool.choose(estimate);
+    report.spool = Some(kind.to_string());
+    let mut plain = Plain::new(kind, estimate.unwrap_or(0), CHUNK, &opts.spool.dir())?;
     plain.append(&chunk[..n])?;
     loop {
-        cancel.check().map_err(VerifyError::Stop)?;
-        let got = match &mut plain {
-            Plain::Memory(buf) => {
-                let got = payload.next_into(buf.spare(CHUNK)?)?;
-                buf.len += got.unwrap_or(0);
-                got
-            }
-            Plain::Disk { .. } => {
-                let got = payload.next_into(&mut chunk)?;
-                plain.append(&chunk[..got.unwrap_or(0)])?;
-                got
-            }
-        };
-        progress.set(payload.consumed());
+        run.check().map_err(VerifyError::Stop)?;
+        let got = plain.append_with(&mut chunk, |out| payload.next_into(out).map_err(VerifyError::from))?;
+        run.progress.set(payload.consumed());
         if got.is_none() {
             return Ok((plain, header));
         }
@@ -333,7 +240,7 @@ fn decrypt(
 }
 
 /// Length against the header's promise; the database's particulars.
-fn check_length(plain: &Plain, h: &DbHeader) -> Result<Database, VerifyError> {
+fn check_length(plain: &Plain, h: &DbHeader, report: &mut Verification) -> Result<(), VerifyError> {
     let got = plain.len();
     match h.expected_len() {
         Some(expected) if got < expected => return Err(VerifyError::TruncatedDb { got, expected }),
@@ -344,19 +251,18 @@ fn check_length(plain: &Plain, h: &DbHeader) -> Result<Database, VerifyError> {
     let mut head = [0u8; HEADER_LEN];
     plain.read_at(&mut head, 0)?;
     let v = u32::from_be_bytes([head[96], head[97], head[98], head[99]]);
-    Ok(Database {
-        size: got,
-        page_size: h.page_size,
-        page_count: got / h.page_size as u64,
-        sqlite_version: format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000),
-    })
+    report.size = Some(got);
+    report.page_size = Some(h.page_size as u64);
+    report.page_count = Some(got / h.page_size as u64);
+    report.sqlite_version = Some(format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000));
+    Ok(())
 }
 
 fn sqlite(what: &'static str, e: rusqlite::Error) -> VerifyError {
     VerifyError::Sqlite { what, cause: e.to_string() }
 }
 
-fn check_integrity(conn: &Connection, report: &mut Report) -> Result<(), VerifyError> {
+fn check_integrity(conn: &Connection, report: &mut Verification) -> Result<(), VerifyError> {
     let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(|e| sqlite("check integrity", e))?;
     let lines: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))
@@ -365,7 +271,7 @@ fn check_integrity(conn: &Connection, report: &mut Report) -> Result<(), VerifyE
     let first = lines.first().cloned().unwrap_or_default();
     // SQLite's messages may span lines; a report line must not.
     let first = first.split_whitespace().collect::<Vec<_>>().join(" ");
-    report.integrity = Some(first.clone());
+    report.integrity_check = Some(first.clone());
     if lines.len() == 1 && first == "ok" {
         return Ok(());
     }
@@ -397,18 +303,20 @@ fn count_rows(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
 
 /// Every table's row count, in the order of `names`.
 fn count_tables(conn: &Connection, names: &[(String, bool)]) -> rusqlite::Result<Vec<TableRows>> {
-    names
-        .iter()
-        .map(|(name, _)| Ok(TableRows { rows: Some(count_rows(conn, name)?), name: name.clone(), live_rows: None }))
-        .collect()
+    names.iter().map(|(name, _)| Ok(TableRows::new(name.clone(), Some(count_rows(conn, name)?), None))).collect()
 }
 
 /// Each FTS5 table (the flagged `names`) must find rows for a term its own index lists.
-fn check_fts5(conn: &Connection, names: &[(String, bool)], report: &mut Report) -> Result<(), VerifyError> {
+fn check_fts5(conn: &Connection, names: &[(String, bool)], report: &mut Verification) -> Result<(), VerifyError> {
     for (name, _) in names.iter().filter(|(_, fts5)| *fts5) {
         let result = fts5_query(conn, name);
         let failed = result.as_ref().err().cloned();
-        report.fts5.push(Fts5Check { table: name.clone(), hits: result.as_ref().ok().copied(), error: failed.clone() });
+        report.fts5.push(Fts5Check {
+            table: name.clone(),
+            ok: failed.is_none(),
+            hits: result.as_ref().ok().copied(),
+            error: failed.clone(),
+        });
         if let Some(cause) = failed {
             return Err(VerifyError::Fts5 { table: name.clone(), cause });
         }
@@ -440,198 +348,25 @@ fn fts5_query(conn: &Connection, table: &str) -> Result<u64, String> {
     Ok(hits.max(0) as u64)
 }
 
-/// Row counts of the live database, in one read transaction, beside the backup's.
-fn compare_live(path: &Path, busy: Duration, cancel: &Cancel, tables: &mut Vec<TableRows>) -> Result<(), VerifyError> {
-    let source = Source::open(path, busy).map_err(VerifyError::Live)?;
-    let live = source
-        .read("count rows", cancel, |conn| {
-            let names = table_names(conn)?;
-            names
-                .into_iter()
-                .map(|(name, _)| Ok((count_rows(conn, &name)?, name)))
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(VerifyError::Live)?;
+/// Puts the row counts of the live database at `path`, read in one read
+/// transaction, beside the backup's in `report` (the caller records `against`).
+pub fn compare_live(path: &Path, busy: Duration, run: &Run, report: &mut Verification) -> Result<(), SourceError> {
+    let source = Source::open(path, busy, Knob::Against)?;
+    let live = source.read("count rows", &run.cancel, |conn| {
+        let names = table_names(conn)?;
+        names.into_iter().map(|(name, _)| Ok((count_rows(conn, &name)?, name))).collect::<rusqlite::Result<Vec<_>>>()
+    });
+    let live = match (live, run.stopped()) {
+        (Err(_), Some(stop)) => return Err(SourceError::Stop(stop)),
+        (r, _) => r?,
+    };
+    let tables = &mut report.tables;
     for (n, name) in live {
         match tables.iter_mut().find(|t| t.name == name) {
-            Some(t) => t.live_rows = Some(n),
-            None => tables.push(TableRows { name, rows: None, live_rows: Some(n) }),
+            Some(t) => *t = TableRows::new(name, t.rows, Some(n)),
+            None => tables.push(TableRows::new(name, None, Some(n))),
         }
     }
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(())
-}
-
-/// Where the plaintext waits: SQLite-owned memory, or an unnamed file.
-enum Plain {
-    Memory(SqliteBuf),
-    Disk { file: SpoolFile, len: u64, dir: PathBuf },
-}
-
-impl Plain {
-    fn new(kind: SpoolKind, estimate: u64, tmpdir: &Path) -> Result<Plain, VerifyError> {
-        match kind {
-            SpoolKind::Memory => {
-                let cap = estimate.max(CHUNK as u64) + CHUNK as u64;
-                Ok(Plain::Memory(SqliteBuf::with_capacity(cap)?))
-            }
-            SpoolKind::Disk => {
-                let file = SpoolFile::create(tmpdir)
-                    .map_err(|source| VerifyError::Spool { dir: tmpdir.to_path_buf(), source })?;
-                Ok(Plain::Disk { file, len: 0, dir: tmpdir.to_path_buf() })
-            }
-        }
-    }
-
-    fn len(&self) -> u64 {
-        match self {
-            Plain::Memory(b) => b.len as u64,
-            Plain::Disk { len, .. } => *len,
-        }
-    }
-
-    fn append(&mut self, data: &[u8]) -> Result<(), VerifyError> {
-        match self {
-            Plain::Memory(b) => {
-                b.spare(data.len())?[..data.len()].copy_from_slice(data);
-                b.len += data.len();
-            }
-            Plain::Disk { file, len, dir } => {
-                file.file()
-                    .write_all_at(data, *len)
-                    .map_err(|source| VerifyError::Spool { dir: dir.clone(), source })?;
-                *len += data.len() as u64;
-            }
-        }
-        Ok(())
-    }
-
-    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), VerifyError> {
-        match self {
-            Plain::Memory(b) => {
-                buf.copy_from_slice(&b.as_slice()[off as usize..off as usize + buf.len()]);
-                Ok(())
-            }
-            Plain::Disk { file, dir, .. } => {
-                file.file().read_exact_at(buf, off).map_err(|source| VerifyError::Spool { dir: dir.clone(), source })
-            }
-        }
-    }
-
-    /// A read-only connection onto the plaintext, as `sqlite3` would open a
-    /// restored file. A WAL-mode image is marked rollback in this private
-    /// copy: memdb has no WAL, and without a `-wal` file the content is the same.
-    fn into_connection(mut self) -> Result<Opened, VerifyError> {
-        let mut mode = [0u8; 2];
-        self.read_at(&mut mode, 18)?;
-        if mode == [2, 2] {
-            match &mut self {
-                Plain::Memory(b) => b.as_mut_slice()[18..20].copy_from_slice(&[1, 1]),
-                Plain::Disk { file, dir, .. } => file
-                    .file()
-                    .write_all_at(&[1, 1], 18)
-                    .map_err(|source| VerifyError::Spool { dir: dir.clone(), source })?,
-            }
-        }
-        let opened = match self {
-            Plain::Memory(b) => {
-                Opened { conn: b.into_connection().map_err(|e| sqlite("open the database", e))?, _spool: None }
-            }
-            Plain::Disk { file, .. } => {
-                let conn = Connection::open_with_flags(
-                    file.uri(),
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(|e| sqlite("open the database", e))?;
-                Opened { conn, _spool: Some(file) }
-            }
-        };
-        // Nothing of the check may land in a temporary file.
-        opened.conn.execute_batch("PRAGMA temp_store = MEMORY").map_err(|e| sqlite("open the database", e))?;
-        Ok(opened)
-    }
-}
-
-/// A connection onto the plaintext; a disk spool outlives it (fields drop in order).
-struct Opened {
-    conn: Connection,
-    _spool: Option<SpoolFile>,
-}
-
-/// A buffer from `sqlite3_malloc64`, so that `sqlite3_deserialize` can take
-/// it over without a copy.
-struct SqliteBuf {
-    ptr: *mut u8,
-    len: usize,
-    cap: usize,
-}
-
-impl SqliteBuf {
-    fn with_capacity(cap: u64) -> Result<SqliteBuf, VerifyError> {
-        // SAFETY: plain allocation; NULL is checked.
-        let ptr = unsafe { ffi::sqlite3_malloc64(cap) }.cast::<u8>();
-        if ptr.is_null() {
-            return Err(VerifyError::Memory { bytes: cap });
-        }
-        Ok(SqliteBuf { ptr, len: 0, cap: cap as usize })
-    }
-
-    /// `n` zeroed bytes after the data, growing the buffer if need be.
-    fn spare(&mut self, n: usize) -> Result<&mut [u8], VerifyError> {
-        if self.len + n > self.cap {
-            let want = (self.cap * 2).max(self.len + n);
-            // SAFETY: ptr came from sqlite3_malloc64/realloc64; on failure it stays valid.
-            let p = unsafe { ffi::sqlite3_realloc64(self.ptr.cast(), want as u64) }.cast::<u8>();
-            if p.is_null() {
-                return Err(VerifyError::Memory { bytes: want as u64 });
-            }
-            self.ptr = p;
-            self.cap = want;
-        }
-        // SAFETY: len + n <= cap; the bytes are initialised before the slice is made.
-        unsafe {
-            std::ptr::write_bytes(self.ptr.add(self.len), 0, n);
-            Ok(std::slice::from_raw_parts_mut(self.ptr.add(self.len), n))
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: the first len bytes are initialised.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: the first len bytes are initialised.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-
-    /// Hands the buffer to a new in-memory connection, read-only.
-    fn into_connection(self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_in_memory()?;
-        let (ptr, len, cap) = (self.ptr, self.len, self.cap);
-        std::mem::forget(self);
-        // SAFETY: the buffer is SQLite's to free from here on (FREEONCLOSE
-        // applies on failure too); len <= cap.
-        let rc = unsafe {
-            ffi::sqlite3_deserialize(
-                conn.handle(),
-                c"main".as_ptr(),
-                ptr,
-                len as i64,
-                cap as i64,
-                ffi::SQLITE_DESERIALIZE_FREEONCLOSE | ffi::SQLITE_DESERIALIZE_READONLY,
-            )
-        };
-        if rc != ffi::SQLITE_OK {
-            return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), Some("deserialize".into())));
-        }
-        Ok(conn)
-    }
-}
-
-impl Drop for SqliteBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated by sqlite3_malloc64 and not handed over.
-        unsafe { ffi::sqlite3_free(self.ptr.cast()) }
-    }
 }

@@ -1,17 +1,22 @@
 //! wm-seal: age-encrypt standard input into a file, atomically and durably, or to stdout.
 
 mod common;
+#[path = "part/input.rs"]
+mod input;
+#[path = "part/sink.rs"]
+mod sink;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{ArgGroup, Parser};
-use common::{human, note, seconds, stderr_is_terminal, Sink};
+use common::{human, note, seconds, stderr_is_terminal, Common};
+use wmbackup::age::recipients;
+use wmbackup::age::seal::{self, StreamOptions};
 use wmbackup::progress::Progress;
-use wmbackup::recipients;
-use wmbackup::seal::{self, StreamOptions};
-use wmbackup::signals::CancelRead;
+use wmbackup::run::Run;
+use wmbackup::signals::{Cancel, CancelRead};
 use wmbackup::Error;
 
 const PROG: &str = "wm-seal";
@@ -53,25 +58,29 @@ struct Cli {
     /// No summary on stderr, only errors
     #[arg(short, long)]
     quiet: bool,
+
+    #[command(flatten)]
+    common: Common,
 }
 
 fn main() -> ExitCode {
     let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
-    common::main_with(PROG, || run(&cli))
+    common::main_with(PROG, |cancel| run(&cli, cancel))
 }
 
-fn run(cli: &Cli) -> Result<(), Error> {
-    let cancel = common::install_signals()?;
+fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let started = Instant::now();
-    let input = common::stdin_not_terminal("pipe the data in, e.g. wm-snapshot | wm-seal -r KEY --to backup.age")?;
+    let input = input::stdin_data("pipe the data in, e.g. wm-snapshot | wm-seal -r KEY --to backup.age")?;
     let values: Vec<_> = cli.recipient.iter().map(|v| ("-r", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
-    let recipients = recipients::collect(&values, &files, &cancel)?;
-    let sink = Sink::open(cli.to.as_deref(), &cancel, cli.armor, &[])?;
+    let recipients = recipients::collect(&values, &files, cancel)?;
+    let sink = sink::open(cli.to.as_deref(), cancel, cli.armor, None)?;
+    let target = sink.target();
     let opts = StreamOptions { armor: cli.armor, raw: cli.raw, allow_empty: cli.allow_empty };
-    let mut input = CancelRead::new(input, &cancel);
-    let (sink, stats) = seal::seal_stream(&mut input, sink, &recipients, opts, &cancel, &Progress::disabled())?;
-    let target = sink.describe();
+    let mut input = CancelRead::new(input, cancel);
+    let run = Run::new(cancel.clone(), Progress::disabled());
+    let (sink, stats) = seal::seal_stream(&mut input, "standard input", sink, &recipients, opts, &run)
+        .map_err(|e| Error::seal(e, &target))?;
     sink.commit()?;
     if stderr_is_terminal() {
         note(
@@ -80,7 +89,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
             &format!(
                 "sealed {} into {} ({}) for {} recipient(s) in {}",
                 human(stats.plaintext),
-                target,
+                target.display(),
                 human(stats.ciphertext),
                 recipients.len(),
                 seconds(started.elapsed())

@@ -1,6 +1,14 @@
 //! wm-snapshot: a consistent snapshot of a live SQLite database, to a file or stdout.
 
 mod common;
+#[path = "part/db.rs"]
+mod db;
+#[path = "part/sink.rs"]
+mod sink;
+#[path = "part/snapshot.rs"]
+mod snapshot_args;
+#[path = "part/spool.rs"]
+mod spool;
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -8,9 +16,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use common::{human, note, seconds, stderr_is_terminal, Sink, SnapshotArgs};
+use common::{human, note, seconds, stderr_is_terminal, Common};
+use snapshot_args::SnapshotArgs;
 use wmbackup::progress::Progress;
-use wmbackup::snapshot::{self, Method, Source};
+use wmbackup::run::Run;
+use wmbackup::signals::Cancel;
+use wmbackup::spool::IO_CHUNK;
+use wmbackup::sqlite::snapshot::{self, Method};
+use wmbackup::sqlite::source::Source;
+use wmbackup::stop::Knob;
 use wmbackup::Error;
 
 const PROG: &str = "wm-snapshot";
@@ -30,26 +44,29 @@ struct Cli {
     /// No notices or summary on stderr, only errors
     #[arg(short, long)]
     quiet: bool,
+
+    #[command(flatten)]
+    common: Common,
 }
 
 fn main() -> ExitCode {
     let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
-    common::main_with(PROG, || run(&cli))
+    common::main_with(PROG, |cancel| run(&cli, cancel))
 }
 
-fn run(cli: &Cli) -> Result<(), Error> {
-    let cancel = common::install_signals()?;
+fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let started = Instant::now();
-    let db = cli.snap.resolve_db(PROG, cli.quiet)?;
+    let db = cli.snap.db.resolve(PROG, cli.quiet)?;
     let opts = cli.snap.options();
     opts.validate()?;
     // The destination is checked against the source before the source is read.
-    let sink = Sink::open(cli.to.as_deref(), &cancel, false, &snapshot::protected_paths(&db))?;
-    let mut source = Source::open(&db, cli.snap.busy_timeout())?;
-    let mut out = BufWriter::with_capacity(wmbackup::spool::IO_CHUNK, sink);
-    let report = source.snapshot(&opts, &cancel, &Progress::disabled(), &mut out)?;
-    let sink = out.into_inner().map_err(|e| Error::from(snapshot::SnapshotError::Output(e.into_error())))?;
-    let target = sink.describe();
+    let sink = sink::open(cli.to.as_deref(), cancel, false, Some(&db))?;
+    let target = sink.target();
+    let mut source = Source::open(&db, cli.snap.busy_timeout(), Knob::Database)?;
+    let run = Run::new(cancel.clone(), Progress::disabled());
+    let mut out = BufWriter::with_capacity(IO_CHUNK, sink);
+    let report = snapshot::snapshot(&mut source, &opts, &run, &mut out).map_err(|e| Error::snapshot(e, &target))?;
+    let sink = out.into_inner().map_err(|e| Error::writing(&target, e.into_error()))?;
     sink.commit()?;
     if report.method == Method::Pages && report.free_pages > 0 {
         note(
@@ -67,10 +84,11 @@ fn run(cli: &Cli) -> Result<(), Error> {
             PROG,
             cli.quiet,
             &format!(
-                "{} ({} pages) from {} to {target} via {}, in {}",
+                "{} ({} pages) from {} to {} via {}, in {}",
                 human(report.bytes),
                 report.pages,
                 source.path().display(),
+                target.display(),
                 report.how(),
                 seconds(started.elapsed())
             ),

@@ -1,21 +1,36 @@
 //! workmem-backup: snapshot + seal in one process, a drop-in for `workmem backup`.
 
 mod common;
+#[path = "part/db.rs"]
+mod db;
+#[path = "part/progress.rs"]
+mod progress;
+#[path = "part/sink.rs"]
+mod sink;
+#[path = "part/snapshot.rs"]
+mod snapshot_args;
+#[path = "part/spool.rs"]
+mod spool;
 
+use std::ffi::OsString;
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{ArgGroup, Parser};
-use common::{human, note, seconds, ProgressBar, Sink, SnapshotArgs};
+use common::{human, note, seconds, Common};
+use progress::ProgressBar;
+use snapshot_args::SnapshotArgs;
+use wmbackup::age::open::{FileKey, Key};
+use wmbackup::age::recipients;
+use wmbackup::age::seal::Sealer;
 use wmbackup::output::AtomicFile;
-use wmbackup::progress::Progress;
-use wmbackup::recipients;
-use wmbackup::seal::Sealer;
+use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
-use wmbackup::snapshot::{self, Source};
-use wmbackup::unseal::{FileKey, Key};
+use wmbackup::sqlite::snapshot::{self, Options};
+use wmbackup::sqlite::source::Source;
+use wmbackup::stop::Knob;
 use wmbackup::verify;
 use wmbackup::Error;
 
@@ -36,6 +51,7 @@ const GO_LONG: &[&str] = &[
     "check",
     "verify",
     "quiet",
+    "completions",
     "help",
     "version",
 ];
@@ -50,6 +66,7 @@ const GO_VALUE: &[&str] = &[
     "spool",
     "tmpdir",
     "busy-timeout",
+    "completions",
     "r",
     "R",
 ];
@@ -90,43 +107,47 @@ struct Cli {
     /// No progress, notices or summary on stderr, only errors
     #[arg(short, long)]
     quiet: bool,
+
+    #[command(flatten)]
+    common: Common,
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = common::parse_args(PROG, common::accept_go_style(std::env::args_os(), GO_LONG, GO_VALUE));
-    common::main_with(PROG, || run(&cli))
+    let args = accept_go_style(std::env::args_os(), GO_LONG, GO_VALUE);
+    let cli: Cli = common::parse_args(PROG, args);
+    common::main_with(PROG, |cancel| run(&cli, cancel))
 }
 
-fn run(cli: &Cli) -> Result<(), Error> {
-    let cancel = common::install_signals()?;
+fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let started = Instant::now();
     // Everything that can be wrong is found before the snapshot starts.
     let values: Vec<_> = cli.age_recipient.iter().map(|v| ("--age-recipient", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
-    let recipients = recipients::collect(&values, &files, &cancel)?;
-    let db = cli.snap.resolve_db(PROG, cli.quiet)?;
+    let recipients = recipients::collect(&values, &files, cancel)?;
+    let db = cli.snap.db.resolve(PROG, cli.quiet)?;
     let opts = cli.snap.options();
     opts.validate()?;
-    let mut sink = Sink::open(Some(&cli.to), &cancel, cli.armor, &snapshot::protected_paths(&db))?;
+    let mut sink = sink::open(Some(&cli.to), cancel, cli.armor, Some(&db))?;
     if cli.verify && sink.file_mut().is_none() {
         return Err(Error::usage(
             "--verify needs --to FILE: standard output cannot be read back",
             Some("write to a file, or verify the stream with wm-verify -i IDENTITY at the other end"),
         ));
     }
-    let mut source = Source::open(&db, cli.snap.busy_timeout())?;
+    let target = sink.target();
+    let mut source = Source::open(&db, cli.snap.busy_timeout(), Knob::Database)?;
 
     let (progress, bar) = ProgressBar::start(cli.quiet, |phase| match phase {
         "output" => "encrypt",
         other => other,
     });
-    let mut sealer = Sealer::new(sink, &recipients, cli.armor)?;
-    let report = source.snapshot(&opts, &cancel, &progress, &mut sealer)?;
-    let (mut sink, stats, file_key) = sealer.finish_with_key()?;
-    progress.phase("sync", None);
-    let target = sink.describe();
+    let run = Run::new(cancel.clone(), progress);
+    let mut sealer = Sealer::new(sink, &recipients, cli.armor).map_err(|e| Error::seal(e, &target))?;
+    let report = snapshot::snapshot(&mut source, &opts, &run, &mut sealer).map_err(|e| Error::snapshot(e, &target))?;
+    let (mut sink, stats, file_key) = sealer.finish_with_key().map_err(|e| Error::seal(e, &target))?;
+    run.progress.phase("sync", None);
     let verified = match sink.file_mut().filter(|_| cli.verify) {
-        Some(file) => Some(verify_written(file, &file_key, &opts, &cancel, &progress, &target)?),
+        Some(file) => Some(verify_written(file, &file_key, &opts, &run, &target)?),
         None => None,
     };
     sink.commit()?;
@@ -136,8 +157,9 @@ fn run(cli: &Cli) -> Result<(), Error> {
         PROG,
         cli.quiet,
         &format!(
-            "backed up {} to {target}: {} encrypted ({} snapshot via {}){} in {}",
+            "backed up {} to {}: {} encrypted ({} snapshot via {}){} in {}",
             source.path().display(),
+            target.display(),
             human(stats.ciphertext),
             human(report.bytes),
             report.how(),
@@ -153,18 +175,58 @@ fn run(cli: &Cli) -> Result<(), Error> {
 fn verify_written(
     file: &mut AtomicFile,
     file_key: &FileKey,
-    opts: &snapshot::Options,
-    cancel: &Cancel,
-    progress: &Progress,
-    target: &str,
+    opts: &Options,
+    run: &Run,
+    target: &Path,
 ) -> Result<String, Error> {
     file.sync()?;
     let input = BufReader::with_capacity(1 << 20, file.read_back()?);
-    progress.phase("verify", None);
-    let vopts = verify::Options { spool: opts.spool, tmpdir: opts.tmpdir.clone(), ..verify::Options::default() };
-    let (report, result) = verify::verify(Box::new(input), Key::FileKey(file_key), &vopts, cancel, progress);
+    run.progress.phase("verify", None);
+    let vopts = verify::Options { spool: opts.spool.clone(), ..verify::Options::default() };
+    let (report, result) = verify::verify(Box::new(input), Key::FileKey(file_key), &vopts, run);
     // The temporary is dropped on error: an older backup at `target` stays.
-    result.map_err(|e| Error::verify(&format!("verify: {target} (new backup, not put in place)"), e))?;
+    result.map_err(|e| Error::about(&format!("verify: {} (new backup, not put in place)", target.display()), e))?;
     let tables = report.tables.len();
     Ok(format!(", verified (integrity_check ok, {tables} tables counted, {} FTS5 queried)", report.fts5.len()))
+}
+
+/// Go's flag package accepted `-to` as well as `--to`; so do we, for the
+/// long flags a `workmem backup` user may have in a script.
+fn accept_go_style(args: impl IntoIterator<Item = OsString>, long: &[&str], takes_value: &[&str]) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut value_next = false;
+    for a in args {
+        if value_next {
+            value_next = false;
+            out.push(a);
+            continue;
+        }
+        let s = a.to_string_lossy();
+        if let Some(rest) = s.strip_prefix('-').filter(|r| !r.starts_with('-')) {
+            let name = rest.split('=').next().unwrap_or("");
+            value_next = takes_value.contains(&name) && !rest.contains('=');
+            if long.contains(&name) {
+                out.push(OsString::from(format!("--{rest}")));
+                continue;
+            }
+        }
+        if let Some(rest) = s.strip_prefix("--") {
+            value_next = takes_value.contains(&rest) && !rest.contains('=');
+        }
+        out.push(a);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_flags_become_double_dash_but_values_stay() {
+        let args = ["prog", "-to", "-db", "-db=x", "--age-recipient", "-to", "-R", "-db", "-q"].map(OsString::from);
+        let got = accept_go_style(args, &["to", "db", "age-recipient"], &["to", "db", "age-recipient", "R"]);
+        let got: Vec<_> = got.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        assert_eq!(got, ["prog", "--to", "-db", "--db=x", "--age-recipient", "-to", "-R", "-db", "-q"]);
+    }
 }

@@ -12,8 +12,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::error::{io_cause, Stop};
 use crate::signals::{open_read, Cancel, CancelRead};
+use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
 
 /// Identity files larger than this are not identity files.
 const MAX_FILE: u64 = 1 << 20;
@@ -109,21 +109,22 @@ impl fmt::Display for IdentityError {
 
 impl std::error::Error for IdentityError {}
 
-impl IdentityError {
-    /// A signal that ended the reading.
-    pub fn stop(&self) -> Option<Stop> {
+impl Failure for IdentityError {
+    fn stop(&self) -> Option<Stop> {
         match self {
             IdentityError::Read { source, .. } => Stop::from_io(source),
             _ => None,
         }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<Hint> {
         use IdentityError::*;
         match self {
-            Passphrase { path } => {
-                Some(format!("let age ask for the passphrase and hand over a pipe: -i <(age -d {})", path.display()))
-            }
+            Passphrase { path } => Some(hint![
+                "let age ask for the passphrase and hand over a pipe: ",
+                Knob::Identity,
+                format!(" <(age -d {})", path.display())
+            ]),
             EncryptedSsh { .. } => Some("use an unencrypted copy of the key, or an age identity".into()),
             UnsupportedSsh { .. } => Some("use an age identity (age-keygen), an ssh-ed25519 or an ssh-rsa key".into()),
             Recipient { .. } => Some("pass the secret key file (age-keygen's output), not the public key".into()),

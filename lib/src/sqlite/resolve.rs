@@ -13,13 +13,15 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
+use crate::stop::{hint, io_cause, Failure, Hint, Knob};
+
 /// The environment variable the workmem server reads for its database path.
 pub const DB_ENV_VAR: &str = "MEMORY_DB_PATH";
 /// The database file name the server uses when nothing else is said.
 pub const DEFAULT_DB_NAME: &str = "memory.db";
 
 #[derive(Debug)]
-pub enum SourceError {
+pub enum ResolveError {
     /// `--db ''` or an equally empty value: almost always an unset shell variable.
     EmptyPath,
     /// Neither the executable's directory nor the working directory holds `memory.db`.
@@ -28,52 +30,51 @@ pub enum SourceError {
     Cwd(io::Error),
 }
 
-impl fmt::Display for SourceError {
+impl fmt::Display for ResolveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceError::EmptyPath => write!(f, "resolve database: --db: empty path"),
-            SourceError::NotFound { tried } => {
+            ResolveError::EmptyPath => write!(f, "resolve database: empty path"),
+            ResolveError::NotFound { tried } => {
                 let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
                 write!(f, "resolve database: no {DEFAULT_DB_NAME} found (tried {})", list.join(", "))
             }
-            SourceError::Cwd(e) => write!(f, "resolve database: current directory: {e}"),
+            ResolveError::Cwd(e) => write!(f, "resolve database: current directory: {e}"),
         }
     }
 }
 
-impl std::error::Error for SourceError {}
+impl std::error::Error for ResolveError {}
 
-impl SourceError {
-    pub fn hint(&self) -> Option<String> {
+impl Failure for ResolveError {
+    fn hint(&self) -> Option<Hint> {
         match self {
-            SourceError::EmptyPath => {
-                Some(format!("give a path, or leave --db out to use {DB_ENV_VAR} or the default"))
-            }
-            SourceError::NotFound { .. } => Some(format!("pass --db PATH or set {DB_ENV_VAR}")),
-            SourceError::Cwd(_) => None,
+            ResolveError::EmptyPath => Some(hint![
+                "give a path, or leave ",
+                Knob::Database,
+                format!(" out to use {DB_ENV_VAR} or the default")
+            ]),
+            ResolveError::NotFound { .. } => Some(hint!["pass ", Knob::Database, format!(" PATH or set {DB_ENV_VAR}")]),
+            ResolveError::Cwd(_) => None,
+        }
+    }
+
+    /// An empty path is a wrong invocation, typically an unset shell variable.
+    fn exit_code(&self) -> u8 {
+        match self {
+            ResolveError::EmptyPath => 2,
+            _ => 1,
         }
     }
 }
 
-/// Which rule picked the database path: shown in messages so that a user
-/// whose `MEMORY_DB_PATH` points somewhere unexpected sees why.
+/// Which rule picked the database path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    Flag,
+    /// The caller named it explicitly.
+    Given,
     EnvVar,
     ExeDir,
     Cwd,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Origin::Flag => "--db",
-            Origin::EnvVar => DB_ENV_VAR,
-            Origin::ExeDir => "beside the executable",
-            Origin::Cwd => "current directory",
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +118,9 @@ impl Env {
     }
 }
 
-/// Resolves the database path as the workmem server does.
+/// Resolves the database path as the workmem server does: `given` (the
+/// caller's explicit path), else `MEMORY_DB_PATH`, else `memory.db` beside
+/// the executable, else in the working directory.
 ///
 /// `exe_dir` is the directory of the running executable, if known; `cwd` the
 /// working directory. The executable's directory is used when `memory.db`
@@ -126,16 +129,16 @@ impl Env {
 /// cannot create its source, so it falls through to the next candidate and
 /// names every place it looked when none holds the file).
 pub fn resolve_db_path(
-    flag: Option<&Path>,
+    given: Option<&Path>,
     env: &Env,
     exe_dir: Option<&Path>,
     cwd: impl FnOnce() -> io::Result<PathBuf>,
-) -> Result<Resolved, SourceError> {
-    if let Some(p) = flag {
+) -> Result<Resolved, ResolveError> {
+    if let Some(p) = given {
         if p.as_os_str().is_empty() {
-            return Err(SourceError::EmptyPath);
+            return Err(ResolveError::EmptyPath);
         }
-        return Ok(Resolved { path: clean(p), origin: Origin::Flag });
+        return Ok(Resolved { path: clean(p), origin: Origin::Given });
     }
     if let Some(value) = env.get(DB_ENV_VAR) {
         let trimmed = trim_ascii(value.as_bytes());
@@ -151,12 +154,12 @@ pub fn resolve_db_path(
         }
         tried.push(candidate);
     }
-    let candidate = cwd().map_err(SourceError::Cwd)?.join(DEFAULT_DB_NAME);
+    let candidate = cwd().map_err(ResolveError::Cwd)?.join(DEFAULT_DB_NAME);
     if candidate.exists() || tried.is_empty() {
         return Ok(Resolved { path: candidate, origin: Origin::Cwd });
     }
     tried.push(candidate);
-    Err(SourceError::NotFound { tried })
+    Err(ResolveError::NotFound { tried })
 }
 
 /// Lexical clean-up like Go's `filepath.Clean`: drops `.` components and
@@ -198,7 +201,7 @@ pub struct DotenvError {
 
 impl fmt::Display for DotenvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "read env file: {}: {}", self.path.display(), crate::error::io_cause(&self.source))
+        write!(f, "read env file: {}: {}", self.path.display(), io_cause(&self.source))
     }
 }
 
@@ -349,7 +352,7 @@ mod tests {
         let c = || Ok(cwd.clone());
 
         let r = resolve_db_path(Some(Path::new("./f.db")), &env, Some(&exe), c).unwrap();
-        assert_eq!(r, Resolved { path: "f.db".into(), origin: Origin::Flag });
+        assert_eq!(r, Resolved { path: "f.db".into(), origin: Origin::Given });
         let r = resolve_db_path(None, &env, Some(&exe), c).unwrap();
         assert_eq!(r, Resolved { path: "/e/m.db".into(), origin: Origin::EnvVar });
         let blank = Env::fixed([(DB_ENV_VAR, "   ")]);
@@ -360,9 +363,9 @@ mod tests {
         assert_eq!(r, Resolved { path: cwd.join(DEFAULT_DB_NAME), origin: Origin::Cwd });
         std::fs::remove_file(cwd.join(DEFAULT_DB_NAME)).unwrap();
         match resolve_db_path(None, &blank, Some(&exe), c) {
-            Err(SourceError::NotFound { tried }) => assert_eq!(tried.len(), 2),
+            Err(ResolveError::NotFound { tried }) => assert_eq!(tried.len(), 2),
             other => panic!("expected NotFound, got {other:?}"),
         }
-        assert!(matches!(resolve_db_path(Some(Path::new("")), &env, Some(&exe), c), Err(SourceError::EmptyPath)));
+        assert!(matches!(resolve_db_path(Some(Path::new("")), &env, Some(&exe), c), Err(ResolveError::EmptyPath)));
     }
 }

@@ -14,8 +14,8 @@ use std::str::FromStr;
 
 use nix::errno::Errno;
 
-use crate::error::{io_cause, Stop};
 use crate::signals::{open_read, Cancel, CancelRead};
+use crate::stop::{io_cause, Failure, Hint, Stop};
 
 /// One recipient, ready to wrap a file key.
 pub type Recipient = Box<dyn age::Recipient + Send + Sync>;
@@ -149,21 +149,28 @@ impl fmt::Display for RecipientsError {
 
 impl std::error::Error for RecipientsError {}
 
-impl RecipientsError {
-    /// A signal that ended the reading of a recipients file.
-    pub fn stop(&self) -> Option<Stop> {
+impl Failure for RecipientsError {
+    fn stop(&self) -> Option<Stop> {
         match self {
             RecipientsError::Read { source, .. } => Stop::from_io(source),
             _ => None,
         }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    /// An empty value is a wrong invocation, typically an unset shell variable.
+    fn exit_code(&self) -> u8 {
+        match self {
+            RecipientsError::Empty { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    fn hint(&self) -> Option<Hint> {
         use RecipientsError::*;
         match self {
-            Bad { problem, .. } => problem.hint().map(str::to_string),
+            Bad { problem, .. } => problem.hint().map(Hint::from),
             Neither { .. } => Some("give an age1... or ssh-... public key, or the path of a recipients file".into()),
-            NoRecipients => Some("pass at least one -r RECIPIENT or -R FILE".into()),
+            NoRecipients => Some("pass at least one recipient or recipients file".into()),
             NoneInFile { .. } => Some("add one public key per line (age-keygen -y KEYFILE prints one)".into()),
             Stat { source, .. } | Read { source, .. } if source.raw_os_error() == Some(Errno::EACCES as i32) => {
                 Some("check the file's and its directories' permissions".into())

@@ -17,34 +17,21 @@ use std::io::{self, BufRead, Read};
 
 pub use age_core::format::FileKey;
 use age_core::format::Stanza;
-use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Tag};
 use ring::hmac;
 
-use crate::error::{io_cause, Stop};
-use crate::identity::Identity;
-use crate::seal::{chunk_nonce, header_mac_key, payload_key, CHUNK};
-
-const TAG: usize = 16;
-const ENC_CHUNK: usize = CHUNK + TAG;
-const NONCE: usize = 16;
-const MAGIC: &[u8] = b"age-encryption.org/";
-const VERSION_LINE: &[u8] = b"age-encryption.org/v1\n";
-const ARMOR_BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
-/// A header bigger than this is not one age wrote (20 ssh-rsa recipients take 15 KB).
-const MAX_HEADER: usize = 1 << 20;
+use super::format::{
+    self, chunk_nonce, header_mac_key, payload_key, ParseError, ARMOR_BEGIN, CHUNK, ENC_CHUNK, NONCE, TAG,
+};
+use super::identity::Identity;
+use crate::stop::{io_cause, Failure, Hint, Stop};
 
 /// What is wrong with an age file. The messages say what the file is, not
 /// where it is: the caller prefixes the path.
 #[derive(Debug)]
-pub enum UnsealError {
-    Empty,
-    NotAge,
-    Version(String),
-    HeaderTruncated,
-    HeaderMalformed(&'static str),
-    HeaderTooLarge,
+pub enum OpenError {
+    /// The header's text is wrong: empty, not age, another version, cut, malformed.
+    Header(ParseError),
     Passphrase,
     /// No identity unwrapped the file key; the stanza types found.
     NoIdentity(Vec<String>),
@@ -76,19 +63,13 @@ pub enum UnsealError {
     /// ASCII armor that does not decode: cut short (no END line) or changed.
     Armor(String),
     Read(io::Error),
-    Stop(Stop),
 }
 
-impl fmt::Display for UnsealError {
+impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use UnsealError::*;
+        use OpenError::*;
         match self {
-            Empty => f.write_str("empty (0 bytes), not an age file"),
-            NotAge => f.write_str("not an age file (it does not begin with \"age-encryption.org/v1\")"),
-            Version(v) => write!(f, "unsupported age format version {v:?} (this reads v1)"),
-            HeaderTruncated => f.write_str("truncated inside the age header"),
-            HeaderMalformed(what) => write!(f, "malformed age header ({what}): altered, or not written by age"),
-            HeaderTooLarge => f.write_str("malformed age header (larger than 1 MiB)"),
+            Header(e) => e.fmt(f),
             Passphrase => f.write_str("encrypted with a passphrase (scrypt), not to recipients"),
             NoIdentity(types) => write!(
                 f,
@@ -119,25 +100,24 @@ impl fmt::Display for UnsealError {
             EmptyLastChunk => f.write_str("malformed: an empty final chunk, which age refuses"),
             Armor(e) => write!(f, "truncated or altered ASCII armor ({e})"),
             Read(e) => write!(f, "read: {}", io_cause(e)),
-            Stop(s) => s.fmt(f),
         }
     }
 }
 
-impl std::error::Error for UnsealError {}
+impl std::error::Error for OpenError {}
 
-impl UnsealError {
-    pub fn hint(&self) -> Option<String> {
-        use UnsealError::*;
+impl Failure for OpenError {
+    fn hint(&self) -> Option<Hint> {
+        use OpenError::*;
         match self {
             NoIdentity(_) => {
                 Some("pass the identity the backup was encrypted to (age-keygen -y KEYFILE shows its recipient)".into())
             }
             Passphrase => Some("decrypt it with age -d; wm-verify checks files encrypted to recipients".into()),
-            HeaderTruncated | NoPayload | ChunkBoundary { .. } | MidChunk { .. } => {
+            Header(ParseError::Truncated) | NoPayload | ChunkBoundary { .. } | MidChunk { .. } => {
                 Some("the copy is incomplete: copy it again, or take a new backup".into())
             }
-            HeaderMac | Altered { .. } | Trailing | HeaderMalformed(_) => {
+            HeaderMac | Altered { .. } | Trailing | Header(ParseError::Malformed(_)) => {
                 Some("the file changed after it was written: restore from another copy".into())
             }
             LastChunk { .. } | Armor(_) => {
@@ -147,21 +127,28 @@ impl UnsealError {
         }
     }
 
-    pub fn stop(&self) -> Option<Stop> {
+    fn stop(&self) -> Option<Stop> {
         match self {
-            UnsealError::Stop(s) => Some(*s),
-            UnsealError::Read(e) => Stop::from_io(e),
+            OpenError::Read(e) => Stop::from_io(e),
             _ => None,
         }
     }
+}
 
-    fn read(e: io::Error) -> UnsealError {
-        if let Some(bad) = e.get_ref().and_then(|i| i.downcast_ref::<BadArmor>()) {
-            return UnsealError::Armor(bad.0.clone());
+impl OpenError {
+    /// A read failure: the armor decoder's complaints about the text (not an
+    /// I/O error of the system) are a damaged file.
+    fn read(e: io::Error) -> OpenError {
+        if e.kind() == io::ErrorKind::InvalidData && e.raw_os_error().is_none() {
+            return OpenError::Armor(e.to_string());
         }
-        match Stop::from_io(&e) {
-            Some(s) if s != Stop::BrokenPipe => UnsealError::Stop(s),
-            _ => UnsealError::Read(e),
+        OpenError::Read(e)
+    }
+
+    fn header(e: Result<io::Error, ParseError>) -> OpenError {
+        match e {
+            Ok(io) => OpenError::read(io),
+            Err(p) => OpenError::Header(p),
         }
     }
 }
@@ -187,128 +174,31 @@ pub struct HeaderInfo {
 
 /// Reads the header from `input` (binary or ASCII-armored), authenticates it
 /// with `key`, and returns the payload reader.
-pub fn open<'r>(input: Box<dyn BufRead + 'r>, key: Key<'_>) -> Result<(HeaderInfo, Payload<'r>), UnsealError> {
+pub fn open<'r>(input: Box<dyn BufRead + 'r>, key: Key<'_>) -> Result<(HeaderInfo, Payload<'r>), OpenError> {
     let mut input = input;
-    let head = input.fill_buf().map_err(UnsealError::read)?;
+    let head = input.fill_buf().map_err(OpenError::read)?;
     let armored = head.starts_with(ARMOR_BEGIN);
     let mut input: Box<dyn BufRead + 'r> =
-        if armored { Box::new(io::BufReader::new(Dearmor(age::armor::ArmoredReader::new(input)))) } else { input };
-    let (header, mac_at) = read_header(&mut input)?;
-    let stanzas = parse_stanzas(&header[VERSION_LINE.len()..mac_at])?;
+        if armored { Box::new(io::BufReader::new(age::armor::ArmoredReader::new(input))) } else { input };
+    let header = format::read_header(&mut input).map_err(OpenError::header)?;
+    let stanzas = header.stanzas().map_err(OpenError::Header)?;
     let types: Vec<String> = stanzas.iter().map(|s| s.tag.clone()).collect();
     if types.iter().any(|t| t == "scrypt") {
-        return Err(UnsealError::Passphrase);
+        return Err(OpenError::Passphrase);
     }
     let (file_key, opened_by) = unwrap(&stanzas, &types, key)?;
-    let mac = B64
-        .decode(header[mac_at + 4..].trim_ascii_end())
-        .map_err(|_| UnsealError::HeaderMalformed("the MAC is not base64"))?;
-    hmac::verify(&header_mac_key(&file_key), &header[..mac_at + 3], &mac).map_err(|_| UnsealError::HeaderMac)?;
+    let mac = header.mac().map_err(OpenError::Header)?;
+    hmac::verify(&header_mac_key(&file_key), header.authenticated(), &mac).map_err(|_| OpenError::HeaderMac)?;
     let mut nonce = [0u8; NONCE];
     let got = fill(&mut input, &mut nonce)?;
     if got < NONCE {
-        return Err(UnsealError::NoPayload);
+        return Err(OpenError::NoPayload);
     }
-    let info = HeaderInfo { stanzas: types, opened_by, header_len: (header.len() + NONCE) as u64, armored };
+    let info = HeaderInfo { stanzas: types, opened_by, header_len: (header.bytes.len() + NONCE) as u64, armored };
     Ok((info, Payload::new(input, payload_key(&file_key, &nonce))))
 }
 
-/// The armor decoder's complaints about the text (not I/O errors, not a
-/// signal), marked so that they are reported as a damaged file.
-#[derive(Debug)]
-struct BadArmor(String);
-
-impl fmt::Display for BadArmor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadArmor {}
-
-struct Dearmor<R>(R);
-
-impl<R: Read> Read for Dearmor<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(|e| {
-            if e.raw_os_error().is_some() || Stop::from_io(&e).is_some() || e.kind() == io::ErrorKind::Interrupted {
-                e
-            } else {
-                io::Error::new(io::ErrorKind::InvalidData, BadArmor(e.to_string()))
-            }
-        })
-    }
-}
-
-/// The header's bytes and the offset of its `---` line.
-fn read_header(input: &mut dyn BufRead) -> Result<(Vec<u8>, usize), UnsealError> {
-    let mut header = Vec::new();
-    let first = read_line(input, &mut header, VERSION_LINE.len())?;
-    if !first.ends_with(b"\n") {
-        return Err(match first.len() {
-            0 => UnsealError::Empty,
-            _ if MAGIC.starts_with(first) || VERSION_LINE.starts_with(first) => UnsealError::HeaderTruncated,
-            _ if first.starts_with(MAGIC) => {
-                UnsealError::Version(String::from_utf8_lossy(&first[MAGIC.len()..]).into())
-            }
-            _ => UnsealError::NotAge,
-        });
-    }
-    if first != VERSION_LINE {
-        return Err(if first.starts_with(MAGIC) {
-            UnsealError::Version(String::from_utf8_lossy(first[MAGIC.len()..].trim_ascii_end()).into())
-        } else {
-            UnsealError::NotAge
-        });
-    }
-    loop {
-        let start = header.len();
-        let line = read_line(input, &mut header, MAX_HEADER)?;
-        if !line.ends_with(b"\n") {
-            return Err(if header.len() >= MAX_HEADER {
-                UnsealError::HeaderTooLarge
-            } else {
-                UnsealError::HeaderTruncated
-            });
-        }
-        if line.starts_with(b"---") {
-            if !line.starts_with(b"--- ") {
-                return Err(UnsealError::HeaderMalformed("bad MAC line"));
-            }
-            return Ok((header, start));
-        }
-        if header.len() >= MAX_HEADER {
-            return Err(UnsealError::HeaderTooLarge);
-        }
-    }
-}
-
-/// Appends one line (with its `\n`, if the input has one) to `buf`, reading
-/// at most `max` bytes; returns the line.
-fn read_line<'b>(input: &mut dyn BufRead, buf: &'b mut Vec<u8>, max: usize) -> Result<&'b [u8], UnsealError> {
-    let start = buf.len();
-    input.take(max as u64).read_until(b'\n', buf).map_err(UnsealError::read)?;
-    Ok(&buf[start..])
-}
-
-fn parse_stanzas(mut region: &[u8]) -> Result<Vec<Stanza>, UnsealError> {
-    let mut out = Vec::new();
-    while !region.is_empty() {
-        match age_core::format::read::age_stanza(region) {
-            Ok((rest, s)) => {
-                out.push(Stanza::from(s));
-                region = rest;
-            }
-            Err(_) => return Err(UnsealError::HeaderMalformed("a recipient stanza does not parse")),
-        }
-    }
-    if out.is_empty() {
-        return Err(UnsealError::HeaderMalformed("no recipient stanzas"));
-    }
-    Ok(out)
-}
-
-fn unwrap(stanzas: &[Stanza], types: &[String], key: Key<'_>) -> Result<(FileKey, String), UnsealError> {
+fn unwrap(stanzas: &[Stanza], types: &[String], key: Key<'_>) -> Result<(FileKey, String), OpenError> {
     let ids = match key {
         Key::FileKey(k) => {
             use age::secrecy::ExposeSecret;
@@ -325,24 +215,24 @@ fn unwrap(stanzas: &[Stanza], types: &[String], key: Key<'_>) -> Result<(FileKey
         }
     }
     Err(match failure {
-        Some(e) => UnsealError::Stanza(e),
+        Some(e) => OpenError::Stanza(e),
         None => {
             let mut t = types.to_vec();
             t.dedup();
-            UnsealError::NoIdentity(t)
+            OpenError::NoIdentity(t)
         }
     })
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
-fn fill(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize, UnsealError> {
+fn fill(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize, OpenError> {
     let mut n = 0;
     while n < buf.len() {
         match input.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(UnsealError::read(e)),
+            Err(e) => return Err(OpenError::read(e)),
         }
     }
     Ok(n)
@@ -391,7 +281,7 @@ impl<'r> Payload<'r> {
 
     /// Decrypts the next chunk into `out` (at least 64 KiB) and returns its
     /// length; `None` once the final chunk has been returned.
-    pub fn next_into(&mut self, out: &mut [u8]) -> Result<Option<usize>, UnsealError> {
+    pub fn next_into(&mut self, out: &mut [u8]) -> Result<Option<usize>, OpenError> {
         if self.done {
             return Ok(None);
         }
@@ -400,25 +290,25 @@ impl<'r> Payload<'r> {
         let len = self.have.min(ENC_CHUNK);
         let (i, start) = (self.chunk, self.consumed);
         if len == 0 {
-            return Err(UnsealError::NoPayload);
+            return Err(OpenError::NoPayload);
         }
         if len < TAG {
-            return Err(UnsealError::MidChunk { got: start + len as u64, expected: self.expected });
+            return Err(OpenError::MidChunk { got: start + len as u64, expected: self.expected });
         }
         let n = if !at_eof {
             match self.open(len, false, out) {
                 Some(n) => n,
-                None if self.open(len, true, out).is_some() => return Err(UnsealError::Trailing),
+                None if self.open(len, true, out).is_some() => return Err(OpenError::Trailing),
                 None => return Err(self.failure(len, false, out)),
             }
         } else if let Some(n) = self.open(len, true, out) {
             if n == 0 && i > 0 {
-                return Err(UnsealError::EmptyLastChunk);
+                return Err(OpenError::EmptyLastChunk);
             }
             self.done = true;
             n
         } else if len == ENC_CHUNK && self.open(len, false, out).is_some() {
-            return Err(UnsealError::ChunkBoundary { chunks: i + 1, bytes: start + len as u64 });
+            return Err(OpenError::ChunkBoundary { chunks: i + 1, bytes: start + len as u64 });
         } else {
             return Err(self.failure(len, true, out));
         };
@@ -439,27 +329,27 @@ impl<'r> Payload<'r> {
         self.key.open_in_place_separate_tag(nonce, Aad::empty(), tag, &mut out[..n], 0..).ok().map(|p| p.len())
     }
 
-    fn altered(&self, len: usize) -> UnsealError {
-        UnsealError::Altered { chunk: self.chunk, from: self.consumed, to: self.consumed + len as u64 }
+    fn altered(&self, len: usize) -> OpenError {
+        OpenError::Altered { chunk: self.chunk, from: self.consumed, to: self.consumed + len as u64 }
     }
 
     /// The piece `buf[..len]` authenticates under neither nonce: cut short,
     /// changed, or followed by extra bytes. The expected length, when known,
     /// says which; a full-size piece cannot be a cut one.
-    fn failure(&self, len: usize, at_eof: bool, out: &mut [u8]) -> UnsealError {
+    fn failure(&self, len: usize, at_eof: bool, out: &mut [u8]) -> OpenError {
         let end = self.consumed + len as u64;
         match self.expected {
             Some(e) => {
                 let want = e.saturating_sub(self.consumed);
                 if e < end && want >= TAG as u64 && self.open(want as usize, true, out).is_some() {
-                    UnsealError::Trailing
+                    OpenError::Trailing
                 } else if at_eof && end < e {
-                    UnsealError::MidChunk { got: end, expected: Some(e) }
+                    OpenError::MidChunk { got: end, expected: Some(e) }
                 } else {
                     self.altered(len)
                 }
             }
-            None if at_eof && len < ENC_CHUNK => UnsealError::LastChunk { chunk: self.chunk },
+            None if at_eof && len < ENC_CHUNK => OpenError::LastChunk { chunk: self.chunk },
             None => self.altered(len),
         }
     }
@@ -468,12 +358,12 @@ impl<'r> Payload<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seal::Sealer;
+    use crate::age::seal::Sealer;
     use std::io::Write;
 
     fn sealed(len: usize) -> (Vec<Identity>, Vec<u8>, Vec<u8>) {
         let id = age::x25519::Identity::generate();
-        let r: crate::recipients::Recipient = Box::new(id.to_public());
+        let r: crate::age::recipients::Recipient = Box::new(id.to_public());
         let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
         let mut s = Sealer::new(Vec::new(), &[r], false).unwrap();
         s.write_all(&data).unwrap();
@@ -482,7 +372,7 @@ mod tests {
         (ids, out, data)
     }
 
-    fn read_all(ids: &[Identity], file: &[u8], expect: Option<u64>) -> Result<Vec<u8>, UnsealError> {
+    fn read_all(ids: &[Identity], file: &[u8], expect: Option<u64>) -> Result<Vec<u8>, OpenError> {
         let (_, mut p) = open(Box::new(file), Key::Identities(ids))?;
         let mut out = Vec::new();
         let mut chunk = vec![0u8; CHUNK];
@@ -517,17 +407,17 @@ mod tests {
         let (ids, file, _) = sealed(3 * CHUNK + 500);
         let p = payload_start(&file);
         let cut = |n: usize| read_all(&ids, &file[..n], None).err().unwrap();
-        assert!(matches!(cut(0), UnsealError::Empty));
-        assert!(matches!(cut(10), UnsealError::HeaderTruncated));
-        assert!(matches!(cut(40), UnsealError::HeaderTruncated));
-        assert!(matches!(cut(p - 3), UnsealError::NoPayload));
-        assert!(matches!(cut(p), UnsealError::NoPayload));
-        assert!(matches!(cut(p + ENC_CHUNK), UnsealError::ChunkBoundary { chunks: 1, .. }));
-        assert!(matches!(cut(p + 2 * ENC_CHUNK), UnsealError::ChunkBoundary { chunks: 2, .. }));
-        assert!(matches!(cut(p + ENC_CHUNK + 5), UnsealError::MidChunk { .. }));
-        assert!(matches!(cut(p + ENC_CHUNK + 100), UnsealError::LastChunk { chunk: 1 }));
+        assert!(matches!(cut(0), OpenError::Header(ParseError::Empty)));
+        assert!(matches!(cut(10), OpenError::Header(ParseError::Truncated)));
+        assert!(matches!(cut(40), OpenError::Header(ParseError::Truncated)));
+        assert!(matches!(cut(p - 3), OpenError::NoPayload));
+        assert!(matches!(cut(p), OpenError::NoPayload));
+        assert!(matches!(cut(p + ENC_CHUNK), OpenError::ChunkBoundary { chunks: 1, .. }));
+        assert!(matches!(cut(p + 2 * ENC_CHUNK), OpenError::ChunkBoundary { chunks: 2, .. }));
+        assert!(matches!(cut(p + ENC_CHUNK + 5), OpenError::MidChunk { .. }));
+        assert!(matches!(cut(p + ENC_CHUNK + 100), OpenError::LastChunk { chunk: 1 }));
         let e = read_all(&ids, &file[..file.len() - 10], Some(3 * CHUNK as u64 + 500)).err().unwrap();
-        assert!(matches!(e, UnsealError::MidChunk { expected: Some(_), .. }), "{e}");
+        assert!(matches!(e, OpenError::MidChunk { expected: Some(_), .. }), "{e}");
     }
 
     #[test]
@@ -539,25 +429,25 @@ mod tests {
             f[at] ^= 1;
             read_all(&ids, &f, Some(3 * CHUNK as u64 + 500)).err().unwrap()
         };
-        assert!(matches!(flip(p + ENC_CHUNK + 7), UnsealError::Altered { chunk: 1, .. }));
-        assert!(matches!(flip(file.len() - 1), UnsealError::Altered { chunk: 3, .. }));
-        assert!(matches!(flip(p - 1), UnsealError::Altered { chunk: 0, .. }), "the nonce");
-        assert!(matches!(flip(2), UnsealError::NotAge));
+        assert!(matches!(flip(p + ENC_CHUNK + 7), OpenError::Altered { chunk: 1, .. }));
+        assert!(matches!(flip(file.len() - 1), OpenError::Altered { chunk: 3, .. }));
+        assert!(matches!(flip(p - 1), OpenError::Altered { chunk: 0, .. }), "the nonce");
+        assert!(matches!(flip(2), OpenError::Header(ParseError::NotAge)));
         let mac = file.windows(4).position(|w| w == b"--- ").unwrap() + 6;
-        assert!(matches!(flip(mac), UnsealError::HeaderMac | UnsealError::HeaderMalformed(_)));
+        assert!(matches!(flip(mac), OpenError::HeaderMac | OpenError::Header(ParseError::Malformed(_))));
         let mut longer = file.clone();
         longer.extend_from_slice(&[7u8; 100]);
         let e = read_all(&ids, &longer, Some(3 * CHUNK as u64 + 500)).err().unwrap();
-        assert!(matches!(e, UnsealError::Trailing), "{e}");
+        assert!(matches!(e, OpenError::Trailing), "{e}");
     }
 
     #[test]
     fn wrong_identity_and_file_key() {
         let (_, file, data) = sealed(1000);
         let (other, _, _) = sealed(1);
-        assert!(matches!(read_all(&other, &file, None).err().unwrap(), UnsealError::NoIdentity(_)));
+        assert!(matches!(read_all(&other, &file, None).err().unwrap(), OpenError::NoIdentity(_)));
         let id = age::x25519::Identity::generate();
-        let r: crate::recipients::Recipient = Box::new(id.to_public());
+        let r: crate::age::recipients::Recipient = Box::new(id.to_public());
         let mut s = Sealer::new(Vec::new(), &[r], true).unwrap();
         s.write_all(&data).unwrap();
         let (out, _, key) = s.finish_with_key().unwrap();

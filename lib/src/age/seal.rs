@@ -20,24 +20,17 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use age::armor::{ArmoredWriter, Format};
-use age::secrecy::ExposeSecret;
 use age_core::format::FileKey;
-use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-use base64::Engine;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey};
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::{hkdf, hmac};
 
-use crate::error::{io_cause, Stop};
-use crate::header::{LengthCheck, LengthError};
-use crate::progress::Progress;
-use crate::recipients::Recipient;
-use crate::signals::Cancel;
+use super::format::{chunk_nonce, encode_header, payload_key, CHUNK, ENC_CHUNK, NONCE, TAG};
+use super::recipients::Recipient;
+use crate::buffer::try_buffer;
+use crate::run::Run;
+use crate::sqlite::header::{LengthCheck, LengthError};
+use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
 
-const VERSION_LINE: &[u8] = b"age-encryption.org/v1\n";
-pub const CHUNK: usize = 64 * 1024;
-const TAG: usize = 16;
-const ENC_CHUNK: usize = CHUNK + TAG;
 const CHUNKS_PER_BLOCK: usize = 16;
 const BLOCK_PLAIN: usize = CHUNK * CHUNKS_PER_BLOCK;
 /// Blocks handed to workers and not yet written: bounds memory (~1 MiB each).
@@ -48,14 +41,20 @@ pub enum SealError {
     /// A recipient could not wrap the file key.
     Wrap(String),
     Random,
+    /// Reading the input (named by the caller: "standard input", a file) failed.
     Read {
-        what: String,
+        input: String,
         source: io::Error,
     },
     /// Threads or buffers for encryption could not be had.
     Resources(io::Error),
-    EmptyInput,
-    Incomplete(LengthError),
+    EmptyInput {
+        input: String,
+    },
+    Incomplete {
+        input: String,
+        why: LengthError,
+    },
     Output(io::Error),
     Stop(Stop),
 }
@@ -65,10 +64,10 @@ impl fmt::Display for SealError {
         match self {
             SealError::Wrap(e) => write!(f, "encrypt: {e}"),
             SealError::Random => f.write_str("encrypt: the system random number generator failed"),
-            SealError::Read { what, source } => write!(f, "read input: {what}: {}", io_cause(source)),
+            SealError::Read { input, source } => write!(f, "read input: {input}: {}", io_cause(source)),
             SealError::Resources(e) => write!(f, "encrypt: cannot set up: {}", io_cause(e)),
-            SealError::EmptyInput => f.write_str("read input: standard input: empty (0 bytes)"),
-            SealError::Incomplete(e) => write!(f, "read input: standard input: {e}; nothing was committed"),
+            SealError::EmptyInput { input } => write!(f, "read input: {input}: empty (0 bytes)"),
+            SealError::Incomplete { input, why } => write!(f, "read input: {input}: {why}; nothing was committed"),
             SealError::Output(e) => write!(f, "write: {}", io_cause(e)),
             SealError::Stop(s) => s.fmt(f),
         }
@@ -77,18 +76,22 @@ impl fmt::Display for SealError {
 
 impl std::error::Error for SealError {}
 
-impl SealError {
-    pub fn hint(&self) -> Option<String> {
+impl Failure for SealError {
+    fn hint(&self) -> Option<Hint> {
         match self {
-            SealError::EmptyInput => Some("pipe data in, or pass --allow-empty to seal an empty file".into()),
-            SealError::Incomplete(_) => {
-                Some("did the producer fail? run the pipeline with set -o pipefail; --raw seals bytes unchecked".into())
+            SealError::EmptyInput { .. } => {
+                Some(hint!["pipe data in, or pass ", Knob::AllowEmpty, " to seal an empty file"])
             }
+            SealError::Incomplete { .. } => Some(hint![
+                "did the producer fail? run the pipeline with set -o pipefail; ",
+                Knob::Raw,
+                " seals bytes unchecked"
+            ]),
             _ => None,
         }
     }
 
-    pub fn stop(&self) -> Option<Stop> {
+    fn stop(&self) -> Option<Stop> {
         match self {
             SealError::Stop(s) => Some(*s),
             SealError::Output(e) | SealError::Read { source: e, .. } => Stop::from_io(e),
@@ -113,7 +116,7 @@ struct Block {
 impl Block {
     /// Fails with "out of memory" instead of aborting the process.
     fn new() -> io::Result<Block> {
-        Ok(Block { buf: crate::spool::try_buffer(CHUNKS_PER_BLOCK * ENC_CHUNK)?, filled: 0 })
+        Ok(Block { buf: try_buffer(CHUNKS_PER_BLOCK * ENC_CHUNK)?, filled: 0 })
     }
 
     fn is_full(&self) -> bool {
@@ -275,6 +278,7 @@ impl<W: Write> Sealer<W> {
     pub fn read_from(
         &mut self,
         input: &mut dyn Read,
+        name: &str,
         observe: &mut dyn FnMut(&[u8]) -> Result<(), SealError>,
     ) -> Result<usize, SealError> {
         // A full block is only dispatched once data proves it is not the last:
@@ -294,12 +298,7 @@ impl<W: Write> Sealer<W> {
             let mut slots = block.free_slots();
             match input.read_vectored(&mut slots) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(match Stop::from_io(&e) {
-                        Some(s) => SealError::Stop(s),
-                        None => SealError::Read { what: "standard input".into(), source: e },
-                    })
-                }
+                Err(e) => return Err(SealError::Read { input: name.to_string(), source: e }),
                 Ok(n) => break n,
             }
         };
@@ -444,44 +443,6 @@ fn worker(jobs: &Mutex<mpsc::Receiver<Job>>, done: &mpsc::Sender<Done>, key: &Le
     }
 }
 
-struct Len(usize);
-
-impl hkdf::KeyType for Len {
-    fn len(&self) -> usize {
-        self.0
-    }
-}
-
-/// HKDF-SHA-256 to 32 bytes, as age derives its header MAC and payload keys.
-pub(crate) fn hkdf32(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    hkdf::Salt::new(hkdf::HKDF_SHA256, salt)
-        .extract(ikm)
-        .expand(&[info], Len(out.len()))
-        .and_then(|okm| okm.fill(&mut out))
-        .expect("HKDF-SHA-256 can always expand to 32 bytes");
-    out
-}
-
-/// The age header MAC over `header` (everything up to and including `---`).
-pub(crate) fn header_mac_key(file_key: &FileKey) -> hmac::Key {
-    hmac::Key::new(hmac::HMAC_SHA256, &hkdf32(&[], file_key.expose_secret(), b"header"))
-}
-
-/// The payload key for the 16-byte `nonce` that follows the header.
-pub(crate) fn payload_key(file_key: &FileKey, nonce: &[u8]) -> LessSafeKey {
-    let key = hkdf32(nonce, file_key.expose_secret(), b"payload");
-    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).expect("a 32-byte key suits ChaCha20-Poly1305"))
-}
-
-/// The STREAM nonce of chunk `counter`.
-pub(crate) fn chunk_nonce(counter: u64, last: bool) -> Nonce {
-    let mut nonce = [0u8; 12];
-    nonce[3..11].copy_from_slice(&counter.to_be_bytes());
-    nonce[11] = u8::from(last);
-    Nonce::assume_unique_for_key(nonce)
-}
-
 /// The age v1 header (stanzas, MAC) followed by the payload nonce, the
 /// payload key, and the fresh file key both derive from.
 fn build_header(recipients: &[Recipient]) -> Result<(Vec<u8>, LessSafeKey, FileKey), SealError> {
@@ -501,31 +462,8 @@ fn build_header(recipients: &[Recipient]) -> Result<(Vec<u8>, LessSafeKey, FileK
     if stanzas.is_empty() {
         return Err(SealError::Wrap("no recipients".into()));
     }
-    let mut h = VERSION_LINE.to_vec();
-    for s in &stanzas {
-        h.extend_from_slice(b"->");
-        for part in std::iter::once(&s.tag).chain(s.args.iter()) {
-            h.push(b' ');
-            h.extend_from_slice(part.as_bytes());
-        }
-        h.push(b'\n');
-        let body = B64.encode(&s.body);
-        // 64 columns; the last line is always short, empty if need be.
-        let mut rest = body.as_bytes();
-        while rest.len() >= 64 {
-            h.extend_from_slice(&rest[..64]);
-            h.push(b'\n');
-            rest = &rest[64..];
-        }
-        h.extend_from_slice(rest);
-        h.push(b'\n');
-    }
-    h.extend_from_slice(b"---");
-    let mac = hmac::sign(&header_mac_key(&file_key), &h);
-    h.push(b' ');
-    h.extend_from_slice(B64.encode(mac.as_ref()).as_bytes());
-    h.push(b'\n');
-    let mut nonce = [0u8; 16];
+    let mut h = encode_header(&stanzas, &file_key);
+    let mut nonce = [0u8; NONCE];
     rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
     h.extend_from_slice(&nonce);
     let key = payload_key(&file_key, &nonce);
@@ -546,53 +484,49 @@ pub struct StreamOptions {
 /// final chunk is withheld and nothing is returned to commit.
 pub fn seal_stream<W: Write>(
     input: &mut dyn Read,
+    name: &str,
     out: W,
     recipients: &[Recipient],
     opts: StreamOptions,
-    cancel: &Cancel,
-    progress: &Progress,
+    run: &Run,
 ) -> Result<(W, SealStats), SealError> {
+    let incomplete = |why| SealError::Incomplete { input: name.to_string(), why };
     // Look before writing anything: empty input must leave no output at all.
     let mut first = vec![0u8; 4096];
     let n = loop {
         match input.read(&mut first) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(match Stop::from_io(&e) {
-                    Some(s) => SealError::Stop(s),
-                    None => SealError::Read { what: "standard input".into(), source: e },
-                })
-            }
+            Err(e) => return Err(SealError::Read { input: name.to_string(), source: e }),
             Ok(n) => break n,
         }
     };
     if n == 0 && !opts.allow_empty {
-        return Err(SealError::EmptyInput);
+        return Err(SealError::EmptyInput { input: name.to_string() });
     }
     let mut check = (!opts.raw).then(LengthCheck::new);
     let mut sealer = Sealer::new(out, recipients, opts.armor)?;
-    progress.phase("encrypt", None);
+    run.progress.phase("encrypt", None);
     let observe = |check: &mut Option<LengthCheck>, bytes: &[u8]| match check {
-        Some(c) => c.observe(bytes).map_err(SealError::Incomplete),
+        Some(c) => c.observe(bytes).map_err(incomplete),
         None => Ok(()),
     };
     observe(&mut check, &first[..n])?;
     sealer.write_all(&first[..n]).map_err(SealError::Output)?;
-    progress.add(n as u64);
+    run.progress.add(n as u64);
     if n > 0 {
         loop {
-            cancel.check().map_err(SealError::Stop)?;
-            let got = sealer.read_from(input, &mut |piece| observe(&mut check, piece))?;
+            run.check().map_err(SealError::Stop)?;
+            let got = sealer.read_from(input, name, &mut |piece| observe(&mut check, piece))?;
             if got == 0 {
                 break;
             }
-            progress.add(got as u64);
+            run.progress.add(got as u64);
         }
     }
     if let Some(c) = &check {
-        c.finish().map_err(SealError::Incomplete)?;
+        c.finish().map_err(incomplete)?;
     }
-    cancel.check().map_err(SealError::Stop)?;
+    run.check().map_err(SealError::Stop)?;
     sealer.finish()
 }
 
@@ -638,8 +572,7 @@ mod tests {
         let data = vec![5u8; BLOCK_PLAIN * 2];
         let mut input = &data[..];
         let opts = StreamOptions { raw: true, ..Default::default() };
-        let (out, _) =
-            seal_stream(&mut input, Vec::new(), &rs, opts, &Cancel::manual().unwrap(), &Progress::disabled()).unwrap();
+        let (out, _) = seal_stream(&mut input, "input", Vec::new(), &rs, opts, &Run::manual().unwrap()).unwrap();
         assert_eq!(decrypt(&id, &out).unwrap(), data);
     }
 
@@ -649,13 +582,13 @@ mod tests {
         // A "database" of 641 pages of 4 KiB: 2.5 MiB, spanning blocks and chunks.
         let pages = 641u32;
         let mut db: Vec<u8> = (0..pages as usize * 4096).map(|i| (i * 31 % 251) as u8).collect();
-        db[..16].copy_from_slice(crate::header::MAGIC);
+        db[..16].copy_from_slice(crate::sqlite::header::MAGIC);
         db[16..18].copy_from_slice(&4096u16.to_be_bytes());
         db[24..28].copy_from_slice(&3u32.to_be_bytes());
         db[28..32].copy_from_slice(&pages.to_be_bytes());
         db[92..96].copy_from_slice(&3u32.to_be_bytes());
-        let (c, p) = (Cancel::manual().unwrap(), Progress::disabled());
-        let (out, stats) = seal_stream(&mut &db[..], Vec::new(), &rs, StreamOptions::default(), &c, &p).unwrap();
+        let run = Run::manual().unwrap();
+        let (out, stats) = seal_stream(&mut &db[..], "input", Vec::new(), &rs, StreamOptions::default(), &run).unwrap();
         assert_eq!(stats.plaintext, db.len() as u64);
         assert_eq!(decrypt(&id, &out).unwrap(), db);
     }
@@ -683,22 +616,24 @@ mod tests {
     fn truncated_sqlite_input_is_refused_and_empty_needs_allow_empty() {
         let (_, rs) = key();
         let mut db = vec![0u8; 100];
-        db[..16].copy_from_slice(crate::header::MAGIC);
+        db[..16].copy_from_slice(crate::sqlite::header::MAGIC);
         db[16..18].copy_from_slice(&512u16.to_be_bytes());
         db[24..28].copy_from_slice(&1u32.to_be_bytes());
         db[28..32].copy_from_slice(&4u32.to_be_bytes());
         db[92..96].copy_from_slice(&1u32.to_be_bytes());
         db.resize(512 * 3, 0);
-        let c = Cancel::manual().unwrap();
-        let p = Progress::disabled();
-        let r = seal_stream(&mut &db[..], Vec::new(), &rs, StreamOptions::default(), &c, &p);
-        assert!(matches!(r, Err(SealError::Incomplete(LengthError::Truncated { expected: 2048, got: 1536 }))));
+        let run = Run::manual().unwrap();
+        let r = seal_stream(&mut &db[..], "in", Vec::new(), &rs, StreamOptions::default(), &run);
+        assert!(matches!(
+            r,
+            Err(SealError::Incomplete { why: LengthError::Truncated { expected: 2048, got: 1536 }, .. })
+        ));
         let raw = StreamOptions { raw: true, ..Default::default() };
-        assert!(seal_stream(&mut &db[..], Vec::new(), &rs, raw, &c, &p).is_ok());
-        let r = seal_stream(&mut &b""[..], Vec::new(), &rs, StreamOptions::default(), &c, &p);
-        assert!(matches!(r, Err(SealError::EmptyInput)));
+        assert!(seal_stream(&mut &db[..], "in", Vec::new(), &rs, raw, &run).is_ok());
+        let r = seal_stream(&mut &b""[..], "in", Vec::new(), &rs, StreamOptions::default(), &run);
+        assert!(matches!(r, Err(SealError::EmptyInput { .. })));
         let empty_ok = StreamOptions { allow_empty: true, ..Default::default() };
-        assert!(seal_stream(&mut &b""[..], Vec::new(), &rs, empty_ok, &c, &p).is_ok());
+        assert!(seal_stream(&mut &b""[..], "in", Vec::new(), &rs, empty_ok, &run).is_ok());
     }
 
     #[test]
