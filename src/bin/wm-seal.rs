@@ -73,7 +73,11 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let input = input::stdin_data("pipe the data in, e.g. wm-snapshot | wm-seal -r KEY --to backup.age")?;
     let values: Vec<_> = cli.recipient.iter().map(|v| ("-r", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
-    let recipients = recipients::collect(&values, &files, cancel)?;
+    let collected = recipients::collect(&values, &files, cancel)?;
+    for w in &collected.warnings {
+        note(PROG, cli.quiet, &format!("warning: {w}"));
+    }
+    let recipients = collected.recipients;
     let sink = sink::open(cli.to.as_deref(), cancel, cli.armor, None)?;
     let target = sink.target();
     let opts = StreamOptions { armor: cli.armor, raw: cli.raw, allow_empty: cli.allow_empty };

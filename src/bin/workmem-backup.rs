@@ -123,7 +123,11 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     // Everything that can be wrong is found before the snapshot starts.
     let values: Vec<_> = cli.age_recipient.iter().map(|v| ("--age-recipient", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
-    let recipients = recipients::collect(&values, &files, cancel)?;
+    let collected = recipients::collect(&values, &files, cancel)?;
+    for w in &collected.warnings {
+        note(PROG, cli.quiet, &format!("warning: {w}"));
+    }
+    let recipients = collected.recipients;
     let db = cli.snap.db.resolve(PROG, cli.quiet)?;
     let opts = cli.snap.options();
     opts.validate()?;

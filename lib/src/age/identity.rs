@@ -1,17 +1,24 @@
 //! Who may decrypt: identity files in the age CLI's syntax (`-i FILE`).
 //!
-//! A file is either an age identity file (`AGE-SECRET-KEY-1…` lines, `#`
-//! comments and blank lines) or one unencrypted OpenSSH private key
+//! A file is either an age identity file (`#` comments, blank lines and
+//! `AGE-SECRET-KEY-1…` X25519, `AGE-SECRET-KEY-PQ-1…` post-quantum or
+//! `AGE-PLUGIN-…` plugin identities) or one unencrypted OpenSSH private key
 //! (ssh-ed25519, ssh-rsa). Passphrase-protected identities (an age-encrypted
 //! identity file, an encrypted SSH key) would need a prompt: they are refused
-//! by kind, with the way around it. Messages name the file and the line,
-//! never the line itself.
+//! by kind, with the way around it. A plugin runs without a terminal; when it
+//! asks for something (a PIN), the failure says so. Messages name the file
+//! and the line, never the line itself; the bytes read are wiped when done.
 
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
+use age::secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use super::pq::HybridIdentity;
 use crate::signals::{open_read, Cancel, CancelRead};
 use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
 
@@ -23,6 +30,47 @@ pub struct Identity {
     pub key: Box<dyn age::Identity + Send + Sync>,
     pub kind: &'static str,
     pub file: PathBuf,
+    /// For a plugin identity: what the plugin asked for and could not get.
+    pub asked: Option<Asked>,
+}
+
+/// What a plugin asked of its user, shared with the [`age::Callbacks`] it was given.
+#[derive(Clone, Default)]
+pub struct Asked(Arc<Mutex<Option<String>>>);
+
+impl Asked {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, what: &str) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| what.to_string());
+    }
+}
+
+/// Callbacks for a plugin run without a terminal: every question goes
+/// unanswered and is remembered, so that the failure can say what was asked.
+#[derive(Clone)]
+struct NoTerminal(Asked);
+
+impl age::Callbacks for NoTerminal {
+    fn display_message(&self, _message: &str) {}
+
+    fn confirm(&self, message: &str, _yes: &str, _no: Option<&str>) -> Option<bool> {
+        self.0.record(message);
+        None
+    }
+
+    fn request_public_string(&self, description: &str) -> Option<String> {
+        self.0.record(description);
+        None
+    }
+
+    fn request_passphrase(&self, description: &str) -> Option<SecretString> {
+        self.0.record(description);
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -59,9 +107,11 @@ pub enum IdentityError {
         path: PathBuf,
         line: usize,
     },
-    Plugin {
+    /// A plugin identity whose plugin is not on `PATH`.
+    PluginMissing {
         path: PathBuf,
         line: usize,
+        name: String,
     },
     Invalid {
         path: PathBuf,
@@ -96,8 +146,8 @@ impl fmt::Display for IdentityError {
             Recipient { path, line } => {
                 write!(f, "identity file: {}: this is a public key (recipient), not an identity", at(path, line))
             }
-            Plugin { path, line } => {
-                write!(f, "identity file: {}: plugin identities (AGE-PLUGIN-...) are not supported", at(path, line))
+            PluginMissing { path, line, name } => {
+                write!(f, "identity file: {}: a plugin identity, but age-plugin-{name} is not on PATH", at(path, line))
             }
             Invalid { path, line } => write!(f, "identity file: {}: not a valid age identity", at(path, line)),
             NoneInFile { path } => {
@@ -128,9 +178,11 @@ impl Failure for IdentityError {
             EncryptedSsh { .. } => Some("use an unencrypted copy of the key, or an age identity".into()),
             UnsupportedSsh { .. } => Some("use an age identity (age-keygen), an ssh-ed25519 or an ssh-rsa key".into()),
             Recipient { .. } => Some("pass the secret key file (age-keygen's output), not the public key".into()),
-            Plugin { .. } => Some("use an X25519 (age-keygen) or SSH identity".into()),
+            PluginMissing { name, .. } => {
+                Some(format!("install age-plugin-{name} where PATH finds it, or use another identity").into())
+            }
             Invalid { .. } | NoneInFile { .. } => {
-                Some("an identity file holds AGE-SECRET-KEY-1... lines, or is an SSH private key".into())
+                Some("an identity file holds AGE-SECRET-KEY-1... (or -PQ-1..., AGE-PLUGIN-...) lines, or is an SSH private key".into())
             }
             _ => None,
         }
@@ -156,8 +208,8 @@ pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Vec<Identity>, Identity
     parse(path, &bytes)
 }
 
-fn read_capped(r: impl Read, path: &Path) -> Result<Vec<u8>, IdentityError> {
-    let mut bytes = Vec::new();
+fn read_capped(r: impl Read, path: &Path) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
+    let mut bytes = Zeroizing::new(Vec::new());
     r.take(MAX_FILE + 1).read_to_end(&mut bytes).map_err(|e| IdentityError::Read { path: path.into(), source: e })?;
     if bytes.len() as u64 > MAX_FILE {
         return Err(IdentityError::TooLarge { path: path.into() });
@@ -184,13 +236,16 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Identity>, IdentityError> 
             continue;
         }
         let (path, line_no) = (path.to_path_buf(), i + 1);
-        let upper = line.to_ascii_uppercase();
-        if upper.starts_with("AGE-SECRET-KEY-1") {
-            let key = age::x25519::Identity::from_str(line)
-                .map_err(|_| IdentityError::Invalid { path: path.clone(), line: line_no })?;
-            out.push(Identity { key: Box::new(key), kind: "X25519", file: path });
+        let invalid = || IdentityError::Invalid { path: path.clone(), line: line_no };
+        let upper = Zeroizing::new(line.to_ascii_uppercase());
+        if upper.starts_with("AGE-SECRET-KEY-PQ-1") {
+            let key = HybridIdentity::from_str(line).map_err(|_| invalid())?;
+            out.push(Identity { key: Box::new(key), kind: "mlkem768x25519", file: path, asked: None });
+        } else if upper.starts_with("AGE-SECRET-KEY-1") {
+            let key = age::x25519::Identity::from_str(line).map_err(|_| invalid())?;
+            out.push(Identity { key: Box::new(key), kind: "X25519", file: path, asked: None });
         } else if upper.starts_with("AGE-PLUGIN-") {
-            return Err(IdentityError::Plugin { path, line: line_no });
+            out.push(plugin(line, path, line_no)?);
         } else if upper.starts_with("AGE1") || line.starts_with("ssh-") {
             return Err(IdentityError::Recipient { path, line: line_no });
         } else {
@@ -218,14 +273,29 @@ fn ssh(path: &Path, text: &str) -> Result<Vec<Identity>, IdentityError> {
             return Err(IdentityError::UnsupportedSsh { path: path.into(), what: format!("SSH key type {t}") })
         }
     };
-    Ok(vec![Identity { key: Box::new(key), kind, file: path.into() }])
+    Ok(vec![Identity { key: Box::new(key), kind, file: path.into(), asked: None }])
+}
+
+/// `AGE-PLUGIN-NAME-1…`: opened by `age-plugin-NAME`, which must be on `PATH`.
+fn plugin(line: &str, path: PathBuf, line_no: usize) -> Result<Identity, IdentityError> {
+    use age::plugin::{IdentityPluginV1, ResolveError};
+    let invalid = || IdentityError::Invalid { path: path.clone(), line: line_no };
+    let id = age::plugin::Identity::from_str(line).map_err(|_| invalid())?;
+    let name = id.plugin().to_string();
+    let asked = Asked::default();
+    match IdentityPluginV1::new(&name, &[id], NoTerminal(asked.clone())) {
+        Ok(p) => Ok(Identity { key: Box::new(p), kind: "plugin", file: path, asked: Some(asked) }),
+        Err(ResolveError::MissingPlugin { .. }) => Err(IdentityError::PluginMissing { path, line: line_no, name }),
+        Err(_) => Err(invalid()),
+    }
 }
 
 /// The key type named inside an OpenSSH private key ("ssh-ed25519", "ssh-rsa").
 fn ssh_kind(text: &str) -> &'static str {
     use base64::Engine;
-    let body: String = text.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
-    let raw = base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_default();
+    let body: Zeroizing<String> =
+        Zeroizing::new(text.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect());
+    let raw = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).unwrap_or_default());
     let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
     if has(b"ssh-ed25519") {
         "ssh-ed25519"
@@ -273,6 +343,9 @@ mod tests {
         assert!(matches!(e, IdentityError::Recipient { line: 1, .. }));
         assert!(matches!(parse(p, b"# nothing\n"), Err(IdentityError::NoneInFile { .. })));
         assert!(matches!(parse(p, b"age-encryption.org/v1\n-> scrypt\xff"), Err(IdentityError::Passphrase { .. })));
-        assert!(matches!(parse(p, b"AGE-PLUGIN-YUBIKEY-1QQQ\n"), Err(IdentityError::Plugin { .. })));
+        assert!(matches!(parse(p, b"AGE-PLUGIN-YUBIKEY-1QQQ\n"), Err(IdentityError::Invalid { .. })));
+        let plugin = age_core::primitives::bech32_encode(bech32::Hrp::parse_unchecked("AGE-PLUGIN-NOSUCH-"), &[1]);
+        let e = parse(p, format!("{}\n", plugin.to_uppercase()).as_bytes()).err().unwrap();
+        assert!(matches!(&e, IdentityError::PluginMissing { name, .. } if name == "nosuch"), "{e}");
     }
 }

@@ -5,5 +5,7 @@
 pub mod format;
 pub mod identity;
 pub mod open;
+pub mod pq;
 pub mod recipients;
 pub mod seal;
+mod xwing;

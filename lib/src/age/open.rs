@@ -37,6 +37,10 @@ pub enum OpenError {
     NoIdentity(Vec<String>),
     /// An identity recognised its stanza but could not use it.
     Stanza(String),
+    /// A plugin asked its user for something (a PIN, a touch), and there is no terminal.
+    PluginInput {
+        what: String,
+    },
     HeaderMac,
     /// The file ends inside the 16-byte nonce, or right after it.
     NoPayload,
@@ -77,6 +81,9 @@ impl fmt::Display for OpenError {
                 types.join(", ")
             ),
             Stanza(e) => write!(f, "age header: {e}"),
+            PluginInput { what } => {
+                write!(f, "the identity's plugin asked for {what:?}, which cannot be answered without a terminal")
+            }
             HeaderMac => f.write_str("altered: the age header does not match its MAC"),
             NoPayload => f.write_str("truncated right after the age header: no payload"),
             ChunkBoundary { chunks, bytes } => write!(
@@ -114,6 +121,9 @@ impl Failure for OpenError {
                 Some("pass the identity the backup was encrypted to (age-keygen -y KEYFILE shows its recipient)".into())
             }
             Passphrase => Some("decrypt it with age -d; wm-verify checks files encrypted to recipients".into()),
+            PluginInput { .. } => {
+                Some("use an identity its plugin opens without asking, or restore with age -d, which can ask".into())
+            }
             Header(ParseError::Truncated) | NoPayload | ChunkBoundary { .. } | MidChunk { .. } => {
                 Some("the copy is incomplete: copy it again, or take a new backup".into())
             }
@@ -206,22 +216,23 @@ fn unwrap(stanzas: &[Stanza], types: &[String], key: Key<'_>) -> Result<(FileKey
         }
         Key::Identities(ids) => ids,
     };
-    let mut failure = None;
+    // As age does: the first identity that fails on a stanza (malformed, or
+    // a plugin that could not finish) ends the search.
     for id in ids {
         match id.key.unwrap_stanzas(stanzas) {
             Some(Ok(k)) => return Ok((k, format!("{} identity from {}", id.kind, id.file.display()))),
-            Some(Err(e)) => failure = failure.or(Some(e.to_string())),
+            Some(Err(e)) => {
+                return Err(match id.asked.as_ref().and_then(|a| a.get()) {
+                    Some(what) => OpenError::PluginInput { what },
+                    None => OpenError::Stanza(e.to_string()),
+                })
+            }
             None => {}
         }
     }
-    Err(match failure {
-        Some(e) => OpenError::Stanza(e),
-        None => {
-            let mut t = types.to_vec();
-            t.dedup();
-            OpenError::NoIdentity(t)
-        }
-    })
+    let mut t = types.to_vec();
+    t.dedup();
+    Err(OpenError::NoIdentity(t))
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -358,17 +369,18 @@ impl<'r> Payload<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::age::recipients::{Kind, Recipient};
     use crate::age::seal::Sealer;
     use std::io::Write;
 
     fn sealed(len: usize) -> (Vec<Identity>, Vec<u8>, Vec<u8>) {
         let id = age::x25519::Identity::generate();
-        let r: crate::age::recipients::Recipient = Box::new(id.to_public());
+        let r = Recipient::new(Box::new(id.to_public()), Kind::X25519);
         let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
         let mut s = Sealer::new(Vec::new(), &[r], false).unwrap();
         s.write_all(&data).unwrap();
         let (out, _) = s.finish().unwrap();
-        let ids = vec![Identity { key: Box::new(id), kind: "X25519", file: "k".into() }];
+        let ids = vec![Identity { key: Box::new(id), kind: "X25519", file: "k".into(), asked: None }];
         (ids, out, data)
     }
 
@@ -447,7 +459,7 @@ mod tests {
         let (other, _, _) = sealed(1);
         assert!(matches!(read_all(&other, &file, None).err().unwrap(), OpenError::NoIdentity(_)));
         let id = age::x25519::Identity::generate();
-        let r: crate::age::recipients::Recipient = Box::new(id.to_public());
+        let r = Recipient::new(Box::new(id.to_public()), Kind::X25519);
         let mut s = Sealer::new(Vec::new(), &[r], true).unwrap();
         s.write_all(&data).unwrap();
         let (out, _, key) = s.finish_with_key().unwrap();

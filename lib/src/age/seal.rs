@@ -25,7 +25,7 @@ use ring::aead::{Aad, LessSafeKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::format::{chunk_nonce, encode_header, payload_key, CHUNK, ENC_CHUNK, NONCE, TAG};
-use super::recipients::Recipient;
+use super::recipients::{is_post_quantum, labels_mix, Recipient};
 use crate::buffer::try_buffer;
 use crate::run::Run;
 use crate::sqlite::header::{LengthCheck, LengthError};
@@ -451,10 +451,16 @@ fn build_header(recipients: &[Recipient]) -> Result<(Vec<u8>, LessSafeKey, FileK
     let mut stanzas = Vec::new();
     let mut labels = None;
     for r in recipients {
-        let (s, l) = r.wrap_file_key(&file_key).map_err(|e| SealError::Wrap(e.to_string()))?;
+        let (s, l) = age::Recipient::wrap_file_key(r, &file_key).map_err(|e| SealError::Wrap(e.to_string()))?;
         match &labels {
             None => labels = Some(l),
-            Some(first) if *first == l => {}
+            Some(first) if labels_mix(first, &l) => {}
+            Some(first) if is_post_quantum(first) || is_post_quantum(&l) => {
+                return Err(SealError::Wrap(
+                    "post-quantum and classic recipients cannot be mixed in one file (a plugin said which it is)"
+                        .into(),
+                ))
+            }
             Some(_) => return Err(SealError::Wrap("these recipients cannot be mixed in one file".into())),
         }
         stanzas.extend(s);
@@ -537,7 +543,7 @@ mod tests {
 
     fn key() -> (age::x25519::Identity, Vec<Recipient>) {
         let id = age::x25519::Identity::generate();
-        let r: Recipient = Box::new(id.to_public());
+        let r = Recipient::new(Box::new(id.to_public()), crate::age::recipients::Kind::X25519);
         (id, vec![r])
     }
 
