@@ -2,10 +2,16 @@
 //! decrypt ([`recipients`], [`identity`]), the parallel STREAM writer
 //! ([`seal`]) and the reader that places every failure ([`open`]).
 
+#[cfg(test)]
+mod differential;
 pub mod format;
+#[cfg(test)]
+mod fuzz;
 pub mod identity;
 pub mod open;
 pub mod pq;
 pub mod recipients;
 pub mod seal;
+#[cfg(test)]
+mod testkit;
 mod xwing;

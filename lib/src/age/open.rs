@@ -20,9 +20,7 @@ use age_core::format::Stanza;
 use ring::aead::{Aad, LessSafeKey, Tag};
 use ring::hmac;
 
-use super::format::{
-    self, chunk_nonce, header_mac_key, payload_key, ParseError, ARMOR_BEGIN, CHUNK, ENC_CHUNK, NONCE, TAG,
-};
+use super::format::{self, chunk_nonce, header_mac_key, payload_key, ParseError, CHUNK, ENC_CHUNK, NONCE, TAG};
 use super::identity::Identity;
 use crate::stop::{io_cause, Failure, Hint, Stop};
 
@@ -43,7 +41,9 @@ pub enum OpenError {
     },
     HeaderMac,
     /// The file ends inside the 16-byte nonce, or right after it.
-    NoPayload,
+    NoPayload {
+        within_nonce: bool,
+    },
     /// Every chunk there authenticates, but the final one is missing.
     ChunkBoundary {
         chunks: u64,
@@ -85,7 +85,7 @@ impl fmt::Display for OpenError {
                 write!(f, "the identity's plugin asked for {what:?}, which cannot be answered without a terminal")
             }
             HeaderMac => f.write_str("altered: the age header does not match its MAC"),
-            NoPayload => f.write_str("truncated right after the age header: no payload"),
+            NoPayload { .. } => f.write_str("truncated right after the age header: no payload"),
             ChunkBoundary { chunks, bytes } => write!(
                 f,
                 "truncated at a chunk boundary: {chunks} chunk(s) ({bytes} bytes of payload) authenticate, \
@@ -124,7 +124,7 @@ impl Failure for OpenError {
             PluginInput { .. } => {
                 Some("use an identity its plugin opens without asking, or restore with age -d, which can ask".into())
             }
-            Header(ParseError::Truncated) | NoPayload | ChunkBoundary { .. } | MidChunk { .. } => {
+            Header(ParseError::Truncated) | NoPayload { .. } | ChunkBoundary { .. } | MidChunk { .. } => {
                 Some("the copy is incomplete: copy it again, or take a new backup".into())
             }
             HeaderMac | Altered { .. } | Trailing | Header(ParseError::Malformed(_)) => {
@@ -155,10 +155,10 @@ impl OpenError {
         OpenError::Read(e)
     }
 
-    fn header(e: Result<io::Error, ParseError>) -> OpenError {
+    fn header(e: format::ReadError) -> OpenError {
         match e {
-            Ok(io) => OpenError::read(io),
-            Err(p) => OpenError::Header(p),
+            format::ReadError::Io(io) => OpenError::read(io),
+            format::ReadError::Parse(p) => OpenError::Header(p),
         }
     }
 }
@@ -185,27 +185,51 @@ pub struct HeaderInfo {
 /// Reads the header from `input` (binary or ASCII-armored), authenticates it
 /// with `key`, and returns the payload reader.
 pub fn open<'r>(input: Box<dyn BufRead + 'r>, key: Key<'_>) -> Result<(HeaderInfo, Payload<'r>), OpenError> {
-    let mut input = input;
-    let head = input.fill_buf().map_err(OpenError::read)?;
-    let armored = head.starts_with(ARMOR_BEGIN);
+    let (armored, input) = format::sniff_armor(input).map_err(OpenError::read)?;
     let mut input: Box<dyn BufRead + 'r> =
-        if armored { Box::new(io::BufReader::new(age::armor::ArmoredReader::new(input))) } else { input };
+        if armored { Box::new(io::BufReader::new(format::Dearmor::new(input))) } else { input };
     let header = format::read_header(&mut input).map_err(OpenError::header)?;
-    let stanzas = header.stanzas().map_err(OpenError::Header)?;
-    let types: Vec<String> = stanzas.iter().map(|s| s.tag.clone()).collect();
+    let types: Vec<String> = header.stanzas.iter().map(|s| s.tag.clone()).collect();
     if types.iter().any(|t| t == "scrypt") {
-        return Err(OpenError::Passphrase);
+        if types.len() > 1 {
+            return Err(OpenError::Header(ParseError::Malformed("a passphrase stanza must be the only one")));
+        }
+        if matches!(key, Key::Identities(_)) {
+            return Err(OpenError::Passphrase);
+        }
     }
-    let (file_key, opened_by) = unwrap(&stanzas, &types, key)?;
-    let mac = header.mac().map_err(OpenError::Header)?;
-    hmac::verify(&header_mac_key(&file_key), header.authenticated(), &mac).map_err(|_| OpenError::HeaderMac)?;
+    let (file_key, opened_by) = unwrap(&header.stanzas, &types, key)?;
+    hmac::verify(&header_mac_key(&file_key), header.authenticated(), &header.mac).map_err(|_| OpenError::HeaderMac)?;
     let mut nonce = [0u8; NONCE];
     let got = fill(&mut input, &mut nonce)?;
     if got < NONCE {
-        return Err(OpenError::NoPayload);
+        return Err(OpenError::NoPayload { within_nonce: true });
     }
+    second_lock(&header.bytes, &nonce, &file_key)?;
     let info = HeaderInfo { stanzas: types, opened_by, header_len: (header.bytes.len() + NONCE) as u64, armored };
     Ok((info, Payload::new(input, payload_key(&file_key, &nonce))))
+}
+
+/// The second lock: the age crate must accept the header too, MAC included,
+/// so that this reader is never broader than age. Our own checks come first
+/// (they place the failure); this one only ever adds refusals.
+fn second_lock(header: &[u8], nonce: &[u8; NONCE], file_key: &FileKey) -> Result<(), OpenError> {
+    struct Known<'k>(&'k FileKey);
+    impl age::Identity for Known<'_> {
+        fn unwrap_stanza(&self, _: &Stanza) -> Option<Result<FileKey, age::DecryptError>> {
+            use age::secrecy::ExposeSecret;
+            Some(Ok(FileKey::new(Box::new(*self.0.expose_secret()))))
+        }
+    }
+    let refused = || OpenError::Header(ParseError::Malformed("the age library refuses this header"));
+    let mut whole = header.to_vec();
+    whole.extend_from_slice(nonce);
+    let decryptor = age::Decryptor::new_buffered(&whole[..]).map_err(|_| refused())?;
+    match decryptor.decrypt(std::iter::once(&Known(file_key) as &dyn age::Identity)) {
+        Ok(_) => Ok(()),
+        Err(age::DecryptError::InvalidMac) => Err(OpenError::HeaderMac),
+        Err(_) => Err(refused()),
+    }
 }
 
 fn unwrap(stanzas: &[Stanza], types: &[String], key: Key<'_>) -> Result<(FileKey, String), OpenError> {
@@ -301,7 +325,7 @@ impl<'r> Payload<'r> {
         let len = self.have.min(ENC_CHUNK);
         let (i, start) = (self.chunk, self.consumed);
         if len == 0 {
-            return Err(OpenError::NoPayload);
+            return Err(OpenError::NoPayload { within_nonce: false });
         }
         if len < TAG {
             return Err(OpenError::MidChunk { got: start + len as u64, expected: self.expected });
@@ -422,8 +446,8 @@ mod tests {
         assert!(matches!(cut(0), OpenError::Header(ParseError::Empty)));
         assert!(matches!(cut(10), OpenError::Header(ParseError::Truncated)));
         assert!(matches!(cut(40), OpenError::Header(ParseError::Truncated)));
-        assert!(matches!(cut(p - 3), OpenError::NoPayload));
-        assert!(matches!(cut(p), OpenError::NoPayload));
+        assert!(matches!(cut(p - 3), OpenError::NoPayload { .. }));
+        assert!(matches!(cut(p), OpenError::NoPayload { .. }));
         assert!(matches!(cut(p + ENC_CHUNK), OpenError::ChunkBoundary { chunks: 1, .. }));
         assert!(matches!(cut(p + 2 * ENC_CHUNK), OpenError::ChunkBoundary { chunks: 2, .. }));
         assert!(matches!(cut(p + ENC_CHUNK + 5), OpenError::MidChunk { .. }));

@@ -291,15 +291,20 @@ impl Failure for RecipientsError {
     }
 }
 
-/// A value the user gave, shown only when it looks like a path and nothing
-/// like key material: no run of 20 or more characters that keys are made of
-/// (Bech32, base64, and the near-misses: `_`, `-`). A mistyped secret key is
-/// never repeated, in whatever case or spelling.
+/// A value the user gave, shown only when it looks like a mistyped path and
+/// nothing like key material: a directory that exists (or none) and a file
+/// name with no run of 20 or more characters that keys are made of (Bech32,
+/// base64, and the near-misses: `_`, `-`). A mistyped secret key is never
+/// repeated, in whatever case or spelling; a path in a missing directory is
+/// not repeated either, since base64 has slashes too.
 pub fn shown(v: &str) -> Option<String> {
+    let path = Path::new(v);
+    let name = path.file_name()?.to_str()?;
     let keyish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '=');
-    let longest_run = v.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);
+    let longest_run = name.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);
     let pathish = v.contains('/') || v.contains('.');
-    (pathish && longest_run < 20 && v.chars().count() <= 200 && !v.chars().any(char::is_whitespace))
+    let dir_exists = path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.is_dir());
+    (pathish && dir_exists && longest_run < 20 && v.chars().count() <= 200 && !v.chars().any(char::is_whitespace))
         .then(|| v.to_string())
 }
 
@@ -349,7 +354,7 @@ pub fn parse_literal(s: &str) -> Result<Recipient, Problem> {
         let kind = if s.starts_with("ssh-rsa ") { Kind::SshRsa } else { Kind::SshEd25519 };
         return match age::ssh::Recipient::from_str(s) {
             Ok(r) => Ok(Recipient::new(Box::new(r), kind)),
-            Err(E::Unsupported(kind)) => Err(Problem::UnsupportedSsh(kind)),
+            Err(E::Unsupported(kind)) => Err(Problem::UnsupportedSsh(known_ssh_type(&kind))),
             Err(E::RsaModulusTooSmall) => Err(Problem::RsaTooSmall),
             Err(E::RsaModulusTooLarge) => Err(Problem::RsaTooLarge),
             Err(_) => Err(Problem::Invalid),
@@ -368,6 +373,26 @@ fn plugin(s: &str) -> Result<Recipient, Problem> {
         Ok(p) => Ok(Recipient::new(Box::new(p), Kind::Plugin(name))),
         Err(ResolveError::MissingPlugin { .. }) => Err(Problem::PluginMissing(name)),
         Err(_) => Err(Problem::Invalid),
+    }
+}
+
+/// SSH key types age does not encrypt to, by their published names.
+pub const OTHER_SSH_TYPES: &[&str] = &[
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "sk-ssh-ed25519@openssh.com",
+    "ssh-dss",
+    "ssh-ed448",
+];
+
+/// The key type as named, when it is a published one; anything else (a
+/// mangled line) is not repeated.
+fn known_ssh_type(kind: &str) -> String {
+    match OTHER_SSH_TYPES.iter().find(|t| **t == kind) {
+        Some(t) => (*t).to_string(),
+        None => "(not a published one)".to_string(),
     }
 }
 

@@ -234,6 +234,18 @@ impl<W: Write> Sealer<W> {
     /// Writes the age header to `out` and starts the workers.
     pub fn new(out: W, recipients: &[Recipient], armor: bool) -> Result<Sealer<W>, SealError> {
         let (header, key, file_key) = build_header(recipients)?;
+        Sealer::start(out, header, key, file_key, armor)
+    }
+
+    /// Writes `header` (which ends with the payload nonce) and starts the
+    /// workers that seal the payload under `key`, derived from `file_key`.
+    pub(crate) fn start(
+        out: W,
+        header: Vec<u8>,
+        key: LessSafeKey,
+        file_key: FileKey,
+        armor: bool,
+    ) -> Result<Sealer<W>, SealError> {
         let mut out = if armor {
             Out::Armored(ArmoredWriter::wrap_output(out, Format::AsciiArmor).map_err(SealError::Output)?)
         } else {
