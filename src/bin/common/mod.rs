@@ -80,15 +80,37 @@ fn usage_error(prog: &str, e: clap::Error) -> ! {
                 .collect();
             let folded = folded.join(" ");
             let first = if folded.is_empty() { "invalid arguments" } else { folded.as_str() };
-            let first = if first.contains("PRIVATE KEY") || first.to_ascii_uppercase().contains("AGE-SECRET-KEY") {
-                "an argument looks like key material and cannot be used here"
+            let upper = first.to_ascii_uppercase().replace('_', "-");
+            let first = if upper.contains("PRIVATE KEY") || upper.contains("AGE-SECRET-KEY") {
+                "an argument looks like key material and cannot be used here".to_string()
             } else {
-                first
+                hide_key_material(first)
             };
             let _ = writeln!(io::stderr(), "{prog}: {first}; try '{prog} --help'");
             std::process::exit(2);
         }
     }
+}
+
+/// clap quotes the values it complains about: a quoted value with a long run
+/// of the characters keys are made of (a secret key pasted in the wrong
+/// place, in any spelling) is not repeated.
+fn hide_key_material(message: &str) -> String {
+    let keyish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '=' | '/');
+    let mut out = String::new();
+    for (i, part) in message.split('\'').enumerate() {
+        let longest = part.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);
+        if i > 0 {
+            out.push('\'');
+        }
+        // Odd parts are inside quotes.
+        if i % 2 == 1 && longest >= 20 && !part.starts_with("--") {
+            out.push_str("(a value that looks like key material)");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// How this command line spells each knob a remedy may point at.
@@ -159,4 +181,17 @@ pub fn human(bytes: u64) -> String {
 
 pub fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_that_look_like_keys_are_not_repeated() {
+        let m = "unexpected argument 'AGE_SECRET_KEY_1GFPYYSJZGFPYYSJZGFPYYSJZ' found";
+        assert_eq!(hide_key_material(m), "unexpected argument '(a value that looks like key material)' found");
+        let m = "invalid value 'fast' for '--spool <SPOOL>'";
+        assert_eq!(hide_key_material(m), m, "ordinary values and flag names stay");
+    }
 }
