@@ -18,6 +18,7 @@
 
 pub mod age;
 pub mod buffer;
+pub mod clock;
 pub mod error;
 pub mod output;
 pub mod progress;

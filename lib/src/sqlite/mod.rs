@@ -3,6 +3,7 @@
 //! consistent image of it ([`snapshot`]).
 
 pub mod header;
+pub mod lock;
 pub mod resolve;
 pub mod snapshot;
 pub mod source;
