@@ -51,11 +51,12 @@ bench: build
 	target/release/examples/wm-bench
 
 # The long reliability suite (issue 6): crash, fault, load and bad-input trials
-# at full counts, in release; ends with the table of figures.
-RELIABILITY_TESTS = --test reliability --test reliability_faults --test reliability_inputs
+# at full counts, in release; ends with the table of figures. The three
+# modules of the integration-test crate, selected by their paths.
+RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs::
 reliability: build
 	rm -rf target/tmp/reliability
-	WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked $(RELIABILITY_TESTS) -- --test-threads=1
+	WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked --test it -- --test-threads=1 $(RELIABILITY_TESTS)
 	@echo; sh scripts/reliability-table.sh target/tmp/reliability | tee target/reliability.md
 
 clean:

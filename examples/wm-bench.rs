@@ -13,7 +13,7 @@
 //! Environment: WM_BENCH_RUNS (default 7), WM_BENCH_SIZES (MiB, default
 //! "10,100,1024"), WM_BENCH_DIR (default target/bench).
 
-#[path = "../tests/common/fixture.rs"]
+#[path = "../tests/it/fixture.rs"]
 mod fixture;
 
 use std::collections::BTreeMap;

@@ -1,8 +1,6 @@
 //! wm-seal: what it promises, each test named after one promise. The output
 //! is always checked with the real `age` CLI, never with our own decoder.
 
-mod common;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::Pid;

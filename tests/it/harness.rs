@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod fixture;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -14,6 +12,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::fixture;
 
 pub const WM_SNAPSHOT: &str = env!("CARGO_BIN_EXE_wm-snapshot");
 pub const WM_SEAL: &str = env!("CARGO_BIN_EXE_wm-seal");

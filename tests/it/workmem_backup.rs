@@ -3,15 +3,13 @@
 //! its `.env` loader, the equivalence with the wm-snapshot | wm-seal pipeline,
 //! and pipelines that leave the machine through rclone and ssh.
 
-mod common;
-
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rusqlite::Connection;

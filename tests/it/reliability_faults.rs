@@ -23,11 +23,9 @@
 //! strace fabricates). Real exhaustion is therefore tried with RLIMIT_AS, in a
 //! sweep of limits, where Rust's allocator aborts on a failed allocation.
 //!
-//! `cargo test --test reliability_faults` runs the quick subset; with
+//! `cargo test --test it reliability_faults::` runs the quick subset; with
 //! `WM_RELIABILITY_FULL=1` (make reliability) every fault is tried at several
 //! positions, with both methods and armored output, on a bigger database.
-
-mod common;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -37,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::*;
+use crate::harness::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Bin {

@@ -4,13 +4,12 @@
 //! exit 1 and one line; and no run, good or bad, leaves a file behind, least
 //! of all plaintext.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::fixture;
+use crate::harness::*;
 use rusqlite::Connection;
 
 const PROG: &str = "wm-verify";

@@ -22,15 +22,13 @@
 //! Cases a binary gets wrong are kept, marked `bug`, and reported instead of
 //! failed; a marked case that passes is reported too, so that the mark goes.
 
-mod common;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
-use common::*;
+use crate::harness::*;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -1,6 +1,6 @@
 //! The man pages in man/: each documents every flag its binary's `--help`
 //! shows, has the sections a reader looks for, and is clean under
-//! `mandoc -Tlint -W warning`. Self-contained: no shared test harness.
+//! `mandoc -Tlint -W warning`. Needs nothing from the harness.
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
