@@ -2,8 +2,6 @@
 //! it, their exit code / stdout / stderr captured, and the directory's files
 //! (names, sizes, modes, SHA-256) compared before and after.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
