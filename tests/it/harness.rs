@@ -377,9 +377,25 @@ pub fn files_with_sqlite_header(root: &Path) -> Vec<PathBuf> {
 }
 
 /// A pseudo-terminal: (controller, terminal side as a File for stdin/stdout).
+/// Both ends are close-on-exec from the start: openpty(3) leaves them
+/// inheritable, and every child another test spawned meanwhile got two extra
+/// descriptors (which moved the source's descriptor in the traced runs of
+/// the fault-injection suite).
 pub fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
-    let p = nix::pty::openpty(None, None).expect("openpty");
-    (p.master, std::fs::File::from(p.slave))
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let controller = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).expect("posix_openpt");
+    nix::pty::grantpt(&controller).expect("grantpt");
+    nix::pty::unlockpt(&controller).expect("unlockpt");
+    let name = nix::pty::ptsname_r(&controller).expect("ptsname_r");
+    // std opens with O_CLOEXEC.
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOCTTY)
+        .open(&name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    (controller.into(), terminal)
 }
 
 pub fn mode_of(p: &Path) -> u32 {
@@ -518,4 +534,22 @@ pub fn assert_not_echoed(text: &str, secret: &str, what: &str) {
         let piece: String = w.iter().collect::<String>().to_lowercase();
         assert!(!lower.contains(&piece), "{what}: the secret must never be echoed, found {piece:?} in: {text}");
     }
+}
+
+/// The children of other tests must not inherit a test's terminal: the
+/// fault-injection suite counts on the descriptors its tracees get.
+#[test]
+fn a_pty_is_not_inherited_by_children_spawned_meanwhile() {
+    let inherited = || {
+        let out = Command::new("sh")
+            .args(["-c", "ls /proc/self/fd"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("run sh");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let before = inherited();
+    let (_controller, _terminal) = pty();
+    assert_eq!(inherited(), before, "a child spawned while a pty is open gets no extra descriptor");
 }
