@@ -80,6 +80,16 @@ impl Dir {
     }
 }
 
+/// The secret line of an identity file made by `Dir::age_key` or age-keygen.
+pub fn secret_of(identity: &Path) -> String {
+    std::fs::read_to_string(identity)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .expect("a secret key line")
+        .to_string()
+}
+
 fn age_identity() -> age::x25519::Identity {
     age::x25519::Identity::generate()
 }

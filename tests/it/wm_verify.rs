@@ -5,7 +5,7 @@
 //! of all plaintext.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::fixture;
@@ -63,16 +63,6 @@ fn flip_letter(data: &mut [u8], at: usize) -> usize {
 
 fn flip_byte(data: &mut [u8], at: usize) {
     data[at] ^= 0x01;
-}
-
-/// The secret line of an identity file made by `Dir::age_key` or age-keygen.
-fn secret_of(identity: &Path) -> String {
-    std::fs::read_to_string(identity)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
-        .expect("a secret key line")
-        .to_string()
 }
 
 /// Files that hold a SQLite header, other than the source database.
