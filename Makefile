@@ -18,10 +18,13 @@ build:
 release: build
 
 # Unit tests, integration tests (the real binaries against the real age and
-# sqlite3 CLIs), then lint: fmt, clippy, man pages.
+# sqlite3 CLIs), then lint: fmt, clippy, man pages. The last line names the
+# tools the tests did not find and counts the tests they skipped.
 test:
+	rm -rf target/tmp/skips
 	$(CARGO) test --workspace --locked --all-targets -- --test-threads=2
 	$(MAKE) lint
+	@sh scripts/skipped.sh target/tmp/skips "make test"
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -55,9 +58,10 @@ bench: build
 # modules of the integration-test crate, selected by their paths.
 RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs::
 reliability: build
-	rm -rf target/tmp/reliability
+	rm -rf target/tmp/reliability target/tmp/skips
 	WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked --test it -- --test-threads=1 $(RELIABILITY_TESTS)
 	@echo; sh scripts/reliability-table.sh target/tmp/reliability | tee target/reliability.md
+	@sh scripts/skipped.sh target/tmp/skips "make reliability"
 
 clean:
 	$(CARGO) clean

@@ -307,9 +307,21 @@ pub fn stderr_of(child: &mut Child) -> String {
     s
 }
 
-/// Whether an external tool is here. Missing: the test is skipped locally,
-/// but with CI=true it fails, so that CI can never pass by skipping.
+/// Whether an external tool is here, for a test that returns early without
+/// it. Missing: locally the test is skipped and the skip recorded (`make
+/// test` ends by naming the tools and counting the tests); with CI=true it
+/// fails, so that CI can never pass by skipping.
 pub fn have(tool: &str) -> bool {
+    found_or_skip(tool, Skip::Test)
+}
+
+/// Like `have`, for a test that only leaves out some of its cases without
+/// the tool.
+pub fn have_for_some_cases(tool: &str) -> bool {
+    found_or_skip(tool, Skip::SomeCases)
+}
+
+fn found_or_skip(tool: &str, skip: Skip) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
@@ -321,8 +333,38 @@ pub fn have(tool: &str) -> bool {
             panic!("{tool} is required when CI=true (install it in .ci/run)");
         }
         eprintln!("SKIPPED: {tool} is not installed");
+        record_skip(&format!("{tool} not installed"), skip);
     }
     found
+}
+
+/// What a test leaves out when something it needs is missing.
+#[derive(Clone, Copy)]
+pub enum Skip {
+    Test,
+    SomeCases,
+}
+
+/// Records that the running test leaves out what `why` prevents: one line
+/// `why<TAB>skipped|cut short<TAB>test name` in `CARGO_TARGET_TMPDIR/skips/`,
+/// which `make test` clears first and sums up in its last line
+/// (scripts/skipped.sh).
+pub fn record_skip(why: &str, skip: Skip) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skips");
+    // libtest names each test's thread after the test.
+    let test = std::thread::current().name().unwrap_or("an unnamed test").to_string();
+    let scope = match skip {
+        Skip::Test => "skipped",
+        Skip::SomeCases => "cut short",
+    };
+    let line = format!("{why}\t{scope}\t{test}\n");
+    // One short O_APPEND write per line: lines from parallel tests do not mix.
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("it.tsv"))?.write_all(line.as_bytes())
+    });
+    if let Err(e) = written {
+        panic!("recording a skip in {}: {e}", dir.display());
+    }
 }
 
 /// `age -d -i identity file` with the real age CLI.
