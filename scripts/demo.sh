@@ -1,6 +1,7 @@
 #!/bin/sh
 # make demo: the whole job on a built-in sample, explained as it goes.
 #   scripts/demo.sh BIN_DIR WORK_DIR
+# BIN_DIR holds the release binaries, and examples/make-sample (make demo builds both).
 set -eu
 bin=$1
 work=$2
@@ -11,9 +12,8 @@ need age-keygen "apt-get install age"
 
 rm -rf "$work"
 mkdir -p "$work"
-cargo build --release --quiet --example make-sample
 echo "1. A sample workmem-shaped database (WAL mode, FTS5, embeddings):"
-target/release/examples/make-sample "$work/memory.db" 4
+"$bin/examples/make-sample" "$work/memory.db" 4
 rows() { sqlite3 "$1" "SELECT (SELECT count(*) FROM entities)||' entities, '||(SELECT count(*) FROM observations)||' observations, '||(SELECT count(*) FROM memory_fts WHERE memory_fts MATCH 'backup')||' FTS hits for \"backup\"'"; }
 echo "   source: $(rows "$work/memory.db")"
 

@@ -461,7 +461,8 @@ pub fn full_suite() -> bool {
 }
 
 /// Records figures for the reliability table: one `section.tsv` per caller in
-/// target/tmp/reliability/, rows of (figure, value, required value if any).
+/// CARGO_TARGET_TMPDIR/reliability/ (target/tmp/reliability/ unless
+/// CARGO_TARGET_DIR moves it), rows of (figure, value, required value if any).
 /// `make reliability` prints them all as one table at the end.
 pub fn record_figures(section: &str, rows: &[(&str, u64, Option<u64>)]) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
