@@ -6,7 +6,12 @@ BINDIR   = $(DESTDIR)$(PREFIX)/bin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man/man1
 CARGO   ?= cargo
 BINS     = wm-snapshot wm-seal workmem-backup wm-verify
-DEMO     = target/demo
+# Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself decides.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE  = $(TARGET_DIR)/release
+# CARGO_TARGET_TMPDIR of the integration tests: skips and reliability figures.
+TEST_TMP = $(TARGET_DIR)/tmp
+DEMO     = $(TARGET_DIR)/demo
 
 .PHONY: all build release test lint demo install uninstall bench reliability clean
 
@@ -18,10 +23,13 @@ build:
 release: build
 
 # Unit tests, integration tests (the real binaries against the real age and
-# sqlite3 CLIs), then lint: fmt, clippy, man pages.
+# sqlite3 CLIs), then lint: fmt, clippy, man pages. The last line names the
+# tools the tests did not find and counts the tests they skipped.
 test:
+	rm -rf $(TEST_TMP)/skips
 	$(CARGO) test --workspace --locked --all-targets -- --test-threads=2
 	$(MAKE) lint
+	@sh scripts/skipped.sh $(TEST_TMP)/skips "make test"
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -32,31 +40,38 @@ lint:
 	else echo "SKIPPED: mandoc -Tlint (mandoc not installed)"; fi
 
 # The main job on a built-in sample: a workmem-shaped database, snapshotted,
-# encrypted to a throwaway key, decrypted with the age CLI, checked with sqlite3,
-# and verified with wm-verify.
+# encrypted to a throwaway key and verified with wm-verify; it needs nothing
+# but what this builds. With the age and sqlite3 CLIs installed, the backups
+# are also decrypted with age and checked with sqlite3.
 demo: build
-	@sh scripts/demo.sh target/release $(DEMO)
+	$(CARGO) build --release --locked --example make-sample --example make-key
+	@sh scripts/demo.sh $(RELEASE) $(DEMO)
 
 install: build
 	install -d $(BINDIR) $(MANDIR)
-	for b in $(BINS); do install -m 0755 target/release/$$b $(BINDIR)/$$b; done
+	for b in $(BINS); do install -m 0755 $(RELEASE)/$$b $(BINDIR)/$$b; done
 	for b in $(BINS); do install -m 0644 man/$$b.1 $(MANDIR)/$$b.1; done
 
 uninstall:
 	for b in $(BINS); do rm -f $(BINDIR)/$$b $(MANDIR)/$$b.1; done
 
-# Side-by-side benchmark against sqlite3 + age (issue 7); results in target/bench/.
+# Side-by-side benchmark against sqlite3 + age (issue 7); results in
+# $(TARGET_DIR)/bench/ unless WM_BENCH_DIR says otherwise.
+WM_BENCH_BIN ?= $(RELEASE)
+WM_BENCH_DIR ?= $(TARGET_DIR)/bench
 bench: build
-	$(CARGO) build --release --locked --example wm-bench --example make-sample
-	target/release/examples/wm-bench
+	$(CARGO) build --release --locked --example wm-bench
+	WM_BENCH_BIN=$(WM_BENCH_BIN) WM_BENCH_DIR=$(WM_BENCH_DIR) $(RELEASE)/examples/wm-bench
 
 # The long reliability suite (issue 6): crash, fault, load and bad-input trials
-# at full counts, in release; ends with the table of figures.
-RELIABILITY_TESTS = --test reliability --test reliability_faults --test reliability_inputs
+# at full counts, in release; ends with the table of figures. The three
+# modules of the integration-test crate, selected by their paths.
+RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs::
 reliability: build
-	rm -rf target/tmp/reliability
-	WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked $(RELIABILITY_TESTS) -- --test-threads=1
-	@echo; sh scripts/reliability-table.sh target/tmp/reliability | tee target/reliability.md
+	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
+	WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked --test it -- --test-threads=1 $(RELIABILITY_TESTS)
+	@echo; sh scripts/reliability-table.sh $(TEST_TMP)/reliability | tee $(TARGET_DIR)/reliability.md
+	@sh scripts/skipped.sh $(TEST_TMP)/skips "make reliability"
 
 clean:
 	$(CARGO) clean

@@ -2,7 +2,7 @@
 //!
 //! usage: make-sample PATH [SIZE_MIB] [--rollback]
 
-#[path = "../tests/common/fixture.rs"]
+#[path = "../tests/it/fixture.rs"]
 mod fixture;
 
 use std::path::PathBuf;

@@ -2,8 +2,8 @@
 //! (`sqlite3 … VACUUM INTO` + `age`; for wm-verify, `age -d` + `sqlite3 … PRAGMA
 //! integrity_check`), measured side by side, interleaved,
 //! several runs each (7 by default), on workmem-shaped databases of about 10 MiB, 100 MiB
-//! and 1 GiB (cached in target/bench/db). Prints a table and the ratios the
-//! performance issue sets targets for; writes them as JSON to target/bench/.
+//! and 1 GiB (cached in TARGET/bench/db). Prints a table and the ratios the
+//! performance issue sets targets for; writes them as JSON to TARGET/bench/.
 //!
 //! Per run: wall time, CPU time and peak RSS (wait4's rusage, which includes
 //! reaped children), and bytes written to storage (/proc/PID/io write_bytes
@@ -11,9 +11,11 @@
 //! reaped children are included).
 //!
 //! Environment: WM_BENCH_RUNS (default 7), WM_BENCH_SIZES (MiB, default
-//! "10,100,1024"), WM_BENCH_DIR (default target/bench).
+//! "10,100,1024"), WM_BENCH_DIR (default TARGET/bench), WM_BENCH_BIN (the
+//! binaries, default TARGET/release). TARGET is CARGO_TARGET_DIR, else
+//! `target`: where cargo builds, as the Makefile assumes too.
 
-#[path = "../tests/common/fixture.rs"]
+#[path = "../tests/it/fixture.rs"]
 mod fixture;
 
 use std::collections::BTreeMap;
@@ -143,14 +145,15 @@ fn q(p: &Path) -> String {
 }
 
 fn main() {
-    let root = PathBuf::from(std::env::var("WM_BENCH_DIR").unwrap_or_else(|_| "target/bench".into()));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let root = std::env::var_os("WM_BENCH_DIR").map_or_else(|| target.join("bench"), PathBuf::from);
     let runs: usize = std::env::var("WM_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
     let sizes: Vec<u64> = std::env::var("WM_BENCH_SIZES")
         .unwrap_or_else(|_| "10,100,1024".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let bin = PathBuf::from(std::env::var("WM_BENCH_BIN").unwrap_or_else(|_| "target/release".into()));
+    let bin = std::env::var_os("WM_BENCH_BIN").map_or_else(|| target.join("release"), PathBuf::from);
     for tool in ["sqlite3", "age", "age-keygen"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])

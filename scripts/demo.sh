@@ -1,50 +1,75 @@
 #!/bin/sh
 # make demo: the whole job on a built-in sample, explained as it goes.
 #   scripts/demo.sh BIN_DIR WORK_DIR
+# BIN_DIR holds the release binaries and examples/make-sample, examples/make-key
+# (make demo builds them): nothing else is needed. When the age and sqlite3 CLIs
+# are installed, the backups are also restored and checked with them.
 set -eu
 bin=$1
 work=$2
-need() { command -v "$1" >/dev/null 2>&1 || { echo "demo: $1 is needed ($2)" >&2; exit 1; }; }
-need sqlite3 "apt-get install sqlite3"
-need age "apt-get install age"
-need age-keygen "apt-get install age"
+have() { command -v "$1" >/dev/null 2>&1; }
+fail() { echo "demo: $*" >&2; exit 1; }
+size() { ls -l "$1" | awk '{print $1, $5, "bytes"}'; }
 
 rm -rf "$work"
 mkdir -p "$work"
-cargo build --release --quiet --example make-sample
 echo "1. A sample workmem-shaped database (WAL mode, FTS5, embeddings):"
-target/release/examples/make-sample "$work/memory.db" 4
-rows() { sqlite3 "$1" "SELECT (SELECT count(*) FROM entities)||' entities, '||(SELECT count(*) FROM observations)||' observations, '||(SELECT count(*) FROM memory_fts WHERE memory_fts MATCH 'backup')||' FTS hits for \"backup\"'"; }
-echo "   source: $(rows "$work/memory.db")"
+echo "   $("$bin/examples/make-sample" "$work/memory.db" 4)"
 
-echo "2. wm-snapshot: a consistent snapshot, checked by sqlite3:"
+echo "2. wm-snapshot: a consistent snapshot, checked with PRAGMA quick_check before it is committed (--check):"
 "$bin/wm-snapshot" --db "$work/memory.db" --to "$work/snapshot.db" --check
-echo "   integrity_check: $(sqlite3 "$work/snapshot.db" 'PRAGMA integrity_check')"
-echo "   snapshot: $(rows "$work/snapshot.db")"
+echo "   snapshot.db: $(size "$work/snapshot.db")"
 
-echo "3. workmem-backup: snapshot + age encryption to a throwaway key, atomically:"
-age-keygen -o "$work/identity.txt" 2>/dev/null
-recipient=$(age-keygen -y "$work/identity.txt")
+echo "3. workmem-backup: snapshot + age encryption to a throwaway key (made by examples/make-key), atomically:"
+recipient=$("$bin/examples/make-key" "$work/identity.txt")
 "$bin/workmem-backup" --db "$work/memory.db" --to "$work/memory.db.age" --age-recipient "$recipient"
-echo "   $(ls -l "$work/memory.db.age" | awk '{print $1, $5, "bytes"}'), starts with: $(head -c 21 "$work/memory.db.age")"
+echo "   memory.db.age: $(size "$work/memory.db.age"), starts with: $(head -c 21 "$work/memory.db.age")"
 
 echo "4. The same as a pipeline: wm-snapshot | wm-seal:"
 "$bin/wm-snapshot" --db "$work/memory.db" | "$bin/wm-seal" -r "$recipient" --to "$work/pipeline.db.age"
+echo "   pipeline.db.age: $(size "$work/pipeline.db.age")"
 
-echo "5. Restore with the standard age CLI and check with sqlite3:"
-for f in memory.db.age pipeline.db.age; do
-	age -d -i "$work/identity.txt" "$work/$f" > "$work/restored-$f.db"
-	check=$(sqlite3 "$work/restored-$f.db" 'PRAGMA integrity_check')
-	[ "$check" = ok ] || { echo "demo: $f: integrity_check said: $check" >&2; exit 1; }
-	[ "$(rows "$work/restored-$f.db")" = "$(rows "$work/memory.db")" ] || { echo "demo: $f: rows differ" >&2; exit 1; }
-	echo "   $f: age -d ok, integrity_check ok, $(rows "$work/restored-$f.db")"
-done
-echo "6. wm-verify: prove the backup restores without writing plaintext (and how stale it is):"
+echo "5. wm-verify: each backup decrypted in memory (no plaintext written), integrity_check, FTS5 queries,"
+echo "   every table counted beside the live database:"
 "$bin/wm-verify" -i "$work/identity.txt" --against "$work/memory.db" "$work/memory.db.age"
-echo "   a damaged copy is refused, and the message says what is wrong with it:"
+for f in memory.db.age pipeline.db.age; do
+	json=$("$bin/wm-verify" --json -i "$work/identity.txt" --against "$work/memory.db" "$work/$f") ||
+		fail "$f: wm-verify says it does not restore"
+	case $json in *'"restorable":true'*) ;; *) fail "$f: not restorable: $json" ;; esac
+	# Every table's count must equal the live database's.
+	tables=$(printf '%s\n' "$json" | grep -o '"difference":[^,}]*' | wc -l)
+	differ=$(printf '%s\n' "$json" | grep -o '"difference":[^,}]*' | grep -vc '"difference":0$' || true)
+	[ "$tables" -gt 0 ] && [ "$differ" = 0 ] || fail "$f: rows differ from memory.db: $json"
+	echo "   $f: restorable, the same rows as memory.db in all $tables tables"
+done
+
+rows() {
+	sqlite3 "$1" "SELECT (SELECT count(*) FROM entities)||' entities, '||(SELECT count(*) FROM observations)||' observations, '||(SELECT count(*) FROM memory_fts WHERE memory_fts MATCH 'backup')||' FTS hits for \"backup\"'"
+}
+if have age && have sqlite3; then
+	echo "6. Cross-checked with the standard tools: sqlite3 on the snapshot, age -d then sqlite3 on each backup:"
+	check=$(sqlite3 "$work/snapshot.db" 'PRAGMA integrity_check')
+	[ "$check" = ok ] || fail "snapshot.db: integrity_check said: $check"
+	[ "$(rows "$work/snapshot.db")" = "$(rows "$work/memory.db")" ] || fail "snapshot.db: rows differ"
+	echo "   snapshot.db: integrity_check ok, $(rows "$work/snapshot.db")"
+	for f in memory.db.age pipeline.db.age; do
+		age -d -i "$work/identity.txt" "$work/$f" > "$work/restored-$f.db"
+		check=$(sqlite3 "$work/restored-$f.db" 'PRAGMA integrity_check')
+		[ "$check" = ok ] || fail "$f: integrity_check said: $check"
+		[ "$(rows "$work/restored-$f.db")" = "$(rows "$work/memory.db")" ] || fail "$f: rows differ"
+		echo "   $f: age -d ok, integrity_check ok, $(rows "$work/restored-$f.db")"
+	done
+	checked="verify, and restore with age and sqlite3"
+else
+	if have age; then missing=sqlite3; elif have sqlite3; then missing=age; else missing="age and sqlite3"; fi
+	echo "6. ($missing not installed: skipping the cross-check with the standard tools)"
+	checked="verify"
+fi
+
+echo "7. A damaged copy is refused, and the message says what is wrong with it:"
 size=$(wc -c < "$work/memory.db.age")
 head -c $((size - 1000)) "$work/memory.db.age" > "$work/cut.db.age"
 if "$bin/wm-verify" -q -i "$work/identity.txt" "$work/cut.db.age"; then
-	echo "demo: wm-verify accepted a truncated backup" >&2; exit 1
+	fail "wm-verify accepted a truncated backup"
 fi
-echo "Demo passed: the backups decrypt with age, hold the same rows as the source, and verify. Files are in $work/."
+echo "Demo passed: the backups hold the same rows as the source and $checked. Files are in $work/."

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Prints the figures the reliability tests recorded (target/tmp/reliability/*.tsv)
+# Prints the figures the reliability tests recorded (DIR/*.tsv, by default
+# target/tmp/reliability: the tests' CARGO_TARGET_TMPDIR/reliability)
 # as one Markdown table; exits 1 if any figure differs from its required value.
 set -eu
 dir=${1:-target/tmp/reliability}

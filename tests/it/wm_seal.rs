@@ -1,8 +1,6 @@
 //! wm-seal: what it promises, each test named after one promise. The output
 //! is always checked with the real `age` CLI, never with our own decoder.
 
-mod common;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::Pid;
@@ -182,6 +180,43 @@ impl OldBackup {
     }
 }
 
+/// A test's world: a directory with an age key (`id.txt`, made by the
+/// `age` crate), and wm-seal run with its recipient.
+struct Fx {
+    d: Dir,
+    id: PathBuf,
+    r: String,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let d = Dir::new();
+        let (id, r) = d.age_key("id.txt");
+        Fx { d, id, r }
+    }
+
+    /// `wm-seal -r R ARGS`, ready for its input and its run.
+    fn run(&self, args: &[&str]) -> Run {
+        run(WM_SEAL, &self.d).args(["-r", &self.r]).args(args)
+    }
+
+    /// `wm-seal -r R ARGS < input`.
+    fn seal(&self, args: &[&str], input: &[u8]) -> Out {
+        self.run(args).stdin(input.to_vec()).go()
+    }
+
+    /// `wm-seal -r R ARGS < input > file`.
+    fn seal_to_stdout_file(&self, args: &[&str], input: &[u8], file: &str) -> Out {
+        seal_to_stdout_file(&self.d, &[&["-r", self.r.as_str()], args].concat(), input, file)
+    }
+
+    /// The real `age -d -i id.txt NAME` gives back exactly `want`.
+    #[track_caller]
+    fn assert_decrypts_to(&self, name: &str, want: &[u8], what: &str) {
+        assert_decrypts_to(&self.id, &self.d.join(name), want, what);
+    }
+}
+
 // ---------------------------------------------------------------- interop with the age CLI
 
 #[test]
@@ -294,24 +329,23 @@ fn armored_output_is_pem_and_decrypts_from_file_and_stdout() {
     if !have("age") {
         return;
     }
-    let d = Dir::new();
-    let (id, r) = d.age_key("id.txt");
+    let fx = Fx::new();
     for (i, len) in [0usize, 100, MIB + 3].into_iter().enumerate() {
         let input = bytes(len, 20 + i as u64);
-        let mut args = vec!["-r", r.as_str(), "--armor"];
+        let mut args = vec!["--armor"];
         if len == 0 {
             args.push("--allow-empty");
         }
-        seal(&d, &[&args[..], &["--to", "a.age"]].concat(), &input).ok();
-        let out = seal(&d, &args, &input);
+        fx.seal(&[&args[..], &["--to", "a.age"]].concat(), &input).ok();
+        let out = fx.seal(&args, &input);
         out.ok();
-        d.write("b.age", &out.stdout);
+        fx.d.write("b.age", &out.stdout);
         for name in ["a.age", "b.age"] {
-            let text = String::from_utf8(d.read(name)).expect("armor is ASCII");
+            let text = String::from_utf8(fx.d.read(name)).expect("armor is ASCII");
             assert!(text.starts_with(ARMOR_BEGIN), "{name} ({len} bytes) starts with the PEM line: {:?}", &text[..40]);
             assert!(text.trim_end().ends_with(ARMOR_END), "{name} ({len} bytes) ends with the PEM line");
             assert!(text.lines().all(|l| l.len() <= 64), "{name}: lines of at most 64 columns");
-            assert_decrypts_to(&id, &d.join(name), &input, &format!("{name}, {len} bytes"));
+            fx.assert_decrypts_to(name, &input, &format!("{name}, {len} bytes"));
         }
     }
 }
@@ -321,23 +355,21 @@ fn sealed_snapshot_of_a_workmem_database_restores_intact() {
     if !have("age") || !have("sqlite3") {
         return;
     }
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 1_500_000, true);
-    let (id, r) = d.age_key("id.txt");
-    let snap = run(WM_SNAPSHOT, &d).args(["--db", "memory.db"]).go();
+    let fx = Fx::new();
+    let db = fx.d.workmem_db("memory.db", 1_500_000, true);
+    let snap = run(WM_SNAPSHOT, &fx.d).args(["--db", "memory.db"]).go();
     snap.ok();
     assert!(is_plaintext_db(&db));
-    for (mode, args) in [("--to", vec!["-r", r.as_str(), "--to", "memory.db.age"]), ("stdout", vec!["-r", r.as_str()])]
-    {
-        let out = seal(&d, &args, &snap.stdout);
+    for (mode, args) in [("--to", &["--to", "memory.db.age"][..]), ("stdout", &[][..])] {
+        let out = fx.seal(args, &snap.stdout);
         out.ok();
         if mode == "stdout" {
-            d.write("memory.db.age", &out.stdout);
+            fx.d.write("memory.db.age", &out.stdout);
         }
-        let sealed = d.join("memory.db.age");
-        assert!(!files_with_sqlite_header(&d.path).contains(&sealed), "{mode}: no plaintext in the sealed file");
-        assert_decrypts_to(&id, &sealed, &snap.stdout, mode);
-        let restored = d.write("restored.db", age_decrypt(&id, &sealed).unwrap());
+        let sealed = fx.d.join("memory.db.age");
+        assert!(!files_with_sqlite_header(&fx.d.path).contains(&sealed), "{mode}: no plaintext in the sealed file");
+        fx.assert_decrypts_to("memory.db.age", &snap.stdout, mode);
+        let restored = fx.d.write("restored.db", age_decrypt(&fx.id, &sealed).unwrap());
         assert_integrity(&restored);
         assert_eq!(content_digest(&restored), content_digest(&db), "{mode}: same content as the source");
         std::fs::remove_file(&restored).unwrap();
@@ -353,7 +385,7 @@ fn failed_runs_leave_the_old_backup_untouched_and_no_temporary() {
     }
     let o = OldBackup::new();
     let db = std::fs::read(o.d.workmem_db("memory.db", 300_000, false)).unwrap();
-    let secret = std::fs::read_to_string(&o.new_id).unwrap().lines().nth(1).unwrap().to_string();
+    let secret = secret_of(&o.new_id);
     let new_r = o.new_r.as_str();
     // Version-valid-for (offset 92) differs from the change counter (offset 24).
     let mut unsized_db = sqlite_like(4096, 64, 64 * 4096);
@@ -498,8 +530,7 @@ fn commit_fsyncs_the_file_renames_it_into_place_then_fsyncs_the_directory() {
     if !have("strace") {
         return;
     }
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
+    let Fx { d, r, .. } = Fx::new();
     d.write("out/backup.age", b"old");
     let input = d.write("input.bin", bytes(300_000, 14));
     let trace = d.join("trace.txt");
@@ -540,9 +571,8 @@ fn truncated_sqlite_input_on_stdout_never_decrypts_cleanly_but_raw_seals_it() {
     if !have("age") {
         return;
     }
-    let d = Dir::new();
-    let (id, r) = d.age_key("id.txt");
-    let db = std::fs::read(d.workmem_db("memory.db", 300_000, false)).unwrap();
+    let fx = Fx::new();
+    let db = std::fs::read(fx.d.workmem_db("memory.db", 300_000, false)).unwrap();
     let cases = [
         ("first 5000 bytes of a real database", db[..5000].to_vec()),
         ("7 MiB of an 8 MiB database", sqlite_like(4096, 2048, 7 * MIB + 123)),
@@ -550,10 +580,10 @@ fn truncated_sqlite_input_on_stdout_never_decrypts_cleanly_but_raw_seals_it() {
     ];
     for (what, input) in cases {
         for armor in [false, true] {
-            let args: &[&str] = if armor { &["-r", &r, "--armor"] } else { &["-r", &r] };
-            let out = seal_to_stdout_file(&d, args, &input, "cut.age");
+            let args: &[&str] = if armor { &["--armor"] } else { &[] };
+            let out = fx.seal_to_stdout_file(args, &input, "cut.age");
             out.expect(1, "truncated SQLite input").one_line_error(PROG);
-            if let Ok(got) = age_decrypt(&id, &d.join("cut.age")) {
+            if let Ok(got) = age_decrypt(&fx.id, &fx.d.join("cut.age")) {
                 panic!(
                     "{what}, armor {armor}: age -d succeeded ({} bytes): a truncated input became a backup",
                     got.len()
@@ -561,23 +591,22 @@ fn truncated_sqlite_input_on_stdout_never_decrypts_cleanly_but_raw_seals_it() {
             }
         }
         // --raw: the same bytes, sealed as they are.
-        seal_to_stdout_file(&d, &["-r", &r, "--raw"], &input, "raw.age").ok();
-        assert_decrypts_to(&id, &d.join("raw.age"), &input, &format!("{what}, --raw"));
+        fx.seal_to_stdout_file(&["--raw"], &input, "raw.age").ok();
+        fx.assert_decrypts_to("raw.age", &input, &format!("{what}, --raw"));
     }
     // A complete database needs no --raw.
-    seal_to_stdout_file(&d, &["-r", &r], &db, "whole.age").ok();
-    assert_decrypts_to(&id, &d.join("whole.age"), &db, "complete database");
+    fx.seal_to_stdout_file(&[], &db, "whole.age").ok();
+    fx.assert_decrypts_to("whole.age", &db, "complete database");
 }
 
 // ---------------------------------------------------------------- permissions
 
 #[test]
 fn new_and_replaced_files_are_0600_whatever_the_umask() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
+    let fx = Fx::new();
     // The umask really reaches the child: a shell under umask 000 creates 0666.
     let mut control = Command::new("sh");
-    control.args(["-c", ": > control"]).current_dir(&d.path);
+    control.args(["-c", ": > control"]).current_dir(&fx.d.path);
     // SAFETY: as in with_umask.
     unsafe {
         control.pre_exec(|| {
@@ -586,20 +615,20 @@ fn new_and_replaced_files_are_0600_whatever_the_umask() {
         });
     }
     assert!(control.status().unwrap().success());
-    assert_eq!(mode_of(&d.join("control")), 0o666, "umask 000 applied");
+    assert_eq!(mode_of(&fx.d.join("control")), 0o666, "umask 000 applied");
 
     for mask in [0o000, 0o022, 0o277, 0o777] {
-        let out = with_umask(run(WM_SEAL, &d).args(["-r", &r, "--to", "new.age"]).stdin(b"x".to_vec()), mask).go();
+        let out = with_umask(fx.run(&["--to", "new.age"]).stdin(b"x".to_vec()), mask).go();
         out.ok();
-        assert_eq!(mode_of(&d.join("new.age")), 0o600, "new file under umask {mask:03o}");
-        std::fs::remove_file(d.join("new.age")).unwrap();
+        assert_eq!(mode_of(&fx.d.join("new.age")), 0o600, "new file under umask {mask:03o}");
+        std::fs::remove_file(fx.d.join("new.age")).unwrap();
         for old_mode in [0o644, 0o666, 0o400] {
-            let old = d.write("old.age", b"old");
+            let old = fx.d.write("old.age", b"old");
             set_mode(&old, old_mode);
-            let out = with_umask(run(WM_SEAL, &d).args(["-r", &r, "--to", "old.age"]).stdin(b"x".to_vec()), mask).go();
+            let out = with_umask(fx.run(&["--to", "old.age"]).stdin(b"x".to_vec()), mask).go();
             out.ok();
             assert_eq!(mode_of(&old), 0o600, "replaced {old_mode:03o} file under umask {mask:03o}");
-            assert_ne!(d.read("old.age"), b"old", "replaced");
+            assert_ne!(fx.d.read("old.age"), b"old", "replaced");
             std::fs::remove_file(&old).unwrap();
         }
     }
@@ -609,12 +638,11 @@ fn new_and_replaced_files_are_0600_whatever_the_umask() {
 
 #[test]
 fn terminal_on_stdin_is_refused_with_exit_2() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
-    let before = d.tree();
+    let fx = Fx::new();
+    let before = fx.d.tree();
     for to in [None, Some("out.age")] {
         let (_controller, tty) = pty();
-        let mut cmd = run(WM_SEAL, &d).args(["-r", &r]);
+        let mut cmd = fx.run(&[]);
         if let Some(t) = to {
             cmd = cmd.args(["--to", t]);
         }
@@ -622,16 +650,15 @@ fn terminal_on_stdin_is_refused_with_exit_2() {
         out.expect(2, "terminal").one_line_error(PROG);
         assert!(out.stdout.is_empty());
     }
-    assert_unchanged(&before, &d.tree(), "terminal on stdin");
+    assert_unchanged(&before, &fx.d.tree(), "terminal on stdin");
 }
 
 #[test]
 fn binary_output_to_a_terminal_is_refused_but_armor_is_allowed() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
+    let fx = Fx::new();
     for to in [None, Some("-")] {
         let (_controller, tty) = pty();
-        let mut cmd = run(WM_SEAL, &d).args(["-r", &r]);
+        let mut cmd = fx.run(&[]);
         if let Some(t) = to {
             cmd = cmd.args(["--to", t]);
         }
@@ -652,7 +679,7 @@ fn binary_output_to_a_terminal_is_refused_but_armor_is_allowed() {
             }
         }
     });
-    let out = run(WM_SEAL, &d).args(["-r", &r, "--armor"]).stdin(b"some data".to_vec()).stdout_file(tty).go();
+    let out = fx.run(&["--armor"]).stdin(b"some data".to_vec()).stdout_file(tty).go();
     out.ok();
     let mut shown = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -668,23 +695,21 @@ fn binary_output_to_a_terminal_is_refused_but_armor_is_allowed() {
 
 #[test]
 fn destination_that_is_a_directory_or_not_a_regular_file_is_refused() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
-    d.mkdir("out");
-    nix::unistd::mkfifo(&d.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
-    let before = d.tree();
+    let fx = Fx::new();
+    fx.d.mkdir("out");
+    nix::unistd::mkfifo(&fx.d.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+    let before = fx.d.tree();
     for to in ["out", "out/", "."] {
-        let out = seal(&d, &["-r", &r, "--to", to], b"data");
+        let out = fx.seal(&["--to", to], b"data");
         out.expect(1, "is a directory").one_line_error(PROG);
     }
-    seal(&d, &["-r", &r, "--to", "fifo"], b"data").expect(1, "not a regular file").one_line_error(PROG);
-    assert_unchanged(&before, &d.tree(), "--to a directory or a FIFO");
+    fx.seal(&["--to", "fifo"], b"data").expect(1, "not a regular file").one_line_error(PROG);
+    assert_unchanged(&before, &fx.d.tree(), "--to a directory or a FIFO");
 }
 
 #[test]
 fn wrong_destination_fails_before_any_input_arrives() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
+    let Fx { d, r, .. } = Fx::new();
     let before = d.tree();
     for (to, needle) in [("nodir/backup.age", "no such file"), (".", "is a directory")] {
         // Standard input stays open and empty: only a destination opened first can fail now.
@@ -728,27 +753,25 @@ fn no_recipients_at_all_is_a_usage_error() {
 
 #[test]
 fn empty_recipient_or_destination_value_is_a_usage_error() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
-    let before = d.tree();
-    let out = seal(&d, &["-r", ""], b"data");
+    let fx = Fx::new();
+    let before = fx.d.tree();
+    let out = seal(&fx.d, &["-r", ""], b"data");
     out.expect(2, "-r: empty value").one_line_error(PROG);
     // Refused by the argument parser (clap), whose usage message is not one line.
-    let out = seal(&d, &["-r", &r, "--to", ""], b"data");
+    let out = fx.seal(&["--to", ""], b"data");
     out.expect(2, "--to");
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     assert!(out.stdout.is_empty());
-    assert_unchanged(&before, &d.tree(), "empty values");
+    assert_unchanged(&before, &fx.d.tree(), "empty values");
 }
 
 #[test]
 fn empty_input_is_refused_unless_allow_empty_and_writes_nothing() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
-    let before = d.tree();
+    let fx = Fx::new();
+    let before = fx.d.tree();
     for input in [Some(Vec::new()), None] {
         // Piped empty input, and /dev/null.
-        let mut cmd = run(WM_SEAL, &d).args(["-r", &r]);
+        let mut cmd = fx.run(&[]);
         if let Some(i) = &input {
             cmd = cmd.stdin(i.clone());
         }
@@ -756,10 +779,10 @@ fn empty_input_is_refused_unless_allow_empty_and_writes_nothing() {
         out.expect(1, "empty (0 bytes)").one_line_error(PROG);
         assert!(out.stderr.contains("--allow-empty"), "names the way out: {}", out.stderr);
         assert!(out.stdout.is_empty(), "not even an age header on stdout");
-        run(WM_SEAL, &d).args(["-r", &r, "--to", "new.age"]).go().expect(1, "empty (0 bytes)");
+        fx.run(&["--to", "new.age"]).go().expect(1, "empty (0 bytes)");
     }
-    assert_unchanged(&before, &d.tree(), "empty input: no file created");
-    let out = run(WM_SEAL, &d).args(["-r", &r, "--allow-empty"]).go();
+    assert_unchanged(&before, &fx.d.tree(), "empty input: no file created");
+    let out = fx.run(&["--allow-empty"]).go();
     out.ok();
     assert!(out.stdout.starts_with(b"age-encryption.org/v1\n"), "an age file of nothing");
 }
@@ -769,19 +792,17 @@ fn input_that_only_starts_like_the_sqlite_magic_is_sealed_as_it_is() {
     if !have("age") {
         return;
     }
-    let d = Dir::new();
-    let (id, r) = d.age_key("id.txt");
+    let fx = Fx::new();
     for input in [&b"S"[..], b"SQLite", b"SQLite format 3", b"SQLite format 2\0 and then some text\n"] {
         let what = String::from_utf8_lossy(input).into_owned();
-        seal(&d, &["-r", &r, "--to", "out.age"], input).ok();
-        assert_decrypts_to(&id, &d.join("out.age"), input, &what);
+        fx.seal(&["--to", "out.age"], input).ok();
+        fx.assert_decrypts_to("out.age", input, &what);
     }
 }
 
 #[test]
 fn summary_goes_to_a_terminal_stderr_unless_quiet() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
+    let fx = Fx::new();
     for quiet in [false, true] {
         let (controller, tty) = pty();
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
@@ -794,18 +815,12 @@ fn summary_goes_to_a_terminal_stderr_unless_quiet() {
                 }
             }
         });
-        let mut args = vec!["-r", r.as_str(), "--to", "out.age"];
+        let mut args = vec!["--to", "out.age"];
         if quiet {
             args.push("-q");
         }
-        let mut child = run(WM_SEAL, &d)
-            .args(&args)
-            .command()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(tty)
-            .spawn()
-            .unwrap();
+        let mut child =
+            fx.run(&args).command().stdin(Stdio::piped()).stdout(Stdio::null()).stderr(tty).spawn().unwrap();
         child.stdin.take().unwrap().write_all(&bytes(3000, 16)).unwrap();
         let status = wait_timeout(&mut child, Duration::from_secs(10));
         assert!(status.success());
@@ -830,10 +845,8 @@ fn summary_goes_to_a_terminal_stderr_unless_quiet() {
 
 #[test]
 fn every_recipients_error_exits_1_names_its_source_and_creates_nothing() {
-    let d = Dir::new();
-    let (_, good) = d.age_key("id.txt");
-    let secret =
-        d.read("id.txt").split(|&b| b == b'\n').nth(1).map(|l| String::from_utf8(l.to_vec()).unwrap()).unwrap();
+    let Fx { d, id, r: good } = Fx::new();
+    let secret = secret_of(&id);
     assert!(secret.starts_with("AGE-SECRET-KEY-1"));
     let cut = good[..good.len() - 5].to_string();
     let plugin = "age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t";
@@ -877,7 +890,7 @@ fn every_recipients_error_exits_1_names_its_source_and_creates_nothing() {
         ("-R", s("binary.bin"), vec![s("binary.bin"), s("not a text file")]),
         ("-R", s("huge.txt"), vec![s("huge.txt"), s("larger than 1 MiB")]),
     ];
-    if have("ssh-keygen") {
+    if have_for_some_cases("ssh-keygen") {
         let (_, ed_r) = ssh_keygen(&d, "ed", "", &["-t", "ed25519"]).unwrap();
         let (_, ec_r) = ssh_keygen(&d, "ec", "", &["-t", "ecdsa"]).unwrap();
         d.write("ec-in-file.txt", format!("{ed_r}\n{ec_r}\n"));
@@ -919,8 +932,7 @@ fn every_recipients_error_exits_1_names_its_source_and_creates_nothing() {
 
 #[test]
 fn unreadable_recipients_file_is_permission_denied_not_a_bad_recipient() {
-    let d = Dir::new();
-    let (_, good) = d.age_key("id.txt");
+    let Fx { d, r: good, .. } = Fx::new();
     let keys = d.write("keys.txt", format!("{good}\n"));
     set_mode(&keys, 0o000);
     // A file in a directory that cannot be searched: stat(2) itself fails with EACCES.
@@ -960,12 +972,10 @@ fn existing_file_named_like_a_recipient_is_read_as_a_recipients_file() {
 
 #[test]
 fn a_secret_key_is_never_echoed_whatever_surrounds_it() {
-    let d = Dir::new();
-    d.age_key("id.txt");
-    let secret =
-        d.read("id.txt").split(|&b| b == b'\n').nth(1).map(|l| String::from_utf8(l.to_vec()).unwrap()).unwrap();
+    let fx = Fx::new();
+    let secret = secret_of(&fx.id);
     for value in [format!(" {secret}"), format!("{secret} "), format!("'{secret}'"), format!("\t{secret}\r")] {
-        let out = seal(&d, &["-r", &value], b"data");
+        let out = seal(&fx.d, &["-r", &value], b"data");
         out.expect(1, "recipient").one_line_error(PROG);
         assert_not_echoed(&out.stderr, &secret, &format!("{:?}", &value[..3]));
     }
@@ -990,11 +1000,10 @@ fn an_ssh_private_key_given_literally_is_refused_without_echoing_it() {
 
 #[test]
 fn closed_stdout_pipe_exits_1_quietly() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
-    let input = d.write("big.bin", bytes(8 * MIB, 11));
-    let mut child = run(WM_SEAL, &d)
-        .args(["-r", &r])
+    let fx = Fx::new();
+    let input = fx.d.write("big.bin", bytes(8 * MIB, 11));
+    let mut child = fx
+        .run(&[])
         .command()
         .stdin(File::open(&input).unwrap())
         .stdout(Stdio::piped())
@@ -1015,19 +1024,12 @@ fn closed_stdout_pipe_exits_1_quietly() {
 
 #[test]
 fn sigterm_while_blocked_writing_stdout_exits_143_promptly() {
-    let d = Dir::new();
-    let (_, r) = d.age_key("id.txt");
-    let input = d.write("big.bin", bytes(8 * MIB, 13));
+    let fx = Fx::new();
+    let input = fx.d.write("big.bin", bytes(8 * MIB, 13));
     // A pipe nobody reads: wm-seal blocks in write(2) once it is full.
     let (reader, writer) = std::io::pipe().unwrap();
-    let mut child = run(WM_SEAL, &d)
-        .args(["-r", &r])
-        .command()
-        .stdin(File::open(&input).unwrap())
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        fx.run(&[]).command().stdin(File::open(&input).unwrap()).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     sigterm_expect_143(&mut child, "blocked on the full pipe");
     drop(reader);

@@ -3,8 +3,6 @@
 //! observation_embeddings (384-float BLOBs); a contentless FTS5 index
 //! `memory_fts`; the usual indexes. Deterministic for a given seed.
 
-#![allow(dead_code)]
-
 use std::path::Path;
 
 use rusqlite::{params, Connection};

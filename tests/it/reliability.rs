@@ -5,9 +5,7 @@
 //! `make test` runs a quick subset; `make reliability` sets
 //! WM_RELIABILITY_FULL=1 for the full counts (100 kill trials per binary, 50
 //! snapshots per load scenario) in a release build. Figures go to the table
-//! printed at the end of `make reliability` (see common::record_figures).
-
-mod common;
+//! printed at the end of `make reliability` (see harness::record_figures).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::fixture;
+use crate::harness::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rusqlite::Connection;

@@ -2,10 +2,6 @@
 //! it, their exit code / stdout / stderr captured, and the directory's files
 //! (names, sizes, modes, SHA-256) compared before and after.
 
-#![allow(dead_code)]
-
-pub mod fixture;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -14,6 +10,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::fixture;
 
 pub const WM_SNAPSHOT: &str = env!("CARGO_BIN_EXE_wm-snapshot");
 pub const WM_SEAL: &str = env!("CARGO_BIN_EXE_wm-seal");
@@ -80,6 +78,16 @@ impl Dir {
         let path = self.write(name, format!("# created by the test\n{secret}\n"));
         (path, id.to_public().to_string())
     }
+}
+
+/// The secret line of an identity file made by `Dir::age_key` or age-keygen.
+pub fn secret_of(identity: &Path) -> String {
+    std::fs::read_to_string(identity)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .expect("a secret key line")
+        .to_string()
 }
 
 fn age_identity() -> age::x25519::Identity {
@@ -299,9 +307,21 @@ pub fn stderr_of(child: &mut Child) -> String {
     s
 }
 
-/// Whether an external tool is here. Missing: the test is skipped locally,
-/// but with CI=true it fails, so that CI can never pass by skipping.
+/// Whether an external tool is here, for a test that returns early without
+/// it. Missing: locally the test is skipped and the skip recorded (`make
+/// test` ends by naming the tools and counting the tests); with CI=true it
+/// fails, so that CI can never pass by skipping.
 pub fn have(tool: &str) -> bool {
+    found_or_skip(tool, Skip::Test)
+}
+
+/// Like `have`, for a test that only leaves out some of its cases without
+/// the tool.
+pub fn have_for_some_cases(tool: &str) -> bool {
+    found_or_skip(tool, Skip::SomeCases)
+}
+
+fn found_or_skip(tool: &str, skip: Skip) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
@@ -313,8 +333,38 @@ pub fn have(tool: &str) -> bool {
             panic!("{tool} is required when CI=true (install it in .ci/run)");
         }
         eprintln!("SKIPPED: {tool} is not installed");
+        record_skip(&format!("{tool} not installed"), skip);
     }
     found
+}
+
+/// What a test leaves out when something it needs is missing.
+#[derive(Clone, Copy)]
+pub enum Skip {
+    Test,
+    SomeCases,
+}
+
+/// Records that the running test leaves out what `why` prevents: one line
+/// `why<TAB>skipped|cut short<TAB>test name` in `CARGO_TARGET_TMPDIR/skips/`,
+/// which `make test` clears first and sums up in its last line
+/// (scripts/skipped.sh).
+pub fn record_skip(why: &str, skip: Skip) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skips");
+    // libtest names each test's thread after the test.
+    let test = std::thread::current().name().unwrap_or("an unnamed test").to_string();
+    let scope = match skip {
+        Skip::Test => "skipped",
+        Skip::SomeCases => "cut short",
+    };
+    let line = format!("{why}\t{scope}\t{test}\n");
+    // One short O_APPEND write per line: lines from parallel tests do not mix.
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("it.tsv"))?.write_all(line.as_bytes())
+    });
+    if let Err(e) = written {
+        panic!("recording a skip in {}: {e}", dir.display());
+    }
 }
 
 /// `age -d -i identity file` with the real age CLI.
@@ -379,9 +429,25 @@ pub fn files_with_sqlite_header(root: &Path) -> Vec<PathBuf> {
 }
 
 /// A pseudo-terminal: (controller, terminal side as a File for stdin/stdout).
+/// Both ends are close-on-exec from the start: openpty(3) leaves them
+/// inheritable, and every child another test spawned meanwhile got two extra
+/// descriptors (which moved the source's descriptor in the traced runs of
+/// the fault-injection suite).
 pub fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
-    let p = nix::pty::openpty(None, None).expect("openpty");
-    (p.master, std::fs::File::from(p.slave))
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let controller = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).expect("posix_openpt");
+    nix::pty::grantpt(&controller).expect("grantpt");
+    nix::pty::unlockpt(&controller).expect("unlockpt");
+    let name = nix::pty::ptsname_r(&controller).expect("ptsname_r");
+    // std opens with O_CLOEXEC.
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOCTTY)
+        .open(&name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    (controller.into(), terminal)
 }
 
 pub fn mode_of(p: &Path) -> u32 {
@@ -395,7 +461,8 @@ pub fn full_suite() -> bool {
 }
 
 /// Records figures for the reliability table: one `section.tsv` per caller in
-/// target/tmp/reliability/, rows of (figure, value, required value if any).
+/// CARGO_TARGET_TMPDIR/reliability/ (target/tmp/reliability/ unless
+/// CARGO_TARGET_DIR moves it), rows of (figure, value, required value if any).
 /// `make reliability` prints them all as one table at the end.
 pub fn record_figures(section: &str, rows: &[(&str, u64, Option<u64>)]) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
@@ -520,4 +587,22 @@ pub fn assert_not_echoed(text: &str, secret: &str, what: &str) {
         let piece: String = w.iter().collect::<String>().to_lowercase();
         assert!(!lower.contains(&piece), "{what}: the secret must never be echoed, found {piece:?} in: {text}");
     }
+}
+
+/// The children of other tests must not inherit a test's terminal: the
+/// fault-injection suite counts on the descriptors its tracees get.
+#[test]
+fn a_pty_is_not_inherited_by_children_spawned_meanwhile() {
+    let inherited = || {
+        let out = Command::new("sh")
+            .args(["-c", "ls /proc/self/fd"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("run sh");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let before = inherited();
+    let (_controller, _terminal) = pty();
+    assert_eq!(inherited(), before, "a child spawned while a pty is open gets no extra descriptor");
 }

@@ -3,15 +3,13 @@
 //! its `.env` loader, the equivalence with the wm-snapshot | wm-seal pipeline,
 //! and pipelines that leave the machine through rclone and ssh.
 
-mod common;
-
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rusqlite::Connection;
@@ -165,6 +163,38 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A test's world: a workmem database `memory.db` and an age key `key.txt`
+/// (made by the `age` crate) in one directory, and workmem-backup run on the
+/// one to the other's recipient.
+struct Fx {
+    d: Dir,
+    db: PathBuf,
+    id: PathBuf,
+    key: String,
+}
+
+impl Fx {
+    /// `memory.db` of about `bytes`, in WAL mode or with a rollback journal.
+    fn new(bytes: u64, wal: bool) -> Fx {
+        let d = Dir::new();
+        let db = d.workmem_db("memory.db", bytes, wal);
+        let (id, key) = d.age_key("key.txt");
+        Fx { d, db, id, key }
+    }
+
+    /// `workmem-backup --db memory.db --age-recipient KEY ARGS`, ready to run.
+    fn run(&self, args: &[&str]) -> Run {
+        run(WORKMEM_BACKUP, &self.d).args(["--db", "memory.db", "--age-recipient", &self.key]).args(args)
+    }
+
+    /// `backup` (relative to the directory) decrypts with the real `age` CLI
+    /// to a database that passes integrity_check and holds what memory.db holds.
+    #[track_caller]
+    fn assert_restores(&self, backup: impl AsRef<Path>) {
+        assert_restores_to(&self.id, &self.d.path.join(backup), &self.db);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 1. The seed's test plan, against the binary
 // ---------------------------------------------------------------------------
@@ -175,20 +205,20 @@ fn round_trip_backup_decrypts_with_age_to_the_same_rows() {
         return;
     }
     for wal in [true, false] {
-        let d = Dir::new();
-        let db = d.workmem_db("memory.db", 600_000, wal);
-        let (id, key) = d.age_key("key.txt");
-        let before = sha256_file(&db);
-        let out =
-            run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "memory.db.age", "--age-recipient", &key]).go();
+        let fx = Fx::new(600_000, wal);
+        let before = sha256_file(&fx.db);
+        let out = fx.run(&["--to", "memory.db.age"]).go();
         out.ok();
         assert!(out.stdout.is_empty(), "stdout stays empty");
-        let backup = d.join("memory.db.age");
+        let backup = fx.d.join("memory.db.age");
         assert_eq!(mode_of(&backup), 0o600, "the backup is private");
         assert!(!is_plaintext_db(&backup), "the backup is not plaintext");
-        assert!(files_with_sqlite_header(&d.path).iter().all(|p| p == &db), "no plaintext copy next to the source");
-        assert_restores_to(&id, &backup, &db);
-        assert_eq!(sha256_file(&db), before, "source unchanged (wal={wal})");
+        assert!(
+            files_with_sqlite_header(&fx.d.path).iter().all(|p| p == &fx.db),
+            "no plaintext copy next to the source"
+        );
+        fx.assert_restores("memory.db.age");
+        assert_eq!(sha256_file(&fx.db), before, "source unchanged (wal={wal})");
     }
 }
 
@@ -262,9 +292,7 @@ fn unwritable_destination_directory_is_permission_denied_and_creates_nothing() {
 
 #[test]
 fn empty_paths_are_usage_errors() {
-    let d = Dir::new();
-    d.workmem_db("memory.db", 100_000, true);
-    let (_id, key) = d.age_key("key.txt");
+    let Fx { d, key, .. } = Fx::new(100_000, true);
     let before = d.tree();
     let out = run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "", "--age-recipient", &key]).go();
     assert_eq!(out.code(), 2, "--to '': {}", out.stderr);
@@ -342,7 +370,7 @@ fn recipients_literals_files_and_files_named_like_keys_all_work() {
     }
 
     // An SSH public key, literal and as a file, decrypted with the SSH private key.
-    if have("ssh-keygen") {
+    if have_for_some_cases("ssh-keygen") {
         let ssh = d.join("id_ed25519");
         let st = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
@@ -360,11 +388,8 @@ fn recipients_literals_files_and_files_named_like_keys_all_work() {
 
 #[test]
 fn bad_recipients_are_refused_before_any_work_with_one_clear_line() {
-    let d = Dir::new();
-    d.workmem_db("memory.db", 100_000, true);
-    let (id, key) = d.age_key("good.key");
-    let secret =
-        std::fs::read_to_string(&id).unwrap().lines().find(|l| l.starts_with("AGE-SECRET-KEY-")).unwrap().to_string();
+    let Fx { d, id, key, .. } = Fx::new(100_000, true);
+    let secret = secret_of(&id);
     d.mkdir("adir");
     d.write("bad-line.txt", format!("# team\n{secret}\n"));
     d.write("garbage-line.txt", format!("{key}\nnot a key at all\n"));
@@ -412,9 +437,7 @@ fn bad_recipients_are_refused_before_any_work_with_one_clear_line() {
 
 #[test]
 fn destination_that_is_the_source_is_refused_and_the_source_untouched() {
-    let d = Dir::new();
-    d.workmem_db("memory.db", 200_000, true);
-    let (_id, key) = d.age_key("key.txt");
+    let Fx { d, key, .. } = Fx::new(200_000, true);
     d.mkdir("sub");
     std::fs::hard_link(d.join("memory.db"), d.join("hard.age")).unwrap();
     symlink("memory.db", d.join("link.age")).unwrap();
@@ -497,36 +520,26 @@ fn no_temporary_is_left_after_success() {
     if !have("age") || !have("sqlite3") {
         return;
     }
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 400_000, false);
-    let (id, key) = d.age_key("key.txt");
-    let tmp = d.mkdir("tmp");
-    let out_dir = d.mkdir("out");
+    let fx = Fx::new(400_000, false);
+    let tmp = fx.d.mkdir("tmp");
+    fx.d.mkdir("out");
     for method in METHODS {
         for spool in SPOOLS {
-            run(WORKMEM_BACKUP, &d)
-                .args(["--db", "memory.db", "--to", "out/memory.db.age", "--age-recipient", &key])
-                .args(["--method", method, "--spool", spool])
-                .env("TMPDIR", &tmp)
-                .go()
-                .ok();
-            let listing = names(&d.tree());
+            fx.run(&["--to", "out/memory.db.age", "--method", method, "--spool", spool]).env("TMPDIR", &tmp).go().ok();
+            let listing = names(&fx.d.tree());
             assert_eq!(
                 listing,
                 ["key.txt", "memory.db", "out/", "out/memory.db.age", "tmp/"],
                 "exactly the expected files after {method}/{spool}"
             );
-            assert_restores_to(&id, &out_dir.join("memory.db.age"), &db);
+            fx.assert_restores("out/memory.db.age");
         }
     }
     // --tmpdir is where a disk spool goes; it is left empty too.
-    let spool_dir = d.mkdir("spool");
-    run(WORKMEM_BACKUP, &d)
-        .args(["--db", "memory.db", "--to", "out/memory.db.age", "-r", &key, "--spool", "disk", "--tmpdir", "spool"])
-        .go()
-        .ok();
+    let spool_dir = fx.d.mkdir("spool");
+    fx.run(&["--to", "out/memory.db.age", "--spool", "disk", "--tmpdir", "spool"]).go().ok();
     assert!(std::fs::read_dir(&spool_dir).unwrap().next().is_none(), "nothing left in --tmpdir");
-    assert_eq!(names(&d.tree()), ["key.txt", "memory.db", "out/", "out/memory.db.age", "spool/", "tmp/"]);
+    assert_eq!(names(&fx.d.tree()), ["key.txt", "memory.db", "out/", "out/memory.db.age", "spool/", "tmp/"]);
 }
 
 /// A quiescent WAL database (no -wal, no -shm) gets SQLite's own empty `-wal`
@@ -534,24 +547,26 @@ fn no_temporary_is_left_after_success() {
 /// the database file itself stays byte-identical, and nothing else appears.
 #[test]
 fn wal_source_is_never_modified_and_only_sqlites_wal_index_may_appear() {
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 200_000, true);
-    let (_id, key) = d.age_key("key.txt");
-    d.mkdir("out");
-    assert!(!d.join("memory.db-wal").exists() && !d.join("memory.db-shm").exists(), "quiescent: no -wal, no -shm");
-    let before = sha256_file(&db);
+    let fx = Fx::new(200_000, true);
+    fx.d.mkdir("out");
+    assert!(
+        !fx.d.join("memory.db-wal").exists() && !fx.d.join("memory.db-shm").exists(),
+        "quiescent: no -wal, no -shm"
+    );
+    let before = sha256_file(&fx.db);
     for method in METHODS {
-        run(WORKMEM_BACKUP, &d)
-            .args(["--db", "memory.db", "--to", "out/memory.db.age", "--age-recipient", &key, "--method", method])
-            .go()
-            .ok();
-        assert_eq!(sha256_file(&db), before, "the database file is never written ({method})");
+        fx.run(&["--to", "out/memory.db.age", "--method", method]).go().ok();
+        assert_eq!(sha256_file(&fx.db), before, "the database file is never written ({method})");
         assert_eq!(
-            names(&without_wal_index(&d.tree())),
+            names(&without_wal_index(&fx.d.tree())),
             ["key.txt", "memory.db", "out/", "out/memory.db.age"],
             "exactly the expected files after --method {method}"
         );
-        assert_eq!(std::fs::metadata(d.join("memory.db-wal")).map(|m| m.len()).unwrap_or(0), 0, "the -wal stays empty");
+        assert_eq!(
+            std::fs::metadata(fx.d.join("memory.db-wal")).map(|m| m.len()).unwrap_or(0),
+            0,
+            "the -wal stays empty"
+        );
     }
 }
 
@@ -596,17 +611,13 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 #[test]
 fn cancelled_run_leaves_no_destination_and_no_temporaries() {
-    let d = Dir::new();
-    d.workmem_db("memory.db", 40_000_000, true);
-    let (_id, key) = d.age_key("key.txt");
+    let fx = Fx::new(40_000_000, true);
+    let d = &fx.d;
     let tmp = d.mkdir("tmp");
     d.write("previous.age", b"the previous backup");
     let before = without_wal_index(&d.tree());
     let start = |dest: &str, method: &str, spool: &str| {
-        let mut r = run(WORKMEM_BACKUP, &d)
-            .args(["--db", "memory.db", "--to", dest, "--age-recipient", &key])
-            .args(["--method", method, "--spool", spool])
-            .env("TMPDIR", &tmp);
+        let mut r = fx.run(&["--to", dest, "--method", method, "--spool", spool]).env("TMPDIR", &tmp);
         r.command().stdout(Stdio::piped());
         r.spawn()
     };
@@ -615,9 +626,7 @@ fn cancelled_run_leaves_no_destination_and_no_temporaries() {
     // the signal always finds it there.
     for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
         let (reader, writer) = std::io::pipe().unwrap();
-        let mut r = run(WORKMEM_BACKUP, &d)
-            .args(["--db", "memory.db", "--to", "-", "--age-recipient", &key, "--spool", "disk"])
-            .env("TMPDIR", &tmp);
+        let mut r = fx.run(&["--to", "-", "--spool", "disk"]).env("TMPDIR", &tmp);
         r.command().stdout(writer);
         let mut child = r.spawn();
         std::thread::sleep(Duration::from_millis(300));
@@ -684,26 +693,24 @@ fn cancelled_run_leaves_no_destination_and_no_temporaries() {
 /// run was doing (an interrupted SQLite statement once reported SIGINT for SIGTERM).
 #[test]
 fn an_interrupted_run_reports_the_signal_that_came() {
-    let d = Dir::new();
-    d.workmem_db("memory.db", 40_000_000, true);
-    let (_id, key) = d.age_key("key.txt");
+    let fx = Fx::new(40_000_000, true);
     for method in METHODS {
-        let args = ["--db", "memory.db", "--to", "memory.db.age", "--age-recipient", &key, "--method", method];
+        let args = ["--to", "memory.db.age", "--method", method];
         let t0 = Instant::now();
-        run(WORKMEM_BACKUP, &d).args(args).go().ok();
+        fx.run(&args).go().ok();
         let full = t0.elapsed();
-        std::fs::remove_file(d.join("memory.db.age")).unwrap();
+        std::fs::remove_file(fx.d.join("memory.db.age")).unwrap();
         let mut interrupted = 0;
         for (sig, code, name) in [(Signal::SIGTERM, 143, "SIGTERM"), (Signal::SIGINT, 130, "SIGINT")] {
             for fraction in [0.15, 0.3, 0.45].repeat(2) {
-                let mut child = run(WORKMEM_BACKUP, &d).args(args).spawn();
+                let mut child = fx.run(&args).spawn();
                 std::thread::sleep(full.mul_f64(fraction).max(Duration::from_millis(15)));
                 kill(Pid::from_raw(child.id() as i32), sig).unwrap();
                 let status = wait_timeout(&mut child, Duration::from_secs(30));
                 let err = stderr_of(&mut child);
                 let c = exit_code(status);
                 if c == 0 {
-                    std::fs::remove_file(d.join("memory.db.age")).unwrap();
+                    std::fs::remove_file(fx.d.join("memory.db.age")).unwrap();
                     continue;
                 }
                 interrupted += 1;
@@ -711,7 +718,7 @@ fn an_interrupted_run_reports_the_signal_that_came() {
                 assert_eq!(c, code, "{what}: exit 128+N: {err}");
                 // Killed before the handlers were installed: no message at all, which is fine.
                 assert!(err.is_empty() || err.contains(name), "{what}: names the signal: {err}");
-                assert!(!d.join("memory.db.age").exists(), "{what}: nothing committed");
+                assert!(!fx.d.join("memory.db.age").exists(), "{what}: nothing committed");
             }
         }
         assert!(interrupted > 0, "--method {method}: at least one run was interrupted");
@@ -757,20 +764,18 @@ fn armor_writes_pem_that_age_decrypts() {
     if !have("age") || !have("sqlite3") {
         return;
     }
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 200_000, true);
-    let (id, key) = d.age_key("key.txt");
+    let fx = Fx::new(200_000, true);
     for flag in ["--armor", "-a"] {
-        run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "armored.age", "-r", &key, flag]).go().ok();
-        let text = std::fs::read_to_string(d.join("armored.age")).expect("armored output is text");
+        fx.run(&["--to", "armored.age", flag]).go().ok();
+        let text = std::fs::read_to_string(fx.d.join("armored.age")).expect("armored output is text");
         assert!(text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----\n"), "{}", &text[..60.min(text.len())]);
         assert!(text.trim_end().ends_with("-----END AGE ENCRYPTED FILE-----"));
         assert!(text.lines().all(|l| l.len() <= 64), "PEM lines of at most 64 columns");
-        assert_eq!(mode_of(&d.join("armored.age")), 0o600);
-        assert_restores_to(&id, &d.join("armored.age"), &db);
+        assert_eq!(mode_of(&fx.d.join("armored.age")), 0o600);
+        fx.assert_restores("armored.age");
     }
-    run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "binary.age", "-r", &key]).go().ok();
-    assert!(d.read("binary.age").starts_with(b"age-encryption.org/v1\n"), "binary age without --armor");
+    fx.run(&["--to", "binary.age"]).go().ok();
+    assert!(fx.d.read("binary.age").starts_with(b"age-encryption.org/v1\n"), "binary age without --armor");
 }
 
 #[test]
@@ -779,17 +784,12 @@ fn every_method_and_spool_with_and_without_check_round_trips() {
         return;
     }
     for wal in [true, false] {
-        let d = Dir::new();
-        let db = d.workmem_db("memory.db", 500_000, wal);
-        let (id, key) = d.age_key("key.txt");
-        let tmp = d.mkdir("tmp");
+        let fx = Fx::new(500_000, wal);
+        let tmp = fx.d.mkdir("tmp");
         for method in METHODS {
             for spool in SPOOLS {
                 for check in [false, true] {
-                    let mut r = run(WORKMEM_BACKUP, &d)
-                        .args(["--db", "memory.db", "--to", "b.age", "--age-recipient", &key])
-                        .args(["--method", method, "--spool", spool])
-                        .env("TMPDIR", &tmp);
+                    let mut r = fx.run(&["--to", "b.age", "--method", method, "--spool", spool]).env("TMPDIR", &tmp);
                     if check {
                         r = r.args(["--check"]);
                     }
@@ -801,47 +801,43 @@ fn every_method_and_spool_with_and_without_check_round_trips() {
                         "the summary names the method: {}",
                         out.stderr
                     );
-                    assert_restores_to(&id, &d.join("b.age"), &db);
+                    fx.assert_restores("b.age");
                     assert!(std::fs::read_dir(&tmp).unwrap().next().is_none(), "no spool left");
                 }
             }
         }
     }
-    let d = Dir::new();
-    d.workmem_db("memory.db", 100_000, true);
-    let (_id, key) = d.age_key("key.txt");
-    let out = run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "b.age", "-r", &key, "--method", "copy"]).go();
+    let fx = Fx::new(100_000, true);
+    let out = fx.run(&["--to", "b.age", "--method", "copy"]).go();
     assert_eq!(out.code(), 2, "unknown method: {}", out.stderr);
-    let out = run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "b.age", "-r", &key, "--spool", "ram"]).go();
+    let out = fx.run(&["--to", "b.age", "--spool", "ram"]).go();
     assert_eq!(out.code(), 2, "unknown spool: {}", out.stderr);
-    assert!(!d.join("b.age").exists());
+    assert!(!fx.d.join("b.age").exists());
 }
 
 #[test]
 fn quiet_leaves_stderr_empty_otherwise_one_summary_line_and_stdout_always_empty() {
-    let d = Dir::new();
-    d.workmem_db("memory.db", 200_000, true);
-    let (_id, key) = d.age_key("key.txt");
-    d.mkdir("out");
+    let fx = Fx::new(200_000, true);
+    fx.d.mkdir("out");
     for q in ["-q", "--quiet"] {
-        let out = run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "out/q.age", "-r", &key, q]).go();
+        let out = fx.run(&["--to", "out/q.age", q]).go();
         out.ok();
         assert_eq!(out.stderr, "", "{q}: nothing on stderr");
         assert!(out.stdout.is_empty(), "{q}: nothing on stdout");
-        assert!(d.join("out/q.age").exists());
+        assert!(fx.d.join("out/q.age").exists());
     }
-    let out = run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "out/s.age", "-r", &key]).go();
+    let out = fx.run(&["--to", "out/s.age"]).go();
     out.ok();
     assert!(out.stdout.is_empty(), "stdout stays empty");
     let lines: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "exactly one summary line: {:?}", out.stderr);
     assert!(lines[0].starts_with("workmem-backup: "), "{}", lines[0]);
-    let dest = canonical(&d.join("out/s.age"));
+    let dest = canonical(&fx.d.join("out/s.age"));
     assert!(lines[0].contains(dest.to_str().unwrap()), "names the destination {}: {}", dest.display(), lines[0]);
     assert!(lines[0].contains("memory.db"), "names the source: {}", lines[0]);
     assert!(!out.stderr.contains('\r') && !out.stderr.contains('\x1b'), "no progress bar when not a terminal");
     // Errors still show under -q.
-    let out = run(WORKMEM_BACKUP, &d).args(["--db", "missing.db", "--to", "out/e.age", "-r", &key, "-q"]).go();
+    let out = run(WORKMEM_BACKUP, &fx.d).args(["--db", "missing.db", "--to", "out/e.age", "-r", &fx.key, "-q"]).go();
     out.expect(1, "missing.db").one_line_error(PROG);
 }
 
@@ -875,9 +871,8 @@ fn go_style_single_dash_long_flags_work_like_double_dash() {
     if !have("age") || !have("sqlite3") {
         return;
     }
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 200_000, true);
-    let (id, key) = d.age_key("key.txt");
+    let fx = Fx::new(200_000, true);
+    let (d, key) = (&fx.d, &fx.key);
     d.write("conf.env", "MEMORY_DB_PATH=memory.db\n");
     let cases: Vec<Vec<String>> = vec![
         vec!["-to".into(), "go1.age".into(), "-db".into(), "memory.db".into(), "-age-recipient".into(), key.clone()],
@@ -907,22 +902,22 @@ fn go_style_single_dash_long_flags_work_like_double_dash() {
         ],
     ];
     for args in &cases {
-        let out = run(WORKMEM_BACKUP, &d).args(args).go();
+        let out = run(WORKMEM_BACKUP, d).args(args).go();
         out.ok();
         let to = args
             .iter()
             .position(|a| a == "-to")
             .map(|i| args[i + 1].clone())
             .unwrap_or_else(|| args[0].trim_start_matches("-to=").to_string());
-        assert_restores_to(&id, &d.join(&to), &db);
+        fx.assert_restores(&to);
         if args.contains(&"-quiet".to_string()) {
             assert_eq!(out.stderr, "", "-quiet is --quiet");
             assert!(d.read(&to).starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"), "-armor is --armor");
         }
     }
     // The same backup as with double dashes: same content.
-    run(WORKMEM_BACKUP, &d).args(["--to", "dd.age", "--db", "memory.db", "--age-recipient", &key]).go().ok();
-    assert_restores_to(&id, &d.join("dd.age"), &db);
+    run(WORKMEM_BACKUP, d).args(["--to", "dd.age", "--db", "memory.db", "--age-recipient", key]).go().ok();
+    fx.assert_restores("dd.age");
 }
 
 // ---------------------------------------------------------------------------
@@ -1122,9 +1117,7 @@ fn pipeline_and_one_command_decrypt_to_the_same_database() {
     if !have("age") || !have("sqlite3") {
         return;
     }
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 600_000, true);
-    let (id, key) = d.age_key("key.txt");
+    let Fx { d, db, id, key } = Fx::new(600_000, true);
     let tmpdir = d.path.to_str().unwrap();
     for method in METHODS {
         let piped = d.join(&format!("piped-{method}.age"));
@@ -1170,9 +1163,7 @@ fn pipeline_into_rclone_webdav_round_trips() {
     if !have("rclone") || !have("age") || !have("sqlite3") {
         return;
     }
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 600_000, true);
-    let (id, key) = d.age_key("key.txt");
+    let Fx { d, db, id, key } = Fx::new(600_000, true);
     let served = d.mkdir("served");
     let conf = d.write("rclone.conf", "");
     let port = free_port();
@@ -1231,9 +1222,7 @@ fn pipeline_into_ssh_round_trips() {
     if !have("/usr/sbin/sshd") || !have("ssh") || !have("ssh-keygen") || !have("age") || !have("sqlite3") {
         return;
     }
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 600_000, true);
-    let (id, key) = d.age_key("key.txt");
+    let Fx { d, db, id, key } = Fx::new(600_000, true);
     let keygen = |name: &str| {
         let st = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "wmtest", "-f"])
@@ -1302,24 +1291,20 @@ fn spool_on_another_file_system_than_the_destination_works() {
         return;
     }
     use std::os::unix::fs::MetadataExt;
-    let d = Dir::new();
-    let db = d.workmem_db("memory.db", 400_000, true);
-    let (id, key) = d.age_key("key.txt");
+    let fx = Fx::new(400_000, true);
     let shm = Path::new("/dev/shm");
-    let other = shm.is_dir() && std::fs::metadata(shm).unwrap().dev() != std::fs::metadata(&d.path).unwrap().dev();
+    let other = shm.is_dir() && std::fs::metadata(shm).unwrap().dev() != std::fs::metadata(&fx.d.path).unwrap().dev();
     if !other {
         eprintln!("SKIPPED: /dev/shm is not a separate file system here");
         return;
     }
     let spool = tempfile::Builder::new().prefix("wmspool").tempdir_in(shm).unwrap();
     for method in METHODS {
-        run(WORKMEM_BACKUP, &d)
-            .args(["-q", "--db", "memory.db", "--to", "memory.db.age", "--age-recipient", &key, "--method", method])
-            .args(["--spool", "disk", "--tmpdir"])
+        fx.run(&["-q", "--to", "memory.db.age", "--method", method, "--spool", "disk", "--tmpdir"])
             .args([spool.path()])
             .go()
             .ok();
-        assert_restores_to(&id, &d.join("memory.db.age"), &db);
+        fx.assert_restores("memory.db.age");
         assert!(std::fs::read_dir(spool.path()).unwrap().next().is_none(), "nothing left in the spool directory");
     }
 }
