@@ -855,24 +855,28 @@ fn sweep_trial(f: &Fault, bin: Bin, tpl: &Template, full: bool) -> Row {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for mib in (8..=128u64).step_by(step) {
         let d = trial_dir(tpl, bin);
-        let mut r = command(bin, tpl, &d, f.extra, &[]);
-        let bytes = mib << 20;
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
-        unsafe {
-            r.command().pre_exec(move || {
-                let lim = nix::libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
-                if nix::libc::setrlimit(nix::libc::RLIMIT_AS, &lim) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let out = r.go();
-        if out.code() == 127 && out.stderr.contains("error while loading shared libraries") {
-            // The dynamic loader gave up before the program ran: not the tools' doing.
+        let limited = |mut r: Run| {
+            let bytes = mib << 20;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+            unsafe {
+                r.command().pre_exec(move || {
+                    let lim = nix::libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+                    if nix::libc::setrlimit(nix::libc::RLIMIT_AS, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            r.go()
+        };
+        // The kernel (execve fails: SIGSEGV) or the dynamic loader (exit 127)
+        // may give up before the program runs at all: not the tools' doing.
+        // `--version` under the same limit tells.
+        if limited(run(bin.exe(), &d).args(["--version"])).code() != 0 {
             *counts.entry("no start".into()).or_default() += 1;
             continue;
         }
+        let out = limited(command(bin, tpl, &d, f.extra, &[]));
         let (_, result) = judge(f, bin, tpl, &d, &out, true);
         let code = out.code();
         let key = match code {

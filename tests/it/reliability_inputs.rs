@@ -36,7 +36,7 @@ use nix::unistd::Pid;
 const CUT_AT: usize = 50 * 1024;
 /// An OpenSSH private key's shape; the body line must never be echoed.
 const SSH_PRIVATE_BODY: &str = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
-const PLUGIN: &str = "age1yubikey1q2w3e4r5t6y7u8i9o0pqazwsxedcrfvtgbyhnujmikolp0q2w3e4r5t6y";
+const PLUGIN: &str = "age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Io {
@@ -490,13 +490,19 @@ fn catalogue() -> Vec<Case> {
             "permission denied",
         )
         .unprivileged(),
-        case("plugin recipient (age1yubikey1...)", L, &["--to", "dest/new.age", "-r", PLUGIN], 1, "plugin recipients"),
+        case(
+            "plugin recipient (age1yubikey1...), plugin not installed",
+            L,
+            &["--to", "dest/new.age", "-r", PLUGIN],
+            1,
+            "age-plugin-yubikey is not on PATH",
+        ),
         case(
             "plugin recipient in a file",
             B,
             &["--db", "src/memory.db", "--to", "dest/new.age", "--age-recipient", "keys/plugin.txt"],
             1,
-            "plugin recipients",
+            "age-plugin-yubikey is not on PATH",
         ),
         case("SSH private key file as -R", L, &["--to", "dest/new.age", "-R", "keys/id_ed25519"], 1, "SSH private key"),
         case(

@@ -873,8 +873,8 @@ fn every_recipients_error_exits_1_names_its_source_and_creates_nothing() {
         ("-R", s("secret.txt"), vec![s("secret.txt:3"), s("age secret key"), s("age-keygen -y")]),
         ("-r", s("id.txt"), vec![s("id.txt:2"), s("age-keygen -y")]),
         ("-R", s("id.txt"), vec![s("id.txt:2"), s("age-keygen -y")]),
-        ("-r", s(plugin), vec![s("plugin recipients"), s("not supported")]),
-        ("-R", s("plugin.txt"), vec![s("plugin.txt:2"), s("plugin recipients"), s("not supported")]),
+        ("-r", s(plugin), vec![s("plugin recipient"), s("age-plugin-yubikey is not on PATH")]),
+        ("-R", s("plugin.txt"), vec![s("plugin.txt:2"), s("plugin recipient"), s("age-plugin-yubikey is not on PATH")]),
         ("-r", s(plugin_identity), vec![s("plugin identity")]),
         ("-R", s("plugin-id.txt"), vec![s("plugin-id.txt:1"), s("plugin identity")]),
         ("-r", s("age1xyz"), vec![s("neither an existing file nor a valid recipient")]),
@@ -898,7 +898,6 @@ fn every_recipients_error_exits_1_names_its_source_and_creates_nothing() {
             cases.push((flag, s("ed"), vec![s("ed:1"), s("SSH private key"), s("pass the .pub")]));
         }
         cases.push(("-r", ec_r.clone(), vec![s("unsupported SSH key type ecdsa")]));
-        cases.push(("-R", s("ec-in-file.txt"), vec![s("ec-in-file.txt:2"), s("unsupported SSH key type ecdsa")]));
         if let Some((_, small)) = ssh_keygen(&d, "rsa1024", "", &["-t", "rsa", "-b", "1024"]) {
             cases.push(("-r", small, vec![s("shorter than 2048 bits")]));
             cases.push(("-R", s("rsa1024.pub"), vec![s("rsa1024.pub:1"), s("shorter than 2048 bits")]));
@@ -928,6 +927,29 @@ fn every_recipients_error_exits_1_names_its_source_and_creates_nothing() {
         }
     }
     assert_unchanged(&before, &d.tree(), "recipients errors");
+}
+
+#[test]
+fn an_unsupported_ssh_key_in_a_recipients_file_is_skipped_with_a_warning_as_age_does() {
+    if !have("ssh-keygen") {
+        return;
+    }
+    let Fx { d, .. } = Fx::new();
+    let (ed, ed_r) = ssh_keygen(&d, "ed", "", &["-t", "ed25519"]).unwrap();
+    let (_, ec_r) = ssh_keygen(&d, "ec", "", &["-t", "ecdsa"]).unwrap();
+    d.write("mixed.txt", format!("{ed_r}\n{ec_r}\n"));
+    let data = bytes(5000, 8);
+    let out = run(WM_SEAL, &d).args(["-R", "mixed.txt", "--to", "out.age"]).stdin(data.clone()).go();
+    out.ok();
+    assert_eq!(out.stderr.lines().count(), 1, "one warning: {}", out.stderr);
+    for needle in ["warning", "mixed.txt", "ecdsa-sha2-nistp256", "line 2"] {
+        assert!(out.stderr.contains(needle), "the warning says {needle:?}: {}", out.stderr);
+    }
+    let quiet = run(WM_SEAL, &d).args(["-q", "-R", "mixed.txt", "--to", "out2.age"]).stdin(data.clone()).go();
+    assert!(quiet.ok().stderr.is_empty(), "-q silences it: {}", quiet.stderr);
+    if have("age") {
+        assert_decrypts_to(&ed, &d.join("out.age"), &data, "sealed to the ssh-ed25519 key of the file");
+    }
 }
 
 #[test]

@@ -411,7 +411,10 @@ fn bad_recipients_are_refused_before_any_work_with_one_clear_line() {
         (vec!["-R", "garbage-line.txt"], "garbage-line.txt:2"),
         (vec!["-R", "no-such-keys.txt"], "no such file"),
         (vec!["-R", "private.txt"], "SSH private key"),
-        (vec!["--age-recipient", "age1yubikey1qwertyqwerty"], "plugin"),
+        (
+            vec!["--age-recipient", "age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t"],
+            "age-plugin-yubikey",
+        ),
     ];
     let before = d.tree();
     for (args, needle) in &cases {
