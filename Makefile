@@ -5,7 +5,7 @@ DESTDIR ?=
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man/man1
 CARGO   ?= cargo
-BINS     = wm-snapshot wm-seal workmem-backup wm-verify
+BINS     = wm-snapshot wm-seal workmem-backup wm-verify wm-restore
 # Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself decides.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 RELEASE  = $(TARGET_DIR)/release

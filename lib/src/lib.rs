@@ -23,6 +23,7 @@ pub mod error;
 pub mod output;
 pub mod progress;
 pub mod report;
+pub mod restore;
 pub mod run;
 pub mod signals;
 pub mod spool;

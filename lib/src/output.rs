@@ -309,6 +309,11 @@ impl AtomicFile {
         &self.dest
     }
 
+    /// The file being written (e.g. to lock it before it has its name).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// fsync the data: durable, not yet in place. [`AtomicFile::commit`]
     /// does this itself; call it first to [`AtomicFile::read_back`] what is on disk.
     pub fn sync(&mut self) -> Result<(), OutputError> {

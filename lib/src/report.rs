@@ -66,6 +66,48 @@ impl TableRows {
     }
 }
 
+/// `wm-restore --json`: what was (or, with `--dry-run`, would be) kept,
+/// taken away and written; also when the restore fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Restoration {
+    /// The backup as the user named it.
+    pub backup: String,
+    /// The database put back.
+    pub target: String,
+    pub dry_run: bool,
+    pub restored: bool,
+    pub error: Option<String>,
+    /// The database that was there, under its new name.
+    pub kept: Option<Kept>,
+    /// Journal files taken away from beside the target (they are in `kept`).
+    pub removed: Vec<String>,
+    /// Names an interrupted restore had left, removed (their files live on
+    /// under the target's names).
+    pub cleaned: Vec<String>,
+    pub written: Option<Written>,
+    /// The backup's verification, as `wm-verify --json` reports it.
+    pub verification: Verification,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    /// `NAME.pre-restore-YYYYMMDDTHHMMSSZ`: open it with sqlite3 as it was.
+    pub name: String,
+    /// Every file of the kept set (the database and its journals).
+    pub files: Vec<String>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Written {
+    pub path: String,
+    pub bytes: u64,
+    pub page_size: u64,
+    pub page_count: u64,
+    /// "wal" or "delete": the image's own, as the backup holds it.
+    pub journal_mode: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

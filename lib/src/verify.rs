@@ -157,21 +157,29 @@ pub fn verify(
     run: &Run,
 ) -> (Verification, Result<(), VerifyError>) {
     let mut report = Verification::default();
-    let result = checks(input, key, opts, run, &mut report);
-    let result = match (result, run.stopped()) {
-        (Err(_), Some(stop)) => Err(VerifyError::Stop(stop)),
-        (r, _) => r,
-    };
-    (report, result)
+    let result = decrypt_whole(input, key, opts, run, &mut report).and_then(|plain| check(plain, run, &mut report));
+    (report, blame(result, run))
 }
 
-fn checks(
+/// A failure after a signal is the signal's doing.
+pub fn blame<T>(result: Result<T, VerifyError>, run: &Run) -> Result<T, VerifyError> {
+    match (result, run.stopped()) {
+        (Err(_), Some(stop)) => Err(VerifyError::Stop(stop)),
+        (r, _) => r,
+    }
+}
+
+/// The first half of [`verify`]: the age file opened, authenticated and
+/// decrypted whole into a spool, and the database's length checked against
+/// its header. What the caller may do with the plaintext before [`check`]
+/// hands it to SQLite: write it somewhere (wm-restore).
+pub fn decrypt_whole(
     input: Box<dyn BufRead + '_>,
     key: Key<'_>,
     opts: &Options,
     run: &Run,
     report: &mut Verification,
-) -> Result<(), VerifyError> {
+) -> Result<Plain, VerifyError> {
     run.progress.phase("decrypt", opts.size_hint);
     let (info, mut payload) = open::open(input, key)?;
     let header_len = info.header_len;
@@ -181,8 +189,13 @@ fn checks(
     let plain = decrypt(&mut payload, opts, run, report);
     report.ciphertext = header_len + payload.consumed();
     let (plain, db_header) = plain?;
-
     check_length(&plain, &db_header, report)?;
+    Ok(plain)
+}
+
+/// The second half of [`verify`]: `PRAGMA integrity_check`, every table
+/// counted, every FTS5 table queried.
+pub fn check(plain: Plain, run: &Run, report: &mut Verification) -> Result<(), VerifyError> {
     run.progress.phase("check", None);
     let opened = plain.into_connection()?;
     let conn = &opened.conn;

@@ -17,6 +17,7 @@ pub const WM_SNAPSHOT: &str = env!("CARGO_BIN_EXE_wm-snapshot");
 pub const WM_SEAL: &str = env!("CARGO_BIN_EXE_wm-seal");
 pub const WORKMEM_BACKUP: &str = env!("CARGO_BIN_EXE_workmem-backup");
 pub const WM_VERIFY: &str = env!("CARGO_BIN_EXE_wm-verify");
+pub const WM_RESTORE: &str = env!("CARGO_BIN_EXE_wm-restore");
 
 /// A temporary directory that is the test's whole world.
 pub struct Dir {

@@ -35,6 +35,13 @@ impl fmt::Display for PlainError {
 
 impl std::error::Error for PlainError {}
 
+/// Copying the plaintext out failed: reading the spool, or writing out.
+#[derive(Debug)]
+pub enum WriteError {
+    Read(PlainError),
+    Write(io::Error),
+}
+
 /// Where the plaintext waits.
 pub enum Plain {
     Memory(SqliteBuf),
@@ -104,6 +111,19 @@ impl Plain {
                 Ok(got)
             }
         }
+    }
+
+    /// Writes the whole plaintext to `out`, a megabyte at a time.
+    pub fn write_to(&self, out: &mut dyn io::Write) -> Result<(), WriteError> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < self.len() {
+            let n = (self.len() - off).min(buf.len() as u64) as usize;
+            self.read_at(&mut buf[..n], off).map_err(WriteError::Read)?;
+            out.write_all(&buf[..n]).map_err(WriteError::Write)?;
+            off += n as u64;
+        }
+        Ok(())
     }
 
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), PlainError> {

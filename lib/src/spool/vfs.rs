@@ -103,6 +103,42 @@ impl SpoolFile {
     pub fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
+
+    /// An unnamed copy of `src` (read through that very descriptor, from its
+    /// first byte), registered so that SQLite can open it.
+    pub fn copy_of(src: &File, dir: &Path) -> io::Result<SpoolFile> {
+        let spool = SpoolFile::create(dir)?;
+        copy_all(src, spool.file())?;
+        Ok(spool)
+    }
+
+    /// An unnamed copy of `src` registered as this spool's `suffix` file
+    /// (`-wal`, `-journal`), where SQLite looks for it. It lives as long as
+    /// this spool is registered, or until SQLite deletes it.
+    pub fn add_companion(&self, suffix: &str, src: &File) -> io::Result<()> {
+        let file = unnamed_file(&lock().dir)?;
+        copy_all(src, &file)?;
+        let mut name = self.name.clone();
+        name.extend_from_slice(suffix.as_bytes());
+        lock().files.insert(name, Arc::new(file));
+        Ok(())
+    }
+}
+
+/// Copies all of `src` into `dst` by position, leaving both offsets alone.
+fn copy_all(src: &File, dst: &File) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    loop {
+        let n = match src.read_at(&mut buf, off) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all_at(&buf[..n], off)?;
+        off += n as u64;
+    }
 }
 
 impl Drop for SpoolFile {

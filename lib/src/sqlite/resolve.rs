@@ -162,6 +162,24 @@ pub fn resolve_db_path(
     Err(ResolveError::NotFound { tried })
 }
 
+/// The database to write (a restore): the same precedence as
+/// [`resolve_db_path`], and when no candidate exists, the working
+/// directory's `memory.db`, to be created.
+pub fn resolve_db_target(
+    given: Option<&Path>,
+    env: &Env,
+    exe_dir: Option<&Path>,
+    cwd: impl FnOnce() -> io::Result<PathBuf>,
+) -> Result<Resolved, ResolveError> {
+    match resolve_db_path(given, env, exe_dir, cwd) {
+        Err(ResolveError::NotFound { mut tried }) => match tried.pop() {
+            Some(path) => Ok(Resolved { path, origin: Origin::Cwd }),
+            None => Err(ResolveError::NotFound { tried }),
+        },
+        other => other,
+    }
+}
+
 /// Lexical clean-up like Go's `filepath.Clean`: drops `.` components and
 /// duplicate slashes; `..` is kept (resolving it lexically is wrong with symlinks).
 fn clean(p: &Path) -> PathBuf {

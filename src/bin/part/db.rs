@@ -1,44 +1,43 @@
-//! `--db` and `--env-file`: which database, by the workmem server's rules.
+//! Which database `--db` and `--env-file` name, by the workmem server's rules.
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use wmbackup::sqlite::resolve::{self, DotenvOutcome, Env};
 use wmbackup::Error;
 
-#[derive(Debug, Args)]
-pub struct DbArgs {
-    /// Source database [default: $MEMORY_DB_PATH, else memory.db beside this program, else ./memory.db]
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+/// A resolver of the library: the database to read, or the one to write.
+pub type Resolver = fn(
+    Option<&Path>,
+    &Env,
+    Option<&Path>,
+    fn() -> std::io::Result<PathBuf>,
+) -> Result<resolve::Resolved, resolve::ResolveError>;
 
-    /// Load variables (MEMORY_DB_PATH) from a .env file first; the process environment wins
-    #[arg(long, value_name = "PATH")]
-    pub env_file: Option<PathBuf>,
-}
-
-impl DbArgs {
-    /// The database path. `--db ''` is a usage error (typically an unset
-    /// shell variable); a `.env` file that exists but cannot be read is a
-    /// warning, as in the server.
-    pub fn resolve(&self, prog: &str, quiet: bool) -> Result<PathBuf, Error> {
-        if self.db.as_deref().is_some_and(|p| p.as_os_str().is_empty()) {
-            return Err(Error::usage(
-                "resolve database: --db: empty path",
-                Some("give a path, or leave --db out to use MEMORY_DB_PATH or the default"),
-            ));
-        }
-        let mut env = Env::from_process();
-        if let Some(path) = &self.env_file {
-            match resolve::read_dotenv(path) {
-                Ok(DotenvOutcome::Loaded(pairs)) => env = env.with_dotenv(pairs),
-                Ok(DotenvOutcome::Missing) => {}
-                Err(e) if !quiet => eprintln!("{prog}: warning: {e}"),
-                Err(_) => {}
-            }
-        }
-        let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
-        let resolved = resolve::resolve_db_path(self.db.as_deref(), &env, exe_dir.as_deref(), std::env::current_dir)?;
-        Ok(resolved.path)
+/// `--db` (or `MEMORY_DB_PATH` from the environment or `env_file`, or the
+/// defaults), by `rule`: the database to read, or the one to write.
+pub fn resolve(
+    db: Option<&Path>,
+    env_file: Option<&Path>,
+    prog: &str,
+    quiet: bool,
+    rule: Resolver,
+) -> Result<PathBuf, Error> {
+    if db.is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(Error::usage(
+            "resolve database: --db: empty path",
+            Some("give a path, or leave --db out to use MEMORY_DB_PATH or the default"),
+        ));
     }
+    let mut env = Env::from_process();
+    if let Some(path) = env_file {
+        match resolve::read_dotenv(path) {
+            Ok(DotenvOutcome::Loaded(pairs)) => env = env.with_dotenv(pairs),
+            Ok(DotenvOutcome::Missing) => {}
+            Err(e) if !quiet => eprintln!("{prog}: warning: {e}"),
+            Err(_) => {}
+        }
+    }
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    let resolved = rule(db, &env, exe_dir.as_deref(), std::env::current_dir)?;
+    Ok(resolved.path)
 }

@@ -1,12 +1,13 @@
-//! The snapshot flags of wm-snapshot and workmem-backup.
+//! The source and snapshot flags of wm-snapshot and workmem-backup.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use wmbackup::sqlite::resolve;
 use wmbackup::sqlite::snapshot::{self, Method};
+use wmbackup::Error;
 
-use super::db::DbArgs;
 use super::spool::{place, SpoolArg};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -15,6 +16,26 @@ pub enum MethodArg {
     Vacuum,
     /// Stream pages from sqlite_dbpage in one read transaction: fastest.
     Pages,
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Source database [default: $MEMORY_DB_PATH, else memory.db beside this program, else ./memory.db]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Load variables (MEMORY_DB_PATH) from a .env file first; the process environment wins
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+}
+
+impl DbArgs {
+    /// The database path. `--db ''` is a usage error (typically an unset
+    /// shell variable); a `.env` file that exists but cannot be read is a
+    /// warning, as in the server.
+    pub fn resolve(&self, prog: &str, quiet: bool) -> Result<PathBuf, Error> {
+        super::db::resolve(self.db.as_deref(), self.env_file.as_deref(), prog, quiet, resolve::resolve_db_path)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,0 +1,660 @@
+//! Putting a backup back in place of a database, losing nothing.
+//!
+//! A database is a set of files: `NAME` and, beside it, `NAME-wal`,
+//! `NAME-shm` and `NAME-journal`. SQLite opens an existing `-wal` or hot
+//! `-journal` whatever the database file says, so a restored file beside the
+//! old set's journals is silently wrong (or corrupt). The order of work:
+//!
+//! 1. Inspect the set: the target must be a regular file or absent, never a
+//!    symlink, in an existing directory; so must its journals.
+//! 2. Lock it, and refuse when anyone uses it: SQLite's EXCLUSIVE lock on the
+//!    database, the WAL index's DMS byte (held by every open WAL connection,
+//!    idle ones included), and on Linux any process with a file of the set
+//!    open. The locks are held to the end: a server starting meanwhile waits
+//!    (its busy timeout) or fails; it never reads a half-changed set.
+//! 3. Decrypt and verify the backup as wm-verify does (in memory or an
+//!    unnamed spool), writing it to an unnamed file in the target's directory
+//!    on the way; fsync it. A backup that does not verify changes nothing.
+//! 4. When the old set's content is not all in `NAME` (a `-wal` or `-journal`
+//!    with something in it, e.g. after the server was killed), write that
+//!    content as one self-contained file, `OLD` (see [`old_image`]).
+//! 5. Keep the old set: hard-link each file to `NAME.pre-restore-STAMP` with
+//!    its suffix, journals first and the database last, refusing a name that
+//!    is taken; fsync the directory.
+//! 6. `OLD` replaces `NAME` (fsynced, renamed, directory fsynced). Beside the
+//!    old journals it means the same: replaying a WAL onto the pages it came
+//!    from, or rolling a journal back onto the pages it restores, changes
+//!    nothing.
+//! 7. Take the journals' names away (their files live on in the kept set);
+//!    fsync the directory. `NAME` alone holds the old content.
+//! 8. The new database replaces `NAME`: fsynced before, 0600, renamed, the
+//!    directory fsynced.
+//!
+//! A SIGKILL between any two steps leaves the old content in place (with its
+//! journals or without, whole either way, and the kept set), or the restored
+//! database alone; a rerun completes the restore. A failure in 5-8 undoes
+//! what was done, in reverse.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, BufRead, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::age::open::Key;
+use crate::clock::Utc;
+use crate::output::{AtomicFile, Destination, OutputError};
+use crate::report::{Kept, Restoration, Verification, Written};
+use crate::run::Run;
+use crate::spool::vfs::SpoolFile;
+use crate::sqlite::header::DbHeader;
+use crate::sqlite::lock::{self, Held, LockError};
+use crate::stop::{io_cause, Failure, Hint, Stop};
+use crate::verify::{self, VerifyError};
+
+/// The journals SQLite keeps beside a database, in the order they are kept.
+const JOURNALS: [&str; 3] = ["-journal", "-wal", "-shm"];
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub verify: verify::Options,
+    /// Say what would be kept, removed and written; change nothing.
+    pub dry_run: bool,
+    /// The time in the kept copy's name.
+    pub now: Option<Utc>,
+    /// How long to wait for a database that is in use to be let go.
+    pub busy_timeout: std::time::Duration,
+}
+
+/// What is wrong with the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetProblem {
+    IsDirectory,
+    NotRegular,
+    Symlink,
+    NoDirectory,
+}
+
+#[derive(Debug)]
+pub enum RestoreError {
+    Target {
+        path: PathBuf,
+        problem: TargetProblem,
+    },
+    Inspect {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Another process uses the database.
+    InUse {
+        path: PathBuf,
+        how: String,
+    },
+    Lock {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The kept copy's name is taken (two restores in one second).
+    KeptTaken {
+        path: PathBuf,
+    },
+    Verify(VerifyError),
+    Output(OutputError),
+    /// The old database's content could not be read into one file.
+    Old {
+        path: PathBuf,
+        cause: String,
+    },
+    /// A step of the swap failed (and was undone, unless `undo` says otherwise).
+    Step {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+        undo: Option<String>,
+    },
+    Stop(Stop),
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use RestoreError::*;
+        match self {
+            Target { path, problem } => {
+                let what = match problem {
+                    TargetProblem::IsDirectory => "is a directory, not a database",
+                    TargetProblem::NotRegular => "not a regular file",
+                    TargetProblem::Symlink => "is a symlink; restore to the file it points to",
+                    TargetProblem::NoDirectory => "its directory does not exist",
+                };
+                write!(f, "restore: {}: {what}", path.display())
+            }
+            Inspect { path, source } => write!(f, "restore: {}: {}", path.display(), io_cause(source)),
+            InUse { path, how } => write!(f, "restore: {}: in use ({how}); nothing was changed", path.display()),
+            Lock { path, source } => write!(f, "restore: {}: cannot lock it: {}", path.display(), io_cause(source)),
+            KeptTaken { path } => write!(f, "restore: {}: already exists; nothing was changed", path.display()),
+            Verify(e) => e.fmt(f),
+            Output(e) => e.fmt(f),
+            Old { path, cause } => {
+                write!(f, "restore: {}: cannot read the database being replaced: {cause}", path.display())
+            }
+            Step { what, path, source, undo: None } => {
+                write!(f, "restore: {what}: {}: {}; nothing was changed", path.display(), io_cause(source))
+            }
+            Step { what, path, source, undo: Some(left) } => {
+                write!(f, "restore: {what}: {}: {}; and undoing failed: {left}", path.display(), io_cause(source))
+            }
+            Stop(s) => s.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+impl Failure for RestoreError {
+    fn hint(&self) -> Option<Hint> {
+        use RestoreError::*;
+        match self {
+            InUse { .. } => {
+                Some("stop the workmem server (and anything else using the database) first, then retry".into())
+            }
+            Target { problem: TargetProblem::NoDirectory, .. } => Some("create the directory first".into()),
+            Lock { source, .. } | Inspect { source, .. }
+                if matches!(source.raw_os_error(), Some(nix::libc::EACCES | nix::libc::EPERM)) =>
+            {
+                Some("run as the database's owner".into())
+            }
+            KeptTaken { .. } => Some("wait a second and retry: the kept copy is named by the time".into()),
+            Verify(e) => e.hint(),
+            Output(e) => e.hint(),
+            Step { undo: Some(_), .. } => {
+                Some("the database and the kept copy are both in the directory: look before you retry".into())
+            }
+            _ => None,
+        }
+    }
+
+    fn stop(&self) -> Option<Stop> {
+        match self {
+            RestoreError::Stop(s) => Some(*s),
+            RestoreError::Verify(e) => e.stop(),
+            RestoreError::Output(e) => e.stop(),
+            _ => None,
+        }
+    }
+}
+
+impl From<OutputError> for RestoreError {
+    fn from(e: OutputError) -> Self {
+        RestoreError::Output(e)
+    }
+}
+
+/// One file of a database's set, as it was found.
+struct Member {
+    suffix: &'static str,
+    path: PathBuf,
+    meta: Metadata,
+}
+
+/// The target and the files of its set that exist.
+struct Set {
+    target: PathBuf,
+    dir: PathBuf,
+    name: OsString,
+    main: Option<Member>,
+    journals: Vec<Member>,
+}
+
+impl Set {
+    fn inspect(target: &Path) -> Result<Set, RestoreError> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = target
+            .file_name()
+            .ok_or(RestoreError::Target { path: target.into(), problem: TargetProblem::IsDirectory })?
+            .to_os_string();
+        let dir = std::fs::canonicalize(&parent)
+            .ok()
+            .filter(|d| d.is_dir())
+            .ok_or(RestoreError::Target { path: target.into(), problem: TargetProblem::NoDirectory })?;
+        let member = |suffix: &'static str| -> Result<Option<Member>, RestoreError> {
+            let mut n = name.clone();
+            n.push(suffix);
+            let path = dir.join(&n);
+            let shown = if suffix.is_empty() { target.to_path_buf() } else { path.clone() };
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    Err(RestoreError::Target { path: shown, problem: TargetProblem::Symlink })
+                }
+                Ok(m) if m.is_dir() => Err(RestoreError::Target { path: shown, problem: TargetProblem::IsDirectory }),
+                Ok(m) if !m.is_file() || m.file_type().is_fifo() => {
+                    Err(RestoreError::Target { path: shown, problem: TargetProblem::NotRegular })
+                }
+                Ok(meta) => Ok(Some(Member { suffix, path, meta })),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(RestoreError::Inspect { path: shown, source: e }),
+            }
+        };
+        let main = member("")?;
+        let mut journals = Vec::new();
+        for s in JOURNALS {
+            journals.extend(member(s)?);
+        }
+        Ok(Set { target: dir.join(&name), dir, name, main, journals })
+    }
+
+    fn journal(&self, suffix: &str) -> Option<&Member> {
+        self.journals.iter().find(|m| m.suffix == suffix)
+    }
+
+    /// Whether `NAME` alone does not hold the old content: a WAL with frames
+    /// in it, or a rollback journal with anything in it.
+    fn content_outside_main(&self) -> bool {
+        self.main.is_some()
+            && (self.journal("-wal").is_some_and(|m| m.meta.len() > 0)
+                || self.journal("-journal").is_some_and(|m| m.meta.len() > 0))
+    }
+
+    fn members(&self) -> impl Iterator<Item = &Member> {
+        self.journals.iter().chain(self.main.iter())
+    }
+
+    fn with_suffix(&self, base: &OsString, suffix: &str) -> PathBuf {
+        let mut n = base.clone();
+        n.push(suffix);
+        self.dir.join(n)
+    }
+}
+
+/// The locks that keep everyone else out until the restore is done.
+struct Locks {
+    main: Option<Held>,
+    _shm: Option<Held>,
+}
+
+fn open_rw(path: &Path) -> Result<File, RestoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| RestoreError::Lock { path: path.into(), source: e })
+}
+
+fn take(set: &Set) -> Result<Locks, RestoreError> {
+    let busy = |path: &Path, how: &str| RestoreError::InUse { path: path.into(), how: how.into() };
+    let main = match &set.main {
+        Some(m) => Some(match lock::database(open_rw(&m.path)?) {
+            Ok(h) => h,
+            Err(LockError::Busy) => return Err(busy(&set.target, "a connection holds SQLite's lock on it")),
+            Err(LockError::Io(e)) => return Err(RestoreError::Lock { path: m.path.clone(), source: e }),
+        }),
+        None => None,
+    };
+    let shm = match set.journal("-shm") {
+        Some(m) => Some(match lock::wal_index(open_rw(&m.path)?) {
+            Ok(h) => h,
+            Err(LockError::Busy) => return Err(busy(&set.target, "a connection has its WAL index open")),
+            Err(LockError::Io(e)) => return Err(RestoreError::Lock { path: m.path.clone(), source: e }),
+        }),
+        None => None,
+    };
+    if let Some((pid, comm)) = holder(set) {
+        return Err(busy(&set.target, &format!("process {pid} ({comm}) has it open")));
+    }
+    Ok(Locks { main, _shm: shm })
+}
+
+/// [`take`], retried every 50 ms while the database is in use, up to `wait`.
+fn take_within(set: &Set, wait: std::time::Duration, run: &Run) -> Result<Locks, RestoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match take(set) {
+            Err(RestoreError::InUse { .. }) if started.elapsed() < wait => {
+                run.check().map_err(RestoreError::Stop)?;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Another process with a file of the set open, as far as `/proc` shows
+/// (the processes of other users are not visible to an unprivileged user).
+#[cfg(target_os = "linux")]
+fn holder(set: &Set) -> Option<(u32, String)> {
+    let ids: Vec<(u64, u64)> = set.members().map(|m| (m.meta.dev(), m.meta.ino())).collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(m) = std::fs::metadata(fd.path()) {
+                if ids.contains(&(m.dev(), m.ino())) {
+                    let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                    return Some((pid, comm.trim().to_string()));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+fn holder(_set: &Set) -> Option<(u32, String)> {
+    None
+}
+
+/// Restores the backup read from `input` over `target`. The report says what
+/// was kept, removed and written, also when the result is an error.
+pub fn restore(
+    input: Box<dyn BufRead + '_>,
+    key: Key<'_>,
+    target: &Path,
+    opts: &Options,
+    run: &Run,
+) -> (Restoration, Result<(), RestoreError>) {
+    let mut report = Restoration { target: target.display().to_string(), dry_run: opts.dry_run, ..Default::default() };
+    let result = steps(input, key, target, opts, run, &mut report);
+    let result = match (result, run.stopped()) {
+        (Err(_), Some(stop)) => Err(RestoreError::Stop(stop)),
+        (r, _) => r,
+    };
+    report.restored = result.is_ok() && !opts.dry_run;
+    (report, result)
+}
+
+fn steps(
+    input: Box<dyn BufRead + '_>,
+    key: Key<'_>,
+    target: &Path,
+    opts: &Options,
+    run: &Run,
+    report: &mut Restoration,
+) -> Result<(), RestoreError> {
+    let set = Set::inspect(target)?;
+    let locks = take_within(&set, opts.busy_timeout, run)?;
+    // The new database, unnamed until the end; its creation proves the directory writable.
+    let mut new = AtomicFile::create(Destination::resolve(&set.target)?)?;
+    let _new_locked = hold(new.file(), &set.target)?;
+    let written = decrypt_verified(input, key, opts, run, &mut new, &mut report.verification)?;
+    report.written = Some(written);
+    run.check().map_err(RestoreError::Stop)?;
+
+    let stamp = opts.now.unwrap_or_else(Utc::now).stamp();
+    let mut kept_name = set.name.clone();
+    kept_name.push(format!(".pre-restore-{stamp}"));
+    report.cleaned = clean_interrupted(&set, opts.dry_run)?;
+    let plan = Plan::new(&set, &kept_name)?;
+    report.kept = plan.kept.clone();
+    report.removed = set.journals.iter().map(|m| m.path.display().to_string()).collect();
+    if opts.dry_run {
+        return Ok(());
+    }
+    let old = match (set.content_outside_main(), &locks.main) {
+        (true, Some(main)) => Some(old_image(&set, main, &opts.verify, run)?),
+        _ => None,
+    };
+    run.check().map_err(RestoreError::Stop)?;
+    // From here on the swap runs to its end, or is undone: a signal waits.
+    swap(&set, &plan, old, new)
+}
+
+/// Holds SQLite's EXCLUSIVE lock on a file that will get the target's name,
+/// so that no connection opens it before the restore is done.
+fn hold(file: &File, target: &Path) -> Result<Held, RestoreError> {
+    let dup = file.try_clone().map_err(|e| RestoreError::Lock { path: target.into(), source: e })?;
+    lock::database(dup).map_err(|e| match e {
+        LockError::Busy => RestoreError::InUse { path: target.into(), how: "its new file is locked by another".into() },
+        LockError::Io(e) => RestoreError::Lock { path: target.into(), source: e },
+    })
+}
+
+/// Decrypts and verifies the backup, writing its plaintext into `new` (and
+/// fsyncing it) before SQLite checks it.
+fn decrypt_verified(
+    input: Box<dyn BufRead + '_>,
+    key: Key<'_>,
+    opts: &Options,
+    run: &Run,
+    new: &mut AtomicFile,
+    report: &mut Verification,
+) -> Result<Written, RestoreError> {
+    let plain = verify::blame(verify::decrypt_whole(input, key, &opts.verify, run, report), run)
+        .map_err(RestoreError::Verify)?;
+    let path = new.destination().path.clone();
+    run.progress.phase("write", Some(plain.len()));
+    plain.write_to(new).map_err(|e| match e {
+        crate::spool::plain::WriteError::Read(p) => RestoreError::Verify(p.into()),
+        crate::spool::plain::WriteError::Write(source) => RestoreError::Output(OutputError::Write { path, source }),
+    })?;
+    run.progress.phase("sync", None);
+    new.sync()?;
+    let mut head = [0u8; 100];
+    plain.read_at(&mut head, 0).map_err(|e| RestoreError::Verify(e.into()))?;
+    let h = DbHeader::parse(&head).map_err(|e| RestoreError::Verify(VerifyError::NotSqlite(e)))?;
+    let written = Written {
+        path: new.destination().path.display().to_string(),
+        bytes: plain.len(),
+        page_size: h.page_size as u64,
+        page_count: plain.len() / h.page_size as u64,
+        journal_mode: if h.wal { "wal" } else { "delete" }.into(),
+    };
+    verify::blame(verify::check(plain, run, report), run).map_err(RestoreError::Verify)?;
+    Ok(written)
+}
+
+/// Names a restore that was killed while keeping the old set left behind:
+/// `NAME.pre-restore-*-wal` (or `-shm`, `-journal`) without its database,
+/// whose file is still the one the target's journal has. Removing such a name
+/// removes nothing: the file lives on under the target's name.
+fn clean_interrupted(set: &Set, dry_run: bool) -> Result<Vec<String>, RestoreError> {
+    let mut prefix = set.name.clone();
+    prefix.push(".pre-restore-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let mut cleaned = Vec::new();
+    let entries =
+        std::fs::read_dir(&set.dir).map_err(|e| RestoreError::Inspect { path: set.dir.clone(), source: e })?;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else { continue };
+        let Some(journal) = set.journals.iter().find(|m| rest.ends_with(m.suffix)) else { continue };
+        let main = set.dir.join(&file_name[..file_name.len() - journal.suffix.len()]);
+        let same = std::fs::symlink_metadata(entry.path())
+            .is_ok_and(|m| m.dev() == journal.meta.dev() && m.ino() == journal.meta.ino());
+        if same && std::fs::symlink_metadata(&main).is_err() {
+            if !dry_run {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| RestoreError::Inspect { path: entry.path(), source: e })?;
+            }
+            cleaned.push(entry.path().display().to_string());
+        }
+    }
+    Ok(cleaned)
+}
+
+/// The kept set's names, checked free.
+struct Plan {
+    kept: Option<Kept>,
+    /// (file of the set, its kept name), journals first, the database last.
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Plan {
+    fn new(set: &Set, kept_name: &OsString) -> Result<Plan, RestoreError> {
+        let links: Vec<(PathBuf, PathBuf)> =
+            set.members().map(|m| (m.path.clone(), set.with_suffix(kept_name, m.suffix))).collect();
+        for suffix in std::iter::once("").chain(JOURNALS) {
+            let path = set.with_suffix(kept_name, suffix);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                return Err(RestoreError::KeptTaken { path });
+            }
+        }
+        let kept = (!links.is_empty()).then(|| Kept {
+            name: set.dir.join(kept_name).display().to_string(),
+            files: links.iter().map(|(_, k)| k.display().to_string()).collect(),
+            bytes: set.members().map(|m| m.meta.len()).sum(),
+        });
+        Ok(Plan { kept, links })
+    }
+}
+
+/// The old set's content as one self-contained database file, page for
+/// page what SQLite sees: the database with its WAL's frames applied, or its
+/// hot journal rolled back. Read from unnamed copies (through the locked
+/// descriptor for the database), so that neither the set nor its kept copy
+/// is touched, and no copy of it has a name.
+fn old_image(set: &Set, main: &Held, opts: &verify::Options, run: &Run) -> Result<AtomicFile, RestoreError> {
+    let path = set.target.clone();
+    let old = |cause: String| RestoreError::Old { path: path.clone(), cause };
+    let spool_dir = opts.spool.dir();
+    let copy = SpoolFile::copy_of(main.file(), &spool_dir).map_err(|e| old(io_cause(&e)))?;
+    for suffix in ["-wal", "-journal"] {
+        if let Some(m) = set.journal(suffix) {
+            let f = File::open(&m.path).map_err(|e| old(format!("{}: {}", m.path.display(), io_cause(&e))))?;
+            copy.add_companion(suffix, &f).map_err(|e| old(io_cause(&e)))?;
+        }
+    }
+    run.progress.phase("old copy", None);
+    let conn = Connection::open_with_flags(
+        copy.uri(),
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| old(e.to_string()))?;
+    let _watch = run.cancel.watch_sqlite(&conn);
+    // No shared memory in this VFS: WAL only in exclusive mode, which is ours anyway.
+    conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = MEMORY; BEGIN")
+        .map_err(|e| old(e.to_string()))?;
+    let mut out = AtomicFile::create(Destination::resolve(&set.target)?)?;
+    let mut stmt =
+        conn.prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno").map_err(|e| old(e.to_string()))?;
+    let mut rows = stmt.query([]).map_err(|e| old(e.to_string()))?;
+    let mut expect = 1i64;
+    while let Some(row) = rows.next().map_err(|e| old(e.to_string()))? {
+        let pgno: i64 = row.get(0).map_err(|e| old(e.to_string()))?;
+        let data = row.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(|e| old(e.to_string()))?;
+        if pgno != expect {
+            return Err(old(format!("page {expect} is missing")));
+        }
+        out.write_all(data).map_err(|source| OutputError::Write { path: set.target.clone(), source })?;
+        expect += 1;
+    }
+    drop(rows);
+    drop(stmt);
+    drop(conn);
+    out.sync()?;
+    Ok(out)
+}
+
+/// What the swap has done so far, to be undone in reverse on failure.
+enum Done {
+    Linked(PathBuf),
+    OldInPlace { kept_main: PathBuf },
+    Unlinked { name: PathBuf, kept: PathBuf },
+}
+
+/// Steps 5 to 8: keep the old set, put the old content in place as one file,
+/// take the journals' names away, put the new database in place.
+fn swap(set: &Set, plan: &Plan, old: Option<AtomicFile>, new: AtomicFile) -> Result<(), RestoreError> {
+    let dir = File::open(&set.dir).map_err(|e| RestoreError::Inspect { path: set.dir.clone(), source: e })?;
+    let mut done = Vec::new();
+    let result = swap_steps(set, plan, &dir, old, new, &mut done);
+    match result {
+        Ok(()) => Ok(()),
+        // The restored database is in place; only its directory's fsync failed.
+        Err(e @ RestoreError::Output(OutputError::SyncDir { .. })) => Err(e),
+        Err(RestoreError::Step { what, path, source, .. }) => {
+            let undo = undo(&dir, &set.target, done).err();
+            Err(RestoreError::Step { what, path, source, undo })
+        }
+        Err(other) => {
+            let _ = undo(&dir, &set.target, done);
+            Err(other)
+        }
+    }
+}
+
+fn step<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> RestoreError + 'p {
+    move |source| RestoreError::Step { what, path: path.to_path_buf(), source, undo: None }
+}
+
+fn swap_steps(
+    set: &Set,
+    plan: &Plan,
+    dir: &File,
+    old: Option<AtomicFile>,
+    new: AtomicFile,
+    done: &mut Vec<Done>,
+) -> Result<(), RestoreError> {
+    for (from, kept) in &plan.links {
+        std::fs::hard_link(from, kept).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => RestoreError::KeptTaken { path: kept.clone() },
+            _ => step("keep the old database", kept)(e),
+        })?;
+        done.push(Done::Linked(kept.clone()));
+    }
+    dir.sync_all().map_err(step("fsync directory", &set.dir))?;
+    if let Some(old) = old {
+        // Locked before it has the target's name, until the end of the swap.
+        let _old_locked = hold(old.file(), &set.target)?;
+        let kept_main = plan.links.last().map(|(_, k)| k.clone()).unwrap_or_default();
+        old.commit().map_err(|e| match e {
+            OutputError::Rename { path, source } | OutputError::Sync { path, source } => {
+                step("put the old content in place", &path)(source)
+            }
+            other => RestoreError::Output(other),
+        })?;
+        done.push(Done::OldInPlace { kept_main });
+    }
+    for m in &set.journals {
+        std::fs::remove_file(&m.path).map_err(step("take the old journal away", &m.path))?;
+        let kept = plan.links.iter().find(|(f, _)| *f == m.path).map(|(_, k)| k.clone()).unwrap_or_default();
+        done.push(Done::Unlinked { name: m.path.clone(), kept });
+    }
+    dir.sync_all().map_err(step("fsync directory", &set.dir))?;
+    new.commit().map_err(|e| match e {
+        OutputError::Rename { path, source } | OutputError::Sync { path, source } => {
+            step("put the restored database in place", &path)(source)
+        }
+        other => RestoreError::Output(other),
+    })
+}
+
+/// Puts back what the swap did, newest first: journals relinked, the old
+/// database renamed back, the kept names removed.
+fn undo(dir: &File, target: &Path, done: Vec<Done>) -> Result<(), String> {
+    let mut left = Vec::new();
+    for d in done.into_iter().rev() {
+        let r = match &d {
+            Done::Unlinked { name, kept } => std::fs::hard_link(kept, name),
+            Done::OldInPlace { kept_main } => std::fs::rename(kept_main, target),
+            Done::Linked(kept) => match std::fs::remove_file(kept) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = r {
+            left.push(match d {
+                Done::Unlinked { name, .. } => format!("{}: {}", name.display(), io_cause(&e)),
+                Done::OldInPlace { kept_main } => format!("{}: {}", kept_main.display(), io_cause(&e)),
+                Done::Linked(kept) => format!("{}: {}", kept.display(), io_cause(&e)),
+            });
+        }
+    }
+    let _ = dir.sync_all();
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(left.join(", "))
+    }
+}

@@ -1,0 +1,209 @@
+//! wm-restore: put a backup back in place of the workmem database, losing nothing.
+
+mod common;
+#[path = "part/db.rs"]
+mod db;
+#[path = "part/input.rs"]
+mod input;
+#[path = "part/progress.rs"]
+mod progress;
+#[path = "part/spool.rs"]
+mod spool;
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::{human, note, seconds, Common};
+use progress::ProgressBar;
+use spool::SpoolArg;
+use wmbackup::age::identity;
+use wmbackup::age::open::{Key, OpenError};
+use wmbackup::report::Restoration;
+use wmbackup::restore::{self, RestoreError};
+use wmbackup::run::Run;
+use wmbackup::signals::{open_read, Cancel, CancelRead};
+use wmbackup::sqlite::resolve;
+use wmbackup::verify::{self, VerifyError};
+use wmbackup::Error;
+
+const PROG: &str = "wm-restore";
+
+/// Restore an age-encrypted backup over the workmem database, safely: the
+/// backup is verified first, the database being replaced is kept whole
+/// (with its -wal, -shm and -journal) under a new name, and no journal of
+/// the old database is ever left beside the restored one.
+#[derive(Parser, Debug)]
+#[command(
+    name = PROG,
+    version,
+    after_help = "Exit status: 0 restored (or, with --dry-run, would be), 1 not restored (nothing changed), 2 usage error.\n\nExamples:\n  wm-restore -i key.txt memory.db.age\n  rclone cat remote:memory.db.age | wm-restore -i key.txt --db /srv/workmem/memory.db\n  wm-restore -i key.txt --dry-run memory.db.age\n\nSee wm-restore(1)."
+)]
+struct Cli {
+    /// Decrypt with the identities in FILE: age-keygen output or an SSH private key (repeatable; - is standard input)
+    #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
+    identity: Vec<PathBuf>,
+
+    /// Database to restore [default: $MEMORY_DB_PATH, else memory.db beside this program, else ./memory.db]
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+
+    /// Load variables (MEMORY_DB_PATH) from a .env file first; the process environment wins
+    #[arg(long, value_name = "PATH")]
+    env_file: Option<PathBuf>,
+
+    /// Where the decrypted database waits while it is verified
+    #[arg(long, value_enum, default_value = "auto")]
+    spool: SpoolArg,
+
+    /// Directory for a disk spool [default: $TMPDIR, else /tmp]
+    #[arg(long, value_name = "DIR")]
+    tmpdir: Option<PathBuf>,
+
+    /// How long to wait for a connection that holds the database locked before giving up
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    busy_timeout: u64,
+
+    /// Verify the backup and say what would be kept, removed and written; change nothing
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Print the report as one JSON object on standard output (also when the restore fails)
+    #[arg(long)]
+    json: bool,
+
+    /// No report on stderr, only errors
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// The age file to restore; - or absent is standard input
+    #[arg(value_name = "BACKUP")]
+    backup: Option<PathBuf>,
+
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
+    common::main_with(PROG, |cancel| run(&cli, cancel))
+}
+
+fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
+    let started = Instant::now();
+    let from_stdin = cli.backup.as_deref().is_none_or(|p| p == Path::new("-"));
+    if from_stdin && cli.identity.iter().any(|p| p == Path::new("-")) {
+        return Err(Error::usage(
+            "-i - and the backup cannot both come from standard input",
+            Some("pass the backup as a file argument, or the identity as a file"),
+        ));
+    }
+    let name = match &cli.backup {
+        Some(p) if !from_stdin => p.display().to_string(),
+        _ => "standard input".to_string(),
+    };
+    let target = db::resolve(cli.db.as_deref(), cli.env_file.as_deref(), PROG, cli.quiet, resolve::resolve_db_target)?;
+    let identities = identity::collect(&cli.identity, cancel)?;
+    let vopts = verify::Options { spool: spool::place(cli.spool, cli.tmpdir.as_ref()), size_hint: None };
+    vopts.validate().map_err(|e| Error::about(&name, e))?;
+    let (input, size_hint) = open_backup(cli, from_stdin, &name, cancel)?;
+    let opts = restore::Options {
+        verify: verify::Options { size_hint, ..vopts },
+        dry_run: cli.dry_run,
+        now: None,
+        busy_timeout: Duration::from_millis(cli.busy_timeout),
+    };
+
+    let (progress, bar) = ProgressBar::start(cli.quiet || cli.json, |phase| phase);
+    let run = Run::new(cancel.clone(), progress);
+    let (mut report, result) = restore::restore(input, Key::Identities(&identities), &target, &opts, &run);
+    drop(bar);
+    report.backup = name.clone();
+    let result = result.map_err(|e| match e {
+        RestoreError::Verify(v) => Error::about(&name, v),
+        other => Error::from(other),
+    });
+    if cli.json && !matches!(result, Err(Error::Stopped(_))) {
+        report.error = result.as_ref().err().map(|e| e.to_string());
+        print_json(&report)?;
+    }
+    result?;
+    if !cli.json {
+        note(PROG, cli.quiet, &human_report(&report, started));
+    }
+    Ok(())
+}
+
+/// The report as one compact JSON object on standard output.
+fn print_json(report: &Restoration) -> Result<(), Error> {
+    let stdout = Path::new("standard output");
+    let text = serde_json::to_string(report).map_err(|e| Error::writing(stdout, e.into()))?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| Error::writing(stdout, e))
+}
+
+/// The backup as a buffered reader that a signal interrupts, and its size when it has one.
+fn open_backup(
+    cli: &Cli,
+    from_stdin: bool,
+    name: &str,
+    cancel: &Cancel,
+) -> Result<(Box<dyn BufRead>, Option<u64>), Error> {
+    let unreadable = |e: io::Error| Error::about(name, VerifyError::Open(OpenError::Read(e)));
+    let (file, size) = match &cli.backup {
+        Some(p) if !from_stdin => {
+            let f = open_read(p, cancel).map_err(unreadable)?;
+            let meta = f.metadata().map_err(unreadable)?;
+            (f, meta.is_file().then_some(meta.len()))
+        }
+        _ => (
+            input::stdin_data(
+                "pipe the backup in, e.g. rclone cat remote:memory.db.age | wm-restore -i key.txt, or name the file",
+            )?,
+            None,
+        ),
+    };
+    Ok((Box::new(BufReader::with_capacity(1 << 20, CancelRead::new(file, cancel))), size))
+}
+
+/// What was done, on stderr.
+fn human_report(r: &Restoration, started: Instant) -> String {
+    let verb = if r.dry_run { "would restore" } else { "restored" };
+    let mut s = format!("{verb} {} to {}", r.backup, r.target);
+    if let Some(w) = &r.written {
+        s += &format!(" ({}, {} pages, {} journal mode)", human(w.bytes), w.page_count, w.journal_mode);
+    }
+    s += &format!(" in {}", seconds(started.elapsed()));
+    let would = if r.dry_run { "would keep" } else { "kept" };
+    match &r.kept {
+        Some(k) => {
+            s += &format!(
+                "\n  {would:<10} {} ({} file(s), {}): open it with sqlite3 as it was",
+                k.name,
+                k.files.len(),
+                human(k.bytes)
+            );
+        }
+        None => s += "\n  kept       nothing: there was no database there",
+    }
+    for path in &r.removed {
+        let verb = if r.dry_run { "would move" } else { "moved" };
+        s += &format!("\n  {verb:<10} {path} into the kept copy");
+    }
+    for path in &r.cleaned {
+        s += &format!("\n  cleaned    {path} (left by an interrupted restore; its file is still in place)");
+    }
+    let v = &r.verification;
+    s += &format!(
+        "\n  verified   integrity_check {}, {} tables counted, {} FTS5 table(s) queried",
+        v.integrity_check.as_deref().unwrap_or("-"),
+        v.tables.len(),
+        v.fts5.len()
+    );
+    if r.dry_run {
+        s += "\n  dry run: nothing was changed";
+    }
+    s
+}
