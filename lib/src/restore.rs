@@ -172,6 +172,9 @@ impl Failure for RestoreError {
             Step { undo: Some(_), .. } => {
                 Some("the database and the kept copy are both in the directory: look before you retry".into())
             }
+            Step { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                Some("free some space in the database's directory, then retry".into())
+            }
             _ => None,
         }
     }
@@ -309,16 +312,19 @@ fn take(set: &Set) -> Result<Locks, RestoreError> {
     Ok(Locks { main, _shm: shm })
 }
 
-/// [`take`], retried every 50 ms while the database is in use, up to `wait`.
-fn take_within(set: &Set, wait: std::time::Duration, run: &Run) -> Result<Locks, RestoreError> {
+/// The set, inspected and locked; retried every 50 ms while the database is
+/// in use, up to `wait` (the set may change meanwhile: a journal goes away).
+fn take_within(target: &Path, wait: std::time::Duration, run: &Run) -> Result<(Set, Locks), RestoreError> {
     let started = std::time::Instant::now();
     loop {
-        match take(set) {
+        let set = Set::inspect(target)?;
+        match take(&set) {
+            Ok(locks) => return Ok((set, locks)),
             Err(RestoreError::InUse { .. }) if started.elapsed() < wait => {
                 run.check().map_err(RestoreError::Stop)?;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -382,8 +388,7 @@ fn steps(
     run: &Run,
     report: &mut Restoration,
 ) -> Result<(), RestoreError> {
-    let set = Set::inspect(target)?;
-    let locks = take_within(&set, opts.busy_timeout, run)?;
+    let (set, locks) = take_within(target, opts.busy_timeout, run)?;
     // The new database, unnamed until the end; its creation proves the directory writable.
     let mut new = AtomicFile::create(Destination::resolve(&set.target)?)?;
     let _new_locked = hold(new.file(), &set.target)?;
@@ -436,10 +441,13 @@ fn decrypt_verified(
     run.progress.phase("write", Some(plain.len()));
     plain.write_to(new).map_err(|e| match e {
         crate::spool::plain::WriteError::Read(p) => RestoreError::Verify(p.into()),
-        crate::spool::plain::WriteError::Write(source) => RestoreError::Output(OutputError::Write { path, source }),
+        crate::spool::plain::WriteError::Write(source) => step("write the restored database", &path)(source),
     })?;
     run.progress.phase("sync", None);
-    new.sync()?;
+    new.sync().map_err(|e| match e {
+        OutputError::Sync { path, source } => step("fsync the restored database", &path)(source),
+        other => RestoreError::Output(other),
+    })?;
     let mut head = [0u8; 100];
     plain.read_at(&mut head, 0).map_err(|e| RestoreError::Verify(e.into()))?;
     let h = DbHeader::parse(&head).map_err(|e| RestoreError::Verify(VerifyError::NotSqlite(e)))?;
