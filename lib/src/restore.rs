@@ -463,30 +463,49 @@ fn decrypt_verified(
 }
 
 /// Names a restore that was killed while keeping the old set left behind:
-/// `NAME.pre-restore-*-wal` (or `-shm`, `-journal`) without its database,
-/// whose file is still the one the target's journal has. Removing such a name
-/// removes nothing: the file lives on under the target's name.
+/// `NAME.pre-restore-*` files that are other names of the very files still
+/// in place under the target's names (the kill came before the old content
+/// moved). Removing such a name removes nothing. A kept set whose database
+/// is a file of its own is a real copy and is never touched.
 fn clean_interrupted(set: &Set, dry_run: bool) -> Result<Vec<String>, RestoreError> {
     let mut prefix = set.name.clone();
     prefix.push(".pre-restore-");
     let prefix = prefix.to_string_lossy().into_owned();
-    let mut cleaned = Vec::new();
+    let same = |p: &Path, m: &Member| {
+        std::fs::symlink_metadata(p).is_ok_and(|k| k.dev() == m.meta.dev() && k.ino() == m.meta.ino())
+    };
     let entries =
         std::fs::read_dir(&set.dir).map_err(|e| RestoreError::Inspect { path: set.dir.clone(), source: e })?;
+    let mut aliases = Vec::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name.strip_prefix(&prefix) else { continue };
-        let Some(journal) = set.journals.iter().find(|m| rest.ends_with(m.suffix)) else { continue };
-        let main = set.dir.join(&file_name[..file_name.len() - journal.suffix.len()]);
-        let same = std::fs::symlink_metadata(entry.path())
-            .is_ok_and(|m| m.dev() == journal.meta.dev() && m.ino() == journal.meta.ino());
-        if same && std::fs::symlink_metadata(&main).is_err() {
-            if !dry_run {
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| RestoreError::Inspect { path: entry.path(), source: e })?;
-            }
-            cleaned.push(entry.path().display().to_string());
+        if !file_name.starts_with(&prefix) {
+            continue;
         }
+        let suffix = JOURNALS.iter().find(|s| file_name.ends_with(*s)).copied().unwrap_or("");
+        let main = set.dir.join(&file_name[..file_name.len() - suffix.len()]);
+        // The kept set this name belongs to is an alias when its database is
+        // absent or is the target's own file, and this name is one of the
+        // target's files too.
+        let set_is_alias = match (std::fs::symlink_metadata(&main), &set.main) {
+            (Err(_), _) => true,
+            (Ok(_), Some(m)) => same(&main, m),
+            (Ok(_), None) => false,
+        };
+        let member = if suffix.is_empty() { set.main.as_ref() } else { set.journal(suffix) };
+        if set_is_alias && member.is_some_and(|m| same(&entry.path(), m)) {
+            aliases.push(entry.path());
+        }
+    }
+    // Journals before the database, so that a kill here leaves no journal
+    // name without its database under a name that is not an alias.
+    aliases.sort_by_key(|p| !JOURNALS.iter().any(|s| p.to_string_lossy().ends_with(s)));
+    let mut cleaned = Vec::new();
+    for path in aliases {
+        if !dry_run {
+            std::fs::remove_file(&path).map_err(|e| RestoreError::Inspect { path: path.clone(), source: e })?;
+        }
+        cleaned.push(path.display().to_string());
     }
     Ok(cleaned)
 }

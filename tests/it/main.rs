@@ -11,6 +11,7 @@ mod man;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
+mod reliability_restore;
 mod wm_restore;
 mod wm_seal;
 mod wm_snapshot;
