@@ -281,7 +281,15 @@ fn an_idle_rollback_connection_in_another_process_makes_it_in_use() {
     }
     let fx = Fx::new(false);
     let child = sqlite3_session(&fx.db, "SELECT count(*) FROM t;\n", || true);
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the process has the database open (it may be slow to start).
+    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let started = Instant::now();
+    while !std::fs::read_dir(&fds)
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == fx.db))))
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "sqlite3 never opened the database");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before = fx.d.tree();
     let out = fx.restore(&["--busy-timeout", "100", "memory.db.age"]).go();
     out.expect(1, "in use (process").one_line_error(PROG);
