@@ -89,7 +89,7 @@ fn measure(script: &str, out: &Path) -> Result<Sample, String> {
     if let Ok(entries) = std::fs::read_dir(out) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".age") || name == "e.db" {
+            if name.ends_with(".age") || name == "e.db" || name.starts_with("restore") {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -177,6 +177,15 @@ fn main() {
         sh(&format!("age-keygen -o {} 2>/dev/null && age-keygen -y {} > {}", q(&identity), q(&identity), q(&keys)));
     }
     let recipient = std::fs::read_to_string(&keys).unwrap().trim().to_string();
+    // A post-quantum key (ML-KEM-768 + X25519) beside the X25519 one.
+    let pq_identity = root.join("identity-pq.txt");
+    let pq_keys = root.join("keys-pq.txt");
+    if !pq_keys.exists() {
+        use age::secrecy::ExposeSecret;
+        let id = wmbackup::age::pq::HybridIdentity::generate();
+        std::fs::write(&pq_identity, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        std::fs::write(&pq_keys, format!("{}\n", id.to_public())).unwrap();
+    }
     let machine = describe_machine();
     println!("wm-bench: {runs} interleaved runs per case; {machine}");
 
@@ -204,6 +213,7 @@ fn main() {
         let vin = out.join("verify.in");
         sh(&format!("{}/workmem-backup -q --db {} --to {} -R {}", bin.display(), q(&db), q(&vin), q(&keys)));
         let (b, o, k, r) = (bin.display().to_string(), out.clone(), q(&keys), recipient.clone());
+        let kpq = q(&pq_keys);
         let (id, vq) = (q(&identity), q(&vin));
         let dbq = q(&db);
         let oq = |n: &str| q(&o.join(n));
@@ -212,6 +222,8 @@ fn main() {
             ("A vacuum memory", format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r} --spool memory", oq("a.age"))),
             ("A vacuum disk", format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r} --spool disk", oq("a.age"))),
             ("A pages", format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r} --method pages", oq("a.age"))),
+            ("A pages PQ", format!("{b}/workmem-backup -q --db {dbq} --to {} -R {kpq} --method pages", oq("a.age"))),
+            ("A vacuum auto PQ", format!("{b}/workmem-backup -q --db {dbq} --to {} -R {kpq}", oq("a.age"))),
             ("B pipeline", format!("{b}/wm-snapshot --db {dbq} | {b}/wm-seal -q --to {} -r {r}", oq("b.age"))),
             ("B pipeline pages", format!("{b}/wm-snapshot --db {dbq} --method pages | {b}/wm-seal -q --to {} -r {r}", oq("b.age"))),
             (
@@ -227,6 +239,18 @@ fn main() {
             ("E sqlite3 disk", format!("sqlite3 {dbq} \"VACUUM INTO '{}'\" && rm {}", o.join("e.db").display(), oq("e.db"))),
             ("F floor", format!("age -R {k} -o {} {} && sync {} {}", oq("f.age"), q(&snapshot), oq("f.age"), q(&o))),
             ("V wm-verify", format!("{b}/wm-verify -q -i {id} {vq}")),
+            ("R wm-restore", format!("{b}/wm-restore -q -i {id} --db {} {vq}", oq("restore.db"))),
+            ("R wm-restore disk", format!("{b}/wm-restore -q -i {id} --spool disk --db {} {vq}", oq("restore.db"))),
+            (
+                "R age -d + sync + sqlite3",
+                format!(
+                    "age -d -i {id} -o {} {vq} && sync {} {} && test \"$(sqlite3 {} 'PRAGMA integrity_check')\" = ok",
+                    oq("restore2.db"),
+                    oq("restore2.db"),
+                    q(&o),
+                    oq("restore2.db")
+                ),
+            ),
             ("V wm-verify disk", format!("{b}/wm-verify -q -i {id} --spool disk {vq}")),
             (
                 "V age -d + sqlite3 tmpfs",
@@ -247,6 +271,7 @@ fn main() {
             cases.push(("D wm-seal >null", format!("{b}/wm-seal --raw -R {k} < {rq} > /dev/null")));
             cases.push(("D age >null", format!("age -R {k} < {rq} > /dev/null")));
             cases.push(("D wm-seal --to", format!("{b}/wm-seal --raw -R {k} --to {} < {rq}", oq("d.age"))));
+            cases.push(("D wm-seal --to PQ", format!("{b}/wm-seal --raw -R {kpq} --to {} < {rq}", oq("d.age"))));
             cases.push((
                 "D age -o +fsync",
                 format!("age -R {k} -o {} < {rq} && sync {} {}", oq("d2.age"), oq("d2.age"), q(&o)),
@@ -342,6 +367,20 @@ fn main() {
                 m("V wm-verify disk") / m("V age -d + sqlite3 disk"),
                 None,
             ),
+            // Issue 14: the safe restore against the unsafe manual way.
+            (
+                "R wm-restore / age -d + sync + sqlite3".into(),
+                m("R wm-restore") / m("R age -d + sync + sqlite3"),
+                Some(("<=", 1.2)),
+            ),
+            (
+                "R wm-restore disk / age -d + sync + sqlite3".into(),
+                m("R wm-restore disk") / m("R age -d + sync + sqlite3"),
+                None,
+            ),
+            // Issue 13: one encapsulation per file adds nothing measurable.
+            ("A pages PQ / A pages".into(), m("A pages PQ") / m("A pages"), None),
+            ("A vacuum auto PQ / A vacuum auto".into(), m("A vacuum auto PQ") / m("A vacuum auto"), None),
         ];
         let written = |n: &str| stats.get(n).map(|s| median_u(&s.written) as f64).unwrap_or(f64::NAN);
         ratios.push((
@@ -363,6 +402,9 @@ fn main() {
                 m("D age -o +fsync") / m("D wm-seal --to"),
                 Some((">=", 1.0)),
             ));
+            ratios.push(("D wm-seal --to PQ / X25519".into(), m("D wm-seal --to PQ") / m("D wm-seal --to"), None));
+            let rss = |n: &str| stats.get(n).map(|s| median_u(&s.rss) as f64 / 1024.0).unwrap_or(f64::NAN);
+            ratios.push(("D wm-seal --to PQ peak RSS MiB".into(), rss("D wm-seal --to PQ"), Some(("<=", 16.0))));
         }
         let _ = writeln!(report, "\n| ratio (medians) | value | target |\n|---|---|---|");
         for (i, (name, v, target)) in ratios.iter().enumerate() {
