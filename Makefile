@@ -44,7 +44,7 @@ lint:
 # but what this builds. With the age and sqlite3 CLIs installed, the backups
 # are also decrypted with age and checked with sqlite3.
 demo: build
-	$(CARGO) build --release --locked --example make-sample --example make-key
+	$(CARGO) build --release --locked --example make-sample --example make-key --example crash-writer
 	@sh scripts/demo.sh $(RELEASE) $(DEMO)
 
 install: build
