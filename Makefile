@@ -4,6 +4,10 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR   = $(DESTDIR)$(PREFIX)/bin
 MANDIR   = $(DESTDIR)$(PREFIX)/share/man/man1
+# Where each shell looks for completions under PREFIX.
+BASHDIR  = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR   = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR  = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 CARGO   ?= cargo
 BINS     = wm-snapshot wm-seal workmem-backup wm-verify wm-restore
 # Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself decides.
@@ -48,12 +52,17 @@ demo: build
 	@sh scripts/demo.sh $(RELEASE) $(DEMO)
 
 install: build
-	install -d $(BINDIR) $(MANDIR)
+	install -d $(BINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
 	for b in $(BINS); do install -m 0755 $(RELEASE)/$$b $(BINDIR)/$$b; done
 	for b in $(BINS); do install -m 0644 man/$$b.1 $(MANDIR)/$$b.1; done
+	for b in $(BINS); do \
+		$(RELEASE)/$$b --completions bash > $(BASHDIR)/$$b && \
+		$(RELEASE)/$$b --completions zsh > $(ZSHDIR)/_$$b && \
+		$(RELEASE)/$$b --completions fish > $(FISHDIR)/$$b.fish || exit 1; \
+	done
 
 uninstall:
-	for b in $(BINS); do rm -f $(BINDIR)/$$b $(MANDIR)/$$b.1; done
+	for b in $(BINS); do rm -f $(BINDIR)/$$b $(MANDIR)/$$b.1 $(BASHDIR)/$$b $(ZSHDIR)/_$$b $(FISHDIR)/$$b.fish; done
 
 # Side-by-side benchmark against sqlite3 + age (issue 7); results in
 # $(TARGET_DIR)/bench/ unless WM_BENCH_DIR says otherwise.
