@@ -17,7 +17,7 @@ RELEASE  = $(TARGET_DIR)/release
 TEST_TMP = $(TARGET_DIR)/tmp
 DEMO     = $(TARGET_DIR)/demo
 
-.PHONY: all build release test lint demo install uninstall bench reliability clean
+.PHONY: all build release test lint demo install uninstall bench reliability fuzz clean
 
 all: build
 
@@ -78,9 +78,16 @@ bench: build
 RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_restore::
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
+	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential
 	WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked --test it -- --test-threads=1 $(RELIABILITY_TESTS)
 	@echo; sh scripts/reliability-table.sh $(TEST_TMP)/reliability | tee $(TARGET_DIR)/reliability.md
 	@sh scripts/skipped.sh $(TEST_TMP)/skips "make reliability"
+
+# The age reader and the key parsers under a long mutation run, from the
+# committed seed corpus (lib/testdata/fuzz); WM_FUZZ_CASES sets the count.
+WM_FUZZ_CASES ?= 200000
+fuzz:
+	WM_FUZZ_CASES=$(WM_FUZZ_CASES) $(CARGO) test --release --locked -p wmbackup --lib -- fuzz
 
 clean:
 	$(CARGO) clean

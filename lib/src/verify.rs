@@ -258,7 +258,9 @@ fn check_length(plain: &Plain, h: &DbHeader, report: &mut Verification) -> Resul
     match h.expected_len() {
         Some(expected) if got < expected => return Err(VerifyError::TruncatedDb { got, expected }),
         Some(expected) if got > expected => return Err(VerifyError::LongerDb { got, expected }),
-        None if got % h.page_size as u64 != 0 => return Err(VerifyError::PartialPage { got, page_size: h.page_size }),
+        None if !got.is_multiple_of(h.page_size as u64) => {
+            return Err(VerifyError::PartialPage { got, page_size: h.page_size })
+        }
         _ => {}
     }
     let mut head = [0u8; HEADER_LEN];

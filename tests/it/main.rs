@@ -7,11 +7,14 @@
 mod fixture;
 mod harness;
 
+mod interop_pq;
+
 mod man;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
 mod reliability_restore;
+mod secrets;
 mod wm_restore;
 mod wm_seal;
 mod wm_snapshot;
