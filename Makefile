@@ -75,7 +75,7 @@ bench: build
 # The long reliability suite (issue 6): crash, fault, load and bad-input trials
 # at full counts, in release; ends with the table of figures. The three
 # modules of the integration-test crate, selected by their paths.
-RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_restore::
+RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_restore:: powerloss::
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
 	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential

@@ -10,6 +10,7 @@ mod harness;
 mod interop_pq;
 
 mod man;
+mod powerloss;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;

@@ -18,16 +18,16 @@ use crate::fixture;
 use crate::harness::*;
 
 /// The crashed set (the files as a killed server left them) and the backup.
-struct Crashed {
+pub(crate) struct Crashed {
     files: Vec<(String, Vec<u8>)>,
-    backup: Vec<u8>,
-    key: Vec<u8>,
-    plain_sha: String,
+    pub(crate) backup: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+    pub(crate) plain_sha: String,
 }
 
 /// 5,000 rows backed up; then a server deletes half of them, commits into
 /// the WAL and is killed before any checkpoint.
-fn crashed() -> Crashed {
+pub(crate) fn crashed() -> Crashed {
     let d = Dir::new();
     let db = d.join("memory.db");
     let c = rusqlite::Connection::open(&db).unwrap();
@@ -77,12 +77,17 @@ fn age_decrypt_or_verify(d: &Dir, id: &Path) -> Vec<u8> {
 impl Crashed {
     fn world(&self) -> Dir {
         let d = Dir::new();
-        for (n, bytes) in &self.files {
-            d.write(n, bytes);
-        }
-        d.write("b.age", &self.backup);
-        d.write("key.txt", &self.key);
+        self.write_into(&d.path);
         d
+    }
+
+    /// `memory.db` and its journals as the server left them, `b.age` and `key.txt`.
+    pub(crate) fn write_into(&self, dir: &Path) {
+        for (n, bytes) in &self.files {
+            std::fs::write(dir.join(n), bytes).unwrap();
+        }
+        std::fs::write(dir.join("b.age"), &self.backup).unwrap();
+        std::fs::write(dir.join("key.txt"), &self.key).unwrap();
     }
 }
 
@@ -90,7 +95,7 @@ fn restore(d: &Dir) -> Run {
     run(WM_RESTORE, d).args(["-q", "-i", "key.txt", "--db", "memory.db", "b.age"])
 }
 
-fn rows(db: &Path) -> Result<i64, String> {
+pub(crate) fn rows(db: &Path) -> Result<i64, String> {
     let out = Command::new("sqlite3")
         .arg("-batch")
         .arg(db)
