@@ -1,5 +1,7 @@
 //! wm-restore: put a backup back in place of the workmem database, losing nothing.
 
+#[path = "part/backup.rs"]
+mod backup;
 mod common;
 #[path = "part/db.rs"]
 mod db;
@@ -10,24 +12,28 @@ mod progress;
 #[path = "part/spool.rs"]
 mod spool;
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use backup::{print_json, Backup};
 use clap::Parser;
 use common::{human, note, seconds, Common};
 use progress::ProgressBar;
 use spool::SpoolArg;
 use wmbackup::age::identity;
-use wmbackup::age::open::{Key, OpenError};
+use wmbackup::age::open::Key;
 use wmbackup::report::Restoration;
 use wmbackup::restore::{self, RestoreError};
 use wmbackup::run::Run;
-use wmbackup::signals::{open_read, Cancel, CancelRead};
+use wmbackup::signals::Cancel;
 use wmbackup::sqlite::resolve;
-use wmbackup::verify::{self, VerifyError};
+use wmbackup::verify;
 use wmbackup::Error;
+
+/// How to hand the backup over on standard input.
+const PIPE_HINT: &str =
+    "pipe the backup in, e.g. rclone cat remote:memory.db.age | wm-restore -i key.txt, or name the file";
 
 const PROG: &str = "wm-restore";
 
@@ -93,22 +99,13 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let started = Instant::now();
-    let from_stdin = cli.backup.as_deref().is_none_or(|p| p == Path::new("-"));
-    if from_stdin && cli.identity.iter().any(|p| p == Path::new("-")) {
-        return Err(Error::usage(
-            "-i - and the backup cannot both come from standard input",
-            Some("pass the backup as a file argument, or the identity as a file"),
-        ));
-    }
-    let name = match &cli.backup {
-        Some(p) if !from_stdin => p.display().to_string(),
-        _ => "standard input".to_string(),
-    };
+    let backup = Backup::named(cli.backup.as_deref(), &cli.identity)?;
+    let name = backup.name.clone();
     let target = db::resolve(cli.db.as_deref(), cli.env_file.as_deref(), PROG, cli.quiet, resolve::resolve_db_target)?;
     let identities = identity::collect(&cli.identity, cancel)?;
     let vopts = verify::Options { spool: spool::place(cli.spool, cli.tmpdir.as_ref()), size_hint: None };
     vopts.validate().map_err(|e| Error::about(&name, e))?;
-    let (input, size_hint) = open_backup(cli, from_stdin, &name, cancel)?;
+    let (input, size_hint) = backup.open(cancel, PIPE_HINT)?;
     let opts = restore::Options {
         verify: verify::Options { size_hint, ..vopts },
         dry_run: cli.dry_run,
@@ -134,38 +131,6 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
         note(PROG, cli.quiet, &human_report(&report, started));
     }
     Ok(())
-}
-
-/// The report as one compact JSON object on standard output.
-fn print_json(report: &Restoration) -> Result<(), Error> {
-    let stdout = Path::new("standard output");
-    let text = serde_json::to_string(report).map_err(|e| Error::writing(stdout, e.into()))?;
-    let mut out = io::stdout().lock();
-    writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| Error::writing(stdout, e))
-}
-
-/// The backup as a buffered reader that a signal interrupts, and its size when it has one.
-fn open_backup(
-    cli: &Cli,
-    from_stdin: bool,
-    name: &str,
-    cancel: &Cancel,
-) -> Result<(Box<dyn BufRead>, Option<u64>), Error> {
-    let unreadable = |e: io::Error| Error::about(name, VerifyError::Open(OpenError::Read(e)));
-    let (file, size) = match &cli.backup {
-        Some(p) if !from_stdin => {
-            let f = open_read(p, cancel).map_err(unreadable)?;
-            let meta = f.metadata().map_err(unreadable)?;
-            (f, meta.is_file().then_some(meta.len()))
-        }
-        _ => (
-            input::stdin_data(
-                "pipe the backup in, e.g. rclone cat remote:memory.db.age | wm-restore -i key.txt, or name the file",
-            )?,
-            None,
-        ),
-    };
-    Ok((Box::new(BufReader::with_capacity(1 << 20, CancelRead::new(file, cancel))), size))
 }
 
 /// What was done, on stderr.

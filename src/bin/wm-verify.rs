@@ -1,5 +1,7 @@
 //! wm-verify: prove that an age-encrypted backup restores, without writing plaintext.
 
+#[path = "part/backup.rs"]
+mod backup;
 mod common;
 #[path = "part/input.rs"]
 mod input;
@@ -8,22 +10,26 @@ mod progress;
 #[path = "part/spool.rs"]
 mod spool;
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use backup::{print_json, Backup};
 use clap::Parser;
 use common::{human, note, seconds, Common};
 use progress::ProgressBar;
 use spool::SpoolArg;
 use wmbackup::age::identity;
-use wmbackup::age::open::{Key, OpenError};
+use wmbackup::age::open::Key;
 use wmbackup::report::Verification;
 use wmbackup::run::Run;
-use wmbackup::signals::{open_read, Cancel, CancelRead};
-use wmbackup::verify::{self, VerifyError};
+use wmbackup::signals::Cancel;
+use wmbackup::verify;
 use wmbackup::Error;
+
+/// How to hand the backup over on standard input.
+const PIPE_HINT: &str =
+    "pipe the backup in, e.g. rclone cat remote:memory.db.age | wm-verify -i key.txt, or name the file";
 
 const PROG: &str = "wm-verify";
 
@@ -81,21 +87,12 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let started = Instant::now();
-    let from_stdin = cli.backup.as_deref().is_none_or(|p| p == Path::new("-"));
-    if from_stdin && cli.identity.iter().any(|p| p == Path::new("-")) {
-        return Err(Error::usage(
-            "-i - and the backup cannot both come from standard input",
-            Some("pass the backup as a file argument, or the identity as a file"),
-        ));
-    }
-    let name = match &cli.backup {
-        Some(p) if !from_stdin => p.display().to_string(),
-        _ => "standard input".to_string(),
-    };
+    let backup = Backup::named(cli.backup.as_deref(), &cli.identity)?;
+    let name = backup.name.clone();
     let identities = identity::collect(&cli.identity, cancel)?;
     let opts = verify::Options { spool: spool::place(cli.spool, cli.tmpdir.as_ref()), size_hint: None };
     opts.validate().map_err(|e| Error::about(&name, e))?;
-    let (input, size_hint) = open_backup(cli, from_stdin, &name, cancel)?;
+    let (input, size_hint) = backup.open(cancel, PIPE_HINT)?;
     let opts = verify::Options { size_hint, ..opts };
 
     let (progress, bar) = ProgressBar::start(cli.quiet || cli.json, |phase| phase);
@@ -119,39 +116,6 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
         note(PROG, cli.quiet, &human_report(&name, &report, started));
     }
     Ok(())
-}
-
-/// The report as one compact JSON object on standard output.
-fn print_json(report: &Verification) -> Result<(), Error> {
-    let stdout = Path::new("standard output");
-    let text = serde_json::to_string(report).map_err(|e| Error::writing(stdout, e.into()))?;
-    let mut out = io::stdout().lock();
-    writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| Error::writing(stdout, e))
-}
-
-/// The backup as a buffered reader that a signal interrupts, and its size when it has one.
-fn open_backup(
-    cli: &Cli,
-    from_stdin: bool,
-    name: &str,
-    cancel: &Cancel,
-) -> Result<(Box<dyn BufRead>, Option<u64>), Error> {
-    let unreadable = |e: io::Error| Error::about(name, VerifyError::Open(OpenError::Read(e)));
-    let (file, size) = match &cli.backup {
-        Some(p) if !from_stdin => {
-            let f = open_read(p, cancel).map_err(unreadable)?;
-            // A directory opens; its first read fails with "is a directory".
-            let meta = f.metadata().map_err(unreadable)?;
-            (f, meta.is_file().then_some(meta.len()))
-        }
-        _ => (
-            input::stdin_data(
-                "pipe the backup in, e.g. rclone cat remote:memory.db.age | wm-verify -i key.txt, or name the file",
-            )?,
-            None,
-        ),
-    };
-    Ok((Box::new(BufReader::with_capacity(1 << 20, CancelRead::new(file, cancel))), size))
 }
 
 /// The summary on stderr: what was checked, and every table's rows.

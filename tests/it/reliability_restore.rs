@@ -92,7 +92,7 @@ impl Crashed {
 }
 
 fn restore(d: &Dir) -> Run {
-    run(WM_RESTORE, d).args(["-q", "-i", "key.txt", "--db", "memory.db", "b.age"])
+    run(WM_RESTORE, d).args(&RESTORE_RUN[1..])
 }
 
 pub(crate) fn rows(db: &Path) -> Result<i64, String> {
@@ -183,6 +183,9 @@ impl Tally {
     }
 }
 
+/// The restore every traced run makes, after strace's own arguments.
+const RESTORE_RUN: [&str; 7] = [WM_RESTORE, "-q", "-i", "key.txt", "--db", "memory.db", "b.age"];
+
 /// The swap's system calls, in the order a run makes them.
 fn swap_calls(c: &Crashed) -> Vec<(String, usize)> {
     let d = c.world();
@@ -190,17 +193,8 @@ fn swap_calls(c: &Crashed) -> Vec<(String, usize)> {
     let out = run("strace", &d)
         .args(["-f", "-o"])
         .args([&trace])
-        .args([
-            "-e",
-            "trace=linkat,renameat,unlink,fsync",
-            WM_RESTORE,
-            "-q",
-            "-i",
-            "key.txt",
-            "--db",
-            "memory.db",
-            "b.age",
-        ])
+        .args(["-e", "trace=linkat,renameat,unlink,fsync"])
+        .args(RESTORE_RUN)
         .go();
     assert_eq!(out.code(), 0, "the reference run: {}", out.stderr);
     let text = std::fs::read_to_string(&trace).unwrap();
@@ -236,19 +230,8 @@ fn restore_killed_at_every_step_and_at_random_moments_loses_nothing_and_a_rerun_
             let out = run("strace", &d)
                 .args(["-f", "-o"])
                 .args([&log])
-                .args([
-                    "-e",
-                    &format!("trace={name}"),
-                    "-e",
-                    &inject,
-                    WM_RESTORE,
-                    "-q",
-                    "-i",
-                    "key.txt",
-                    "--db",
-                    "memory.db",
-                    "b.age",
-                ])
+                .args(["-e", &format!("trace={name}"), "-e", &inject])
+                .args(RESTORE_RUN)
                 .go();
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             // strace marks a signal injection as the call never returning ("= ?").
