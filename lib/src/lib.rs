@@ -12,6 +12,8 @@
 //!    file back and place every failure ([`age::open`]).
 //! 6. [`output`]: standard output, or a durable atomic file, never the source.
 //! 7. [`verify`]: prove that a backup restores, in memory or an unnamed spool.
+//!    [`prune`]: the names of timestamped backups and the retention policy
+//!    that keeps some of them (uses [`clock`]).
 //! 8. [`error`]: the aggregate the binaries report; no library module uses it.
 //!
 //! The library never prints, parses arguments or exits.
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod error;
 pub mod output;
 pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod run;
 pub mod signals;

@@ -126,6 +126,8 @@ pub fn spell(k: Knob) -> Cow<'static, str> {
         Knob::Raw => "--raw",
         Knob::Against => "--against",
         Knob::Identity => "-i",
+        Knob::Retention => "--keep-last N, --keep-daily N or another --keep-* rule",
+        Knob::NamesOnStdin => "- to read the names from standard input",
     })
 }
 
