@@ -120,6 +120,8 @@ pub enum Knob {
     Retention,
     /// Backup names read from standard input instead of a directory.
     NamesOnStdin,
+    /// The node_exporter textfile of a backup run.
+    MetricsFile,
 }
 
 /// A remedy: words with [`Knob`]s among them.
