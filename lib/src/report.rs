@@ -68,7 +68,7 @@ impl TableRows {
 
 /// What every report of a run ends with: how it ended. A failure before
 /// there is anything to report is [`Failed`] alone.
-pub trait Outcome {
+pub trait Outcome: Serialize {
     fn set_outcome(&mut self, exit: u8, error: Option<String>);
 }
 
@@ -80,6 +80,13 @@ pub struct Failed {
     pub version: String,
     pub exit: u8,
     pub error: Option<String>,
+}
+
+impl Outcome for Failed {
+    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
+        self.exit = exit;
+        self.error = error;
+    }
 }
 
 /// `--json` of workmem-backup, wm-seal and wm-snapshot: one backup written.
@@ -146,12 +153,16 @@ pub struct RecipientInfo {
 }
 
 /// `wm-prune --json`: what a retention policy kept and dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Prune {
     pub tool: String,
     pub version: String,
     pub exit: u8,
     pub error: Option<String>,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub finished: String,
+    pub seconds: f64,
     /// The directory, or "standard input".
     pub input: String,
     /// `--delete` was given.

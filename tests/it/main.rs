@@ -11,6 +11,7 @@ mod man;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
+mod wm_prune;
 mod wm_seal;
 mod wm_snapshot;
 mod wm_verify;

@@ -3,10 +3,9 @@
 //! its `.env` loader, the equivalence with the wm-snapshot | wm-seal pipeline,
 //! and pipelines that leave the machine through rclone and ssh.
 
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -123,44 +122,6 @@ fn bash(script: &str, args: &[&str], envs: &[(&str, &str)]) -> std::process::Out
         c.env(k, v);
     }
     c.output().expect("run bash")
-}
-
-/// A server started by a test, killed when the test ends, even by a panic.
-struct Server {
-    name: &'static str,
-    child: Child,
-}
-
-impl Server {
-    /// Waits until 127.0.0.1:port accepts connections; panics with the server's
-    /// stderr when it exits first or takes too long.
-    fn wait_for_port(&mut self, port: u16) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let err = stderr_of(&mut self.child);
-                panic!("{} exited early ({status}): {err}", self.name);
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                panic!("{} did not listen on port {port} within 15 s", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A test's world: a workmem database `memory.db` and an age key `key.txt`
@@ -1169,32 +1130,8 @@ fn pipeline_into_rclone_webdav_round_trips() {
     let Fx { d, db, id, key } = Fx::new(600_000, true);
     let served = d.mkdir("served");
     let conf = d.write("rclone.conf", "");
-    let port = free_port();
-    let mut server = Server {
-        name: "rclone serve webdav",
-        child: Command::new("rclone")
-            .arg("serve")
-            .arg("webdav")
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--config")
-            .arg(&conf)
-            .arg(&served)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rclone serve webdav"),
-    };
-    server.wait_for_port(port);
-    let url = format!("http://127.0.0.1:{port}");
-    let envs = [
-        ("RCLONE_CONFIG", conf.to_str().unwrap()),
-        ("RCLONE_CONFIG_WMTEST_TYPE", "webdav"),
-        ("RCLONE_CONFIG_WMTEST_URL", url.as_str()),
-        ("RCLONE_CONFIG_WMTEST_VENDOR", "other"),
-        ("TMPDIR", d.path.to_str().unwrap()),
-    ];
+    let (server, envs) = webdav(&served, &conf, &d.path);
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = bash(
         r#"set -o pipefail; "$1" --db "$2" | "$3" -r "$4" | rclone rcat wmtest:memory.db.age"#,
         &[WM_SNAPSHOT, db.to_str().unwrap(), WM_SEAL, &key],
