@@ -681,7 +681,8 @@ mod tests {
         if let Some(n) = policy.last {
             kept.extend(sorted.iter().take(n as usize).copied());
         }
-        let periods: [(Option<u32>, fn(&Utc) -> (i64, u32, u32, u32)); 5] = [
+        type Period = fn(&Utc) -> (i64, u32, u32, u32);
+        let periods: [(Option<u32>, Period); 5] = [
             (policy.hourly, |t| (t.year, t.month, t.day, t.hour)),
             (policy.daily, |t| (t.year, t.month, t.day, 0)),
             (policy.weekly, |t| {

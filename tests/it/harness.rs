@@ -660,6 +660,55 @@ pub fn webdav(served: &Path, conf: &Path, tmp: &Path) -> (Server, Vec<(String, S
     (server, envs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
+/// The keys of `--json`'s backup object (workmem-backup, wm-seal,
+/// wm-snapshot), as their man pages list them.
+pub const BACKUP_KEYS: [&str; 19] = [
+    "tool",
+    "version",
+    "exit",
+    "error",
+    "started",
+    "finished",
+    "seconds",
+    "source",
+    "method",
+    "spool",
+    "snapshot_bytes",
+    "ciphertext_bytes",
+    "sha256",
+    "destination",
+    "recipients",
+    "armored",
+    "verified",
+    "pruned",
+    "warnings",
+];
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The name a backup of series `stem`/`ext` gets at Unix time `t`.
+pub fn backup_name(stem: &str, t: i64, ext: &str) -> String {
+    format!("{stem}-{}.{ext}", wmbackup::clock::Utc::from_unix(t).stamp())
+}
+
+/// The one file in `dir`, which must be named like a backup of
+/// `stem`/`ext` made between Unix times `t0` and `t1`.
+#[track_caller]
+pub fn the_backup_in(dir: &Path, stem: &str, ext: &str, t0: i64, t1: i64) -> PathBuf {
+    let names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 1, "one file in {}: {names:?}", dir.display());
+    assert!(
+        (t0..=t1).any(|t| backup_name(stem, t, ext) == names[0]),
+        "{} is {stem}-STAMP.{ext} for a second of the run",
+        names[0]
+    );
+    dir.join(&names[0])
+}
+
 /// The one JSON object a `--json` run printed on standard error: one line,
 /// nothing else on stderr; its keys sorted.
 #[track_caller]

@@ -280,7 +280,9 @@ fn bad_input_exits_2_or_1_with_one_line_and_changes_nothing() {
     fx.d.write("file", "a file");
     fx.d.write("bk/memory-20260230T063000Z.db.age", "odd");
     let impossible = format!("{}\nmemory-20260230T063000Z.db.age\n", daily(1));
-    let cases: Vec<(&str, Vec<&str>, Option<&str>, i32, &str)> = vec![
+    // (what, arguments, standard input, exit code, message)
+    type Case<'a> = (&'a str, Vec<&'a str>, Option<&'a str>, i32, &'a str);
+    let cases: Vec<Case> = vec![
         ("no rule", vec!["bk"], None, 2, "no retention rule given"),
         (
             "a negative count",

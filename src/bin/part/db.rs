@@ -42,3 +42,20 @@ impl DbArgs {
         Ok(resolved.path)
     }
 }
+
+/// The STEM of a timestamped backup's name, from the database's file name:
+/// `memory` for `memory.db`. Leading dots go (the name would be hidden and
+/// never counted), control characters become `_`; `backup` if nothing is left.
+pub fn stem(db: &Path) -> String {
+    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match name.strip_suffix(".db") {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => name,
+    };
+    let clean: String = name.trim_start_matches('.').chars().map(|c| if c.is_control() { '_' } else { c }).collect();
+    if clean.is_empty() {
+        "backup".to_string()
+    } else {
+        clean
+    }
+}
