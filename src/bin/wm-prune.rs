@@ -33,7 +33,7 @@ const PROG: &str = "wm-prune";
 #[command(
     name = PROG,
     version,
-    after_help = "Examples:\n  wm-prune --keep-daily 7 --keep-weekly 4 /backups            # what would go\n  wm-prune --keep-daily 7 --keep-weekly 4 --delete /backups\n  rclone lsf remote:backups | wm-prune --keep-daily 7 - | rclone delete remote:backups --files-from -\n\nSee wm-prune(1)."
+    after_help = "Examples:\n  wm-prune --keep-daily 7 --keep-weekly 4 /backups            # what would go\n  wm-prune --keep-daily 7 --keep-weekly 4 --delete /backups\n  rclone lsf remote:backups | wm-prune --keep-daily 7 - | rclone delete remote:backups --files-from-raw -\n\nSee wm-prune(1)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -77,7 +77,7 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
     if from_stdin && cli.delete {
         return Err(Error::usage(
             "--delete needs a DIR: names read from standard input are deleted where they live",
-            Some("feed the names to the remote's own delete, e.g. rclone delete remote:DIR --files-from -"),
+            Some("feed the names to the remote's own delete, e.g. rclone delete remote:DIR --files-from-raw -"),
         ));
     }
     let input = if from_stdin { "standard input".to_string() } else { cli.input.display().to_string() };
