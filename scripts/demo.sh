@@ -1,5 +1,6 @@
 #!/bin/sh
-# make demo: the whole job on a built-in sample, explained as it goes.
+# make demo: the whole job on a built-in sample, explained as it goes, down to a
+# history of timestamped backups pruned by a retention policy.
 #   scripts/demo.sh BIN_DIR WORK_DIR
 # BIN_DIR holds the release binaries and examples/make-sample, examples/make-key
 # (make demo builds them): nothing else is needed. When the age and sqlite3 CLIs
@@ -72,4 +73,22 @@ head -c $((size - 1000)) "$work/memory.db.age" > "$work/cut.db.age"
 if "$bin/wm-verify" -q -i "$work/identity.txt" "$work/cut.db.age"; then
 	fail "wm-verify accepted a truncated backup"
 fi
+echo "8. A history: three backups into history/ (named memory-YYYYMMDDTHHMMSSZ.db.age, UTC), a second apart,"
+echo "   then wm-prune --keep-last 2 --delete, saying which rule keeps what:"
+mkdir -p "$work/history"
+for i in 1 2 3; do
+	"$bin/workmem-backup" -q --db "$work/memory.db" --to "$work/history/" --age-recipient "$recipient"
+	[ "$i" = 3 ] || sleep 1
+done
+for f in "$work"/history/*; do echo "   $(basename "$f")"; done
+[ "$(ls "$work/history" | wc -l)" = 3 ] || fail "history/ should hold three backups"
+deleted=$("$bin/wm-prune" -v --keep-last 2 --delete "$work/history" 2>"$work/prune.log") ||
+	fail "wm-prune failed: $(cat "$work/prune.log")"
+sed 's/^/   /' "$work/prune.log"
+echo "   deleted: $deleted"
+[ "$(ls "$work/history" | wc -l)" = 2 ] || fail "history/ should hold two backups after pruning"
+for f in "$work"/history/*; do
+	"$bin/wm-verify" -q -i "$work/identity.txt" "$f" || fail "$f does not restore"
+done
+echo "   left: $(cd "$work/history" && echo *), both verified; workmem-backup --keep-last 2 does the same after each backup"
 echo "Demo passed: the backups hold the same rows as the source and $checked. Files are in $work/."
