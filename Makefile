@@ -9,7 +9,7 @@ BASHDIR  = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR   = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 FISHDIR  = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 CARGO   ?= cargo
-BINS     = wm-snapshot wm-seal workmem-backup wm-verify wm-restore
+BINS     = wm-snapshot wm-seal workmem-backup wm-verify wm-restore wm-prune
 # Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself decides.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 RELEASE  = $(TARGET_DIR)/release
@@ -44,8 +44,9 @@ lint:
 	else echo "SKIPPED: mandoc -Tlint (mandoc not installed)"; fi
 
 # The main job on a built-in sample: a workmem-shaped database, snapshotted,
-# encrypted to a throwaway key and verified with wm-verify; it needs nothing
-# but what this builds. With the age and sqlite3 CLIs installed, the backups
+# encrypted to a throwaway key and verified with wm-verify, then three
+# timestamped backups pruned to two by wm-prune; it needs nothing but what
+# this builds. With the age and sqlite3 CLIs installed, the backups
 # are also decrypted with age and checked with sqlite3.
 demo: build
 	$(CARGO) build --release --locked --example make-sample --example make-key --example crash-writer
@@ -64,8 +65,9 @@ install: build
 uninstall:
 	for b in $(BINS); do rm -f $(BINDIR)/$$b $(MANDIR)/$$b.1 $(BASHDIR)/$$b $(ZSHDIR)/_$$b $(FISHDIR)/$$b.fish; done
 
-# Side-by-side benchmark against sqlite3 + age (issue 7); results in
-# $(TARGET_DIR)/bench/ unless WM_BENCH_DIR says otherwise.
+# Side-by-side benchmark against sqlite3 + age (issue 7), and wm-prune over
+# 10,000 names; results in $(TARGET_DIR)/bench/ unless WM_BENCH_DIR says
+# otherwise (WM_BENCH_ONLY=P,A runs only the cases named so).
 WM_BENCH_BIN ?= $(RELEASE)
 WM_BENCH_DIR ?= $(TARGET_DIR)/bench
 bench: build

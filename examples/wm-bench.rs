@@ -11,9 +11,15 @@
 //! reaped children are included).
 //!
 //! Environment: WM_BENCH_RUNS (default 7), WM_BENCH_SIZES (MiB, default
-//! "10,100,1024"), WM_BENCH_DIR (default TARGET/bench), WM_BENCH_BIN (the
-//! binaries, default TARGET/release). TARGET is CARGO_TARGET_DIR, else
-//! `target`: where cargo builds, as the Makefile assumes too.
+//! "10,100,1024"; empty for none), WM_BENCH_ONLY (comma-separated prefixes of
+//! the case names to run, e.g. "A,D"; default all), WM_BENCH_DIR (default
+//! TARGET/bench), WM_BENCH_BIN (the binaries, default TARGET/release). TARGET
+//! is CARGO_TARGET_DIR, else `target`: where cargo builds, as the Makefile
+//! assumes too.
+//!
+//! Before the sizes, case P: wm-prune deciding 10,000 synthetic backup
+//! names (issue: under 100 ms), on standard input and in a directory, with
+//! and without --delete (see `prune_bench`).
 
 #[path = "../tests/it/fixture.rs"]
 mod fixture;
@@ -144,6 +150,125 @@ fn q(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
+/// A case is run when WM_BENCH_ONLY is unset or one of its prefixes starts its name.
+fn selected(name: &str) -> bool {
+    match std::env::var("WM_BENCH_ONLY") {
+        Ok(only) if !only.trim().is_empty() => only.split(',').any(|p| name.starts_with(p.trim())),
+        _ => true,
+    }
+}
+
+const PRUNE_NAMES: usize = 10_000;
+const PRUNE_RULES: &str = "--keep-daily 7 --keep-weekly 4 --keep-monthly 12 --keep-yearly 3";
+
+/// Case P: wm-prune over 10,000 names (hourly backups over 14 months),
+/// `runs` interleaved runs each after a warm-up. The deleting cases get
+/// their directory refilled (unmeasured) before every run: the steady state
+/// of a nightly prune (10,000 backups, the oldest dropped), and a first prune
+/// that deletes almost all of them, beside `find -delete` of the same
+/// directory, the floor of unlinking 10,000 files. Returns the Markdown
+/// report and the JSON member.
+fn prune_bench(bin: &Path, root: &Path, runs: usize) -> (String, String) {
+    let dir = root.join("prune");
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["ls", "one", "del", "floor"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let start = 1_760_000_000i64;
+    let names: Vec<String> = (0..PRUNE_NAMES as i64)
+        .map(|i| wmbackup::prune::name("memory", &wmbackup::clock::Utc::from_unix(start + i * 3600), "db.age"))
+        .collect();
+    std::fs::write(dir.join("names.txt"), names.join("\n") + "\n").unwrap();
+    let fill = |sub: &str| {
+        for n in &names {
+            let p = dir.join(sub).join(n);
+            if !p.exists() {
+                std::fs::File::create(p).unwrap();
+            }
+        }
+    };
+    fill("ls");
+    let b = bin.display();
+    let d = |sub: &str| q(&dir.join(sub));
+    let last = PRUNE_NAMES - 1;
+    // (name, script, held to the issue's 100 ms)
+    let cases: Vec<(&str, String, bool)> = vec![
+        (
+            "P wm-prune - (names on stdin)",
+            format!("{b}/wm-prune {PRUNE_RULES} - < {} > /dev/null", d("names.txt")),
+            true,
+        ),
+        ("P wm-prune DIR (list only)", format!("{b}/wm-prune {PRUNE_RULES} {} > /dev/null", d("ls")), true),
+        (
+            "P wm-prune DIR --delete (the oldest)",
+            format!("{b}/wm-prune --keep-last {last} --delete {} > /dev/null", d("one")),
+            true,
+        ),
+        (
+            "P wm-prune DIR --delete (9976 files)",
+            format!("{b}/wm-prune {PRUNE_RULES} --delete {} > /dev/null", d("del")),
+            false,
+        ),
+        ("P find DIR -delete (10000 files)", format!("find {} -type f -delete", d("floor")), false),
+    ];
+    let cases: Vec<(&str, String, bool)> = cases.into_iter().filter(|(n, _, _)| selected(n)).collect();
+    let mut stats: BTreeMap<&str, Stats> = BTreeMap::new();
+    for round in 0..=runs {
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        let mut rng = fixture::Rng::new(500 + round as u64);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for &ci in &order {
+            let (name, script, _) = &cases[ci];
+            for sub in ["one", "del", "floor"] {
+                fill(sub);
+            }
+            eprint!("\r\x1b[2Kprune, run {round}/{runs}: {name}");
+            match measure(script, &dir) {
+                // Round 0 is the warm-up.
+                Ok(s) if round > 0 => stats.entry(name).or_default().push(&s),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("\nwm-bench: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    eprint!("\r\x1b[2K");
+    let mut report = format!(
+        "\n## P: wm-prune over {PRUNE_NAMES} names ({PRUNE_RULES}; process start included)\n\n| case | min ms | median ms | max ms | target |\n|---|---|---|---|---|\n"
+    );
+    let mut json = String::from("  \"prune\": {");
+    for (i, (name, _, held)) in cases.iter().enumerate() {
+        let s = &stats[name];
+        let met = match (held, s.med() < 0.1) {
+            (false, _) => "",
+            (true, true) => "< 100 ms met",
+            (true, false) => "< 100 ms MISSED",
+        };
+        let _ =
+            writeln!(report, "| {name} | {:.1} | {:.1} | {:.1} | {met} |", s.min() * 1e3, s.med() * 1e3, s.max() * 1e3);
+        let _ = write!(
+            json,
+            "{}\n    \"{name}\": {{\"median_s\": {:.5}, \"max_s\": {:.5}}}",
+            if i == 0 { "" } else { "," },
+            s.med(),
+            s.max()
+        );
+    }
+    json.push_str("\n  },\n");
+    let m = |n: &str| stats.get(n).map(|s| s.med()).unwrap_or(f64::NAN);
+    let _ = writeln!(
+        report,
+        "\nwm-prune --delete of 9976 files / find -delete of 10000: {:.2} (wm-prune also lists, decides and fsyncs the directory)",
+        m("P wm-prune DIR --delete (9976 files)") / m("P find DIR -delete (10000 files)")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    (report, json)
+}
+
 fn main() {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     let root = std::env::var_os("WM_BENCH_DIR").map_or_else(|| target.join("bench"), PathBuf::from);
@@ -190,8 +315,10 @@ fn main() {
     println!("wm-bench: {runs} interleaved runs per case; {machine}");
 
     let mut json = String::from("{\n");
-    let _ = writeln!(json, "  \"machine\": \"{}\",\n  \"runs\": {runs},\n  \"sizes\": {{", machine.replace('"', "'"));
-    let mut report = String::new();
+    let _ = writeln!(json, "  \"machine\": \"{}\",\n  \"runs\": {runs},", machine.replace('"', "'"));
+    let (mut report, prune_json) = prune_bench(&bin, &root, runs);
+    json.push_str(&prune_json);
+    json.push_str("  \"sizes\": {\n");
     for (si, &mib) in sizes.iter().enumerate() {
         let db = dbdir.join(format!("workmem-{mib}MiB.db"));
         if !db.exists() {
@@ -277,6 +404,19 @@ fn main() {
                 format!("age -R {k} -o {} < {rq} && sync {} {}", oq("d2.age"), oq("d2.age"), q(&o)),
             ));
         }
+        // What --json costs: the SHA-256 of the ciphertext on the hot path.
+        cases.push((
+            "A vacuum auto --json",
+            format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r} --json 2>/dev/null", oq("a.age")),
+        ));
+        cases.push((
+            "A pages --json",
+            format!(
+                "{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r} --method pages --json 2>/dev/null",
+                oq("a.age")
+            ),
+        ));
+        cases.retain(|(name, _)| selected(name));
         // Setup (and a first generation of the database) leaves dirty pages
         // and discards behind: flush them, then one unrecorded warm-up round.
         sh("sync");
@@ -310,7 +450,7 @@ fn main() {
         }
         eprint!("\r\x1b[2K");
         // The ciphertext size, from one more (unmeasured) default backup.
-        sh(&cases[0].1);
+        sh(&format!("{b}/workmem-backup -q --db {dbq} --to {} --age-recipient {r}", oq("a.age")));
         let cipher = std::fs::metadata(o.join("a.age")).map(|m| m.len()).unwrap_or(0);
         let snap_bytes = std::fs::metadata(&snapshot).map(|m| m.len()).unwrap_or(0);
         let _ = writeln!(
@@ -357,6 +497,9 @@ fn main() {
             ("B / A (vacuum)".into(), m("B pipeline") / m("A vacuum auto"), Some(("<=", 1.15))),
             // The issue's B is the default method; this one is for information.
             ("B / A (pages)".into(), m("B pipeline pages") / m("A pages"), None),
+            // For information: the digest --json adds.
+            ("A vacuum auto --json / A vacuum auto".into(), m("A vacuum auto --json") / m("A vacuum auto"), None),
+            ("A pages --json / A pages".into(), m("A pages --json") / m("A pages"), None),
             ("E vacuum / sqlite3 tmpfs".into(), m("E snapshot vacuum") / m("E sqlite3 tmpfs"), None),
             ("E pages / sqlite3 tmpfs".into(), m("E snapshot pages") / m("E sqlite3 tmpfs"), None),
             ("E vacuum / sqlite3 disk".into(), m("E snapshot vacuum") / m("E sqlite3 disk"), None),

@@ -1,5 +1,6 @@
 #!/bin/sh
-# make demo: the whole job on a built-in sample, explained as it goes.
+# make demo: the whole job on a built-in sample, explained as it goes, down to a
+# history of timestamped backups pruned by a retention policy.
 #   scripts/demo.sh BIN_DIR WORK_DIR
 # BIN_DIR holds the release binaries and examples/make-sample, examples/make-key
 # (make demo builds them): nothing else is needed. When the age and sqlite3 CLIs
@@ -82,6 +83,25 @@ echo "   $(head -c 80 "$work/memory-pq.db.age" | sed -n 2p | cut -c1-40)..."
 "$bin/wm-verify" -q -i "$work/identity-pq.txt" "$work/memory-pq.db.age" || fail "the post-quantum backup does not verify"
 echo "   memory-pq.db.age: verified with the post-quantum identity"
 
+echo "9. A history: three backups into history/ (named memory-YYYYMMDDTHHMMSSZ.db.age, UTC), a second apart,"
+echo "   then wm-prune --keep-last 2 --delete, saying which rule keeps what:"
+mkdir -p "$work/history"
+for i in 1 2 3; do
+	"$bin/workmem-backup" -q --db "$work/memory.db" --to "$work/history/" --age-recipient "$recipient"
+	[ "$i" = 3 ] || sleep 1
+done
+for f in "$work"/history/*; do echo "   $(basename "$f")"; done
+[ "$(ls "$work/history" | wc -l)" = 3 ] || fail "history/ should hold three backups"
+deleted=$("$bin/wm-prune" -v --keep-last 2 --delete "$work/history" 2>"$work/prune.log") ||
+	fail "wm-prune failed: $(cat "$work/prune.log")"
+sed 's/^/   /' "$work/prune.log"
+echo "   deleted: $deleted"
+[ "$(ls "$work/history" | wc -l)" = 2 ] || fail "history/ should hold two backups after pruning"
+for f in "$work"/history/*; do
+	"$bin/wm-verify" -q -i "$work/identity.txt" "$f" || fail "$f does not restore"
+done
+echo "   left: $(cd "$work/history" && echo *), both verified; workmem-backup --keep-last 2 does the same after each backup"
+
 # Observations in a database, by sqlite3 or, without it, by our own tools.
 observations() {
 	if have sqlite3; then
@@ -91,7 +111,7 @@ observations() {
 			grep -o '"name":"observations","rows":[0-9]*' | grep -o '[0-9]*$'
 	fi
 }
-echo "9. The server crashes mid-work: half the observations deleted, committed to memory.db-wal, never checkpointed:"
+echo "10. The server crashes mid-work: half the observations deleted, committed to memory.db-wal, never checkpointed:"
 before=$(observations "$work/memory.db")
 echo "   $("$bin/examples/crash-writer" "$work/memory.db" 2>/dev/null || true)"
 [ -s "$work/memory.db-wal" ] || fail "the crash left no WAL"
@@ -105,4 +125,4 @@ kept=$(ls "$work"/memory.db.pre-restore-* | grep -v -e '-wal$' -e '-shm$' | head
 echo "   memory.db: $after observations, as in the backup; no -wal beside it"
 echo "   $(basename "$kept"): $(observations "$kept") observations, the crashed server's, kept with its -wal"
 
-echo "Demo passed: the backups hold the same rows as the source and $checked; the restore lost nothing. Files are in $work/."
+echo "Demo passed: the backups hold the same rows as the source and $checked; the history was pruned; the restore lost nothing. Files are in $work/."

@@ -10,8 +10,12 @@
 //!    image ([`sqlite::snapshot`]) through a [`spool`] when it must.
 //! 5. [`age`]: encrypt a stream for recipients ([`age::seal`]); read an age
 //!    file back and place every failure ([`age::open`]).
-//! 6. [`output`]: standard output, or a durable atomic file, never the source.
+//! 6. [`output`]: standard output, or a durable atomic file, never the source;
+//!    [`hash`]: the SHA-256 of what was written, for reports.
 //! 7. [`verify`]: prove that a backup restores, in memory or an unnamed spool.
+//!    [`prune`]: the names of timestamped backups and the retention policy
+//!    that keeps some of them (uses [`clock`]); [`metrics`]: the
+//!    textfile-collector report of a backup run (uses [`output`]).
 //! 8. [`error`]: the aggregate the binaries report; no library module uses it.
 //!
 //! The library never prints, parses arguments or exits.
@@ -20,8 +24,11 @@ pub mod age;
 pub mod buffer;
 pub mod clock;
 pub mod error;
+pub mod hash;
+pub mod metrics;
 pub mod output;
 pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod restore;
 pub mod run;

@@ -67,6 +67,8 @@ pub enum OutputError {
         source_file: PathBuf,
         how: &'static str,
     },
+    /// A file of that name exists, and this output never replaces one.
+    Exists(PathBuf),
     /// Binary data would go to a terminal.
     Terminal,
     /// Standard output could not be taken over.
@@ -95,6 +97,7 @@ impl fmt::Display for OutputError {
                 dest.display(),
                 source_file.display()
             ),
+            Exists(p) => write!(f, "destination: {}: already exists; never replaced", p.display()),
             Terminal => f.write_str("refusing to write binary data to a terminal"),
             Stdout(e) => write!(f, "standard output: {}", io_cause(e)),
         }
@@ -117,6 +120,7 @@ impl Failure for OutputError {
             Write { source, .. } if source.raw_os_error() == Some(Errno::ENOSPC as i32) => {
                 Some("free some space; the previous backup, if any, is untouched".into())
             }
+            Exists(_) => Some("a backup of the same second is there already: run again a second later".into()),
             Terminal => Some(hint![
                 "pipe the output into a command, redirect it to a file, or use ",
                 Knob::Destination,
@@ -270,6 +274,8 @@ pub struct AtomicFile {
     /// `Some` for the named fallback temporary, which must be removed on failure.
     temp: Option<OsString>,
     committed: bool,
+    /// Commit fails when the destination exists ([`AtomicFile::create_new`]).
+    no_replace: bool,
     /// Bytes written so far, and up to where writeback has been started.
     written: u64,
     flushed_to: u64,
@@ -297,12 +303,32 @@ impl AtomicFile {
             Err(e) => return Err(OutputError::Create { dir: dest.dir.clone(), source: e.into() }),
         };
         let file = File::from(fd);
-        let out = AtomicFile { file, dir, dest, temp, committed: false, written: 0, flushed_to: 0 };
+        let out = AtomicFile { file, dir, dest, temp, committed: false, no_replace: false, written: 0, flushed_to: 0 };
         // The umask may have taken bits away from 0600 (e.g. 0277); put them back.
         out.file
             .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
             .map_err(|e| OutputError::Create { dir: out.dest.dir.clone(), source: e })?;
         Ok(out)
+    }
+
+    /// Like [`AtomicFile::create`], for a file that must not exist: it is
+    /// refused now if it does, and [`AtomicFile::commit`] fails (EEXIST,
+    /// [`OutputError::Exists`]) rather than replace one that appeared since.
+    pub fn create_new(dest: Destination) -> Result<AtomicFile, OutputError> {
+        if std::fs::symlink_metadata(&dest.path).is_ok() {
+            return Err(OutputError::Exists(dest.path));
+        }
+        let mut out = AtomicFile::create(dest)?;
+        out.no_replace = true;
+        Ok(out)
+    }
+
+    /// Sets the file's mode (the default is [`FILE_MODE`]), e.g. 0644 for a
+    /// file that another user's process reads.
+    pub fn set_mode(&self, mode: u32) -> Result<(), OutputError> {
+        self.file
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| OutputError::Create { dir: self.dest.dir.clone(), source: e })
     }
 
     pub fn destination(&self) -> &Destination {
@@ -355,8 +381,14 @@ impl AtomicFile {
         };
         // From here the temporary has a name: remove it if the rename fails.
         self.temp = Some(temp.clone());
-        fcntl::renameat(&self.dir, temp.as_os_str(), &self.dir, self.dest.name.as_os_str())
-            .map_err(|e| OutputError::Rename { path: path.clone(), source: e.into() })?;
+        match self.no_replace {
+            false => fcntl::renameat(&self.dir, temp.as_os_str(), &self.dir, self.dest.name.as_os_str()),
+            true => rename_noreplace(&self.dir, &temp, &self.dest.name),
+        }
+        .map_err(|e| match e {
+            Errno::EEXIST if self.no_replace => OutputError::Exists(path.clone()),
+            e => OutputError::Rename { path: path.clone(), source: e.into() },
+        })?;
         self.temp = None;
         self.committed = true;
         self.dir.sync_all().map_err(|e| OutputError::SyncDir { dir: self.dest.dir.clone(), source: e })?;
@@ -391,6 +423,37 @@ impl AtomicFile {
             source: io::Error::from_raw_os_error(Errno::EEXIST as i32),
         })
     }
+}
+
+/// Renames `from` to `to` inside `dir` unless `to` exists (then EEXIST):
+/// `renameat2(RENAME_NOREPLACE)` on Linux; elsewhere, or on a file system
+/// without it, a hard link (which never replaces a name) and an unlink.
+fn rename_noreplace(dir: &File, from: &OsStr, to: &OsStr) -> Result<(), Errno> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |s: &OsStr| std::ffi::CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL);
+        let (f, t) = (c(from)?, c(to)?);
+        // SAFETY: two NUL-terminated names, both relative to our own directory descriptor.
+        let r = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_renameat2,
+                dir.as_raw_fd(),
+                f.as_ptr(),
+                dir.as_raw_fd(),
+                t.as_ptr(),
+                nix::libc::RENAME_NOREPLACE,
+            )
+        };
+        match Errno::result(r) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    unistd::linkat(dir, from, dir, to, AtFlags::empty())?;
+    let _ = unistd::unlinkat(dir, from, unistd::UnlinkatFlags::NoRemoveDir);
+    Ok(())
 }
 
 fn create_named_temp(dir: &File, dest: &Destination) -> Result<(OwnedFd, OsString), OutputError> {
@@ -520,6 +583,16 @@ impl Sink {
         }
     }
 
+    /// An atomic file at `path` that must not exist, never replaced
+    /// ([`AtomicFile::create_new`]), never the database `source`.
+    pub fn open_new(path: &Path, source: Option<&Path>) -> Result<Sink, OutputError> {
+        let dest = Destination::resolve(path)?;
+        if let Some(db) = source {
+            dest.refuse_source(db)?;
+        }
+        Ok(Sink::File(AtomicFile::create_new(dest)?))
+    }
+
     fn stdout(cancel: &Cancel, terminal_ok: bool) -> Result<Sink, OutputError> {
         let out = io::stdout();
         if out.is_terminal() && !terminal_ok {
@@ -607,6 +680,30 @@ mod tests {
         drop(f);
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
         assert_eq!(listing(d.path()), vec!["out.age"]);
+    }
+
+    #[test]
+    fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("memory-20261202T063000Z.db.age");
+        let mut f = AtomicFile::create_new(Destination::resolve(&dest).unwrap()).unwrap();
+        f.write_all(b"second").unwrap();
+        std::fs::write(&dest, b"first").unwrap();
+        assert!(matches!(f.commit(), Err(OutputError::Exists(_))));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"first");
+        assert_eq!(listing(d.path()), vec!["memory-20261202T063000Z.db.age"], "no temporary left");
+        match AtomicFile::create_new(Destination::resolve(&dest).unwrap()) {
+            Err(e @ OutputError::Exists(_)) => {
+                assert!(e.to_string().ends_with("already exists; never replaced"), "{e}")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let fresh = d.path().join("memory-20261202T063001Z.db.age");
+        let mut f = AtomicFile::create_new(Destination::resolve(&fresh).unwrap()).unwrap();
+        f.write_all(b"third").unwrap();
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), b"third");
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

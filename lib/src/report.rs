@@ -108,6 +108,176 @@ pub struct Written {
     pub journal_mode: String,
 }
 
+/// What every report of a run ends with: how it ended. A failure before
+/// there is anything to report is [`Failed`] alone.
+pub trait Outcome: Serialize {
+    fn set_outcome(&mut self, exit: u8, error: Option<String>);
+}
+
+/// `--json` of a run that failed before it made anything: the tool, its
+/// exit status and the one-line error (usage errors included).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Failed {
+    pub tool: String,
+    pub version: String,
+    pub exit: u8,
+    pub error: Option<String>,
+}
+
+impl Outcome for Failed {
+    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
+        self.exit = exit;
+        self.error = error;
+    }
+}
+
+/// `--json` of workmem-backup, wm-seal and wm-snapshot: one backup written.
+/// What a tool does not do is null or empty: wm-seal has no source nor
+/// method, wm-snapshot no ciphertext nor recipients.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Backup {
+    pub tool: String,
+    pub version: String,
+    /// 0, or the exit status of a run that made the backup and then failed
+    /// (pruning, the metrics file); `error` says why.
+    pub exit: u8,
+    pub error: Option<String>,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub finished: String,
+    pub seconds: f64,
+    pub source: Option<SourceInfo>,
+    /// "vacuum" or "pages".
+    pub method: Option<String>,
+    /// "memory" or "disk"; null when streamed without a spool.
+    pub spool: Option<String>,
+    /// The plaintext: the snapshot (wm-seal: the bytes it read).
+    pub snapshot_bytes: u64,
+    pub ciphertext_bytes: Option<u64>,
+    /// Hex SHA-256 of the bytes as written to the destination (for
+    /// wm-snapshot, the database image): what `sha256sum` of the file says.
+    pub sha256: String,
+    /// The file written, or "standard output".
+    pub destination: String,
+    pub recipients: Vec<RecipientInfo>,
+    pub armored: bool,
+    /// `--verify` read the backup back from disk and it restores.
+    pub verified: bool,
+    /// Older backups deleted by `--keep-*`.
+    pub pruned: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Outcome for Backup {
+    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
+        self.exit = exit;
+        self.error = error;
+    }
+}
+
+/// The live database a snapshot was taken of, as it was when opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceInfo {
+    pub path: String,
+    pub page_size: u64,
+    pub page_count: u64,
+    /// "wal" or "rollback".
+    pub journal_mode: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecipientInfo {
+    /// "X25519", "ssh-ed25519", "mlkem768x25519", …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The first 8 hex digits of the SHA-256 of the public key as written.
+    pub fingerprint: String,
+}
+
+/// `wm-prune --json`: what a retention policy kept and dropped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Prune {
+    pub tool: String,
+    pub version: String,
+    pub exit: u8,
+    pub error: Option<String>,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub finished: String,
+    pub seconds: f64,
+    /// The directory, or "standard input".
+    pub input: String,
+    /// `--delete` was given.
+    pub delete: bool,
+    pub policy: PolicyInfo,
+    /// Backups counted.
+    pub backups: u64,
+    /// Newest first within each series, with the rules that keep each.
+    pub kept: Vec<KeptInfo>,
+    /// What the policy drops, oldest first.
+    pub dropped: Vec<String>,
+    /// What was deleted (only with `--delete`).
+    pub deleted: Vec<String>,
+    /// Names shaped like a backup's that were not counted, and why.
+    pub skipped: Vec<SkippedInfo>,
+}
+
+impl Outcome for Prune {
+    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
+        self.exit = exit;
+        self.error = error;
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyInfo {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    /// As given, e.g. "30d".
+    pub within: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeptInfo {
+    pub name: String,
+    /// The time in the name, RFC 3339.
+    pub time: String,
+    /// "last", "hourly", "daily", "weekly", "monthly", "yearly", "within",
+    /// "newest" (never dropped), "new" (the backup just made).
+    pub rules: Vec<String>,
+    /// The entry is a symbolic link (counted by name, never followed).
+    pub symlink: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SkippedInfo {
+    pub name: String,
+    pub why: String,
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_report_names_the_recipient_type_as_type_and_keeps_every_key() {
+        let mut b = Backup {
+            tool: "workmem-backup".into(),
+            recipients: vec![RecipientInfo { kind: "X25519".into(), fingerprint: "0123abcd".into() }],
+            ..Backup::default()
+        };
+        b.set_outcome(1, Some("prune: x".into()));
+        let j = serde_json::to_string(&b).unwrap();
+        assert!(j.starts_with(r#"{"tool":"workmem-backup","version":"","exit":1,"error":"prune: x","started""#), "{j}");
+        assert!(j.contains(r#""recipients":[{"type":"X25519","fingerprint":"0123abcd"}]"#), "{j}");
+        assert!(j.contains(r#""source":null,"method":null"#), "{j}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

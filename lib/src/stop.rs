@@ -116,6 +116,12 @@ pub enum Knob {
     Against,
     /// An identity file that opens backups.
     Identity,
+    /// The retention rules (keep the last N, daily N, …).
+    Retention,
+    /// Backup names read from standard input instead of a directory.
+    NamesOnStdin,
+    /// The node_exporter textfile of a backup run.
+    MetricsFile,
 }
 
 /// A remedy: words with [`Knob`]s among them.

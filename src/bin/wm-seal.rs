@@ -3,6 +3,8 @@
 mod common;
 #[path = "part/input.rs"]
 mod input;
+#[path = "part/json.rs"]
+mod json;
 #[path = "part/sink.rs"]
 mod sink;
 
@@ -14,7 +16,11 @@ use clap::{ArgGroup, Parser};
 use common::{human, note, seconds, stderr_is_terminal, Common};
 use wmbackup::age::recipients;
 use wmbackup::age::seal::{self, StreamOptions};
+use wmbackup::clock::Utc;
+use wmbackup::hash::Hashing;
 use wmbackup::progress::Progress;
+use wmbackup::prune::{self, Judged};
+use wmbackup::report::{Backup, RecipientInfo};
 use wmbackup::run::Run;
 use wmbackup::signals::{Cancel, CancelRead};
 use wmbackup::Error;
@@ -39,9 +45,13 @@ struct Cli {
     #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
     recipients_file: Vec<PathBuf>,
 
-    /// Write to PATH (temporary in its directory, fsync, rename, fsync directory); - or absent is standard output
+    /// Write to PATH (temporary in its directory, fsync, rename, fsync directory); a directory (DIR/) gets a new STEM-YYYYMMDDTHHMMSSZ.db.age; - or absent is standard output
     #[arg(long, value_name = "PATH")]
     to: Option<PathBuf>,
+
+    /// The STEM of the names --to DIR/ gives [default: backup]
+    #[arg(long, value_name = "NAME")]
+    stem: Option<String>,
 
     /// ASCII-armored (PEM) output; allowed to a terminal
     #[arg(short, long)]
@@ -55,6 +65,10 @@ struct Cli {
     #[arg(long)]
     allow_empty: bool,
 
+    /// Print one JSON object on standard error instead of the summary (also on failure)
+    #[arg(long)]
+    json: bool,
+
     /// No summary on stderr, only errors
     #[arg(short, long)]
     quiet: bool,
@@ -64,29 +78,52 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
-    common::main_with(PROG, |cancel| run(&cli, cancel))
+    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
+    json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }
 
-fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
+fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Error> {
     let started = Instant::now();
+    let started_at = Utc::now();
+    let quiet = cli.quiet || cli.json;
+    let series = series(cli)?;
     let input = input::stdin_data("pipe the data in, e.g. wm-snapshot | wm-seal -r KEY --to backup.age")?;
     let values: Vec<_> = cli.recipient.iter().map(|v| ("-r", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
     let collected = recipients::collect(&values, &files, cancel)?;
     for w in &collected.warnings {
-        note(PROG, cli.quiet, &format!("warning: {w}"));
+        note(PROG, quiet, &format!("warning: {w}"));
     }
     let recipients = collected.recipients;
-    let sink = sink::open(cli.to.as_deref(), cancel, cli.armor, None)?;
+    let sink = sink::open(cli.to.as_deref(), cancel, cli.armor, None, &series)?;
     let target = sink.target();
     let opts = StreamOptions { armor: cli.armor, raw: cli.raw, allow_empty: cli.allow_empty };
     let mut input = CancelRead::new(input, cancel);
     let run = Run::new(cancel.clone(), Progress::disabled());
-    let (sink, stats) = seal::seal_stream(&mut input, "standard input", sink, &recipients, opts, &run)
+    let out = Hashing::new(sink, cli.json);
+    let (out, stats) = seal::seal_stream(&mut input, "standard input", out, &recipients, opts, &run)
         .map_err(|e| Error::seal(e, &target))?;
+    let (sink, sha256) = out.finish();
     sink.commit()?;
-    if stderr_is_terminal() {
+    *report = Some(Backup {
+        tool: PROG.into(),
+        version: json::version(),
+        started: started_at.rfc3339(),
+        finished: Utc::now().rfc3339(),
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        snapshot_bytes: stats.plaintext,
+        ciphertext_bytes: Some(stats.ciphertext),
+        sha256: sha256.unwrap_or_default(),
+        destination: target.display().to_string(),
+        recipients: recipients
+            .iter()
+            .map(|r| RecipientInfo { kind: r.kind.to_string(), fingerprint: r.fingerprint.clone() })
+            .collect(),
+        armored: cli.armor,
+        warnings: collected.warnings,
+        ..Backup::default()
+    });
+    if stderr_is_terminal() && !cli.json {
         note(
             PROG,
             cli.quiet,
@@ -101,4 +138,25 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// How `--to DIR/` names the file: `--stem` (default `backup`), and
+/// `.db.age`, or `.age` with `--raw` (any bytes, not a database).
+fn series(cli: &Cli) -> Result<sink::Series, Error> {
+    let ext = if cli.raw { "age" } else { "db.age" };
+    let Some(stem) = &cli.stem else { return Ok(sink::Series { stem: "backup".into(), ext }) };
+    if !cli.to.as_deref().is_some_and(sink::is_dir) {
+        return Err(Error::usage(
+            "--stem names files in --to DIR/ only",
+            Some("end --to with a slash, e.g. --to /backups/"),
+        ));
+    }
+    // The name must be one that wm-prune counts.
+    match prune::judge(&prune::name(stem, &Utc::now(), ext)) {
+        Judged::Backup(b) if b.stem == *stem => Ok(sink::Series { stem: stem.clone(), ext }),
+        _ => Err(Error::usage(
+            format!("--stem {stem:?}: not usable in a backup's name"),
+            Some("use letters, digits, dots, dashes or underscores, not starting with a dot, e.g. --stem memory"),
+        )),
+    }
 }

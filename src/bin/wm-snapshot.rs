@@ -3,6 +3,8 @@
 mod common;
 #[path = "part/db.rs"]
 mod db;
+#[path = "part/json.rs"]
+mod json;
 #[path = "part/sink.rs"]
 mod sink;
 #[path = "part/snapshot.rs"]
@@ -18,7 +20,11 @@ use std::time::Instant;
 use clap::Parser;
 use common::{human, note, seconds, stderr_is_terminal, Common};
 use snapshot_args::SnapshotArgs;
+use wmbackup::clock::Utc;
+use wmbackup::hash::Hashing;
 use wmbackup::progress::Progress;
+use wmbackup::prune;
+use wmbackup::report::{Backup, SourceInfo};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
 use wmbackup::spool::IO_CHUNK;
@@ -37,9 +43,13 @@ struct Cli {
     #[command(flatten)]
     snap: SnapshotArgs,
 
-    /// Write to PATH (atomically: temporary, fsync, rename) instead of standard output; - is standard output
+    /// Write to PATH (atomically: temporary, fsync, rename) instead of standard output; a directory (DIR/) gets a new STEM-YYYYMMDDTHHMMSSZ.db; - is standard output
     #[arg(long, value_name = "PATH")]
     to: Option<PathBuf>,
+
+    /// Print one JSON object on standard error instead of the summary (also on failure)
+    #[arg(long)]
+    json: bool,
 
     /// No notices or summary on stderr, only errors
     #[arg(short, long)]
@@ -50,46 +60,72 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
-    common::main_with(PROG, |cancel| run(&cli, cancel))
+    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
+    json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }
 
-fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
+fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Error> {
     let started = Instant::now();
-    let db = cli.snap.db.resolve(PROG, cli.quiet)?;
+    let started_at = Utc::now();
+    let quiet = cli.quiet || cli.json;
+    let db = cli.snap.db.resolve(PROG, quiet)?;
     let opts = cli.snap.options();
     opts.validate()?;
     // The destination is checked against the source before the source is read.
-    let sink = sink::open(cli.to.as_deref(), cancel, false, Some(&db))?;
+    let series = sink::Series { stem: prune::stem_of_database(&db), ext: "db" };
+    let sink = sink::open(cli.to.as_deref(), cancel, false, Some(&db), &series)?;
     let target = sink.target();
     let mut source = Source::open(&db, cli.snap.busy_timeout(), Knob::Database)?;
+    let source_info = match cli.json {
+        true => Some(source.info()?),
+        false => None,
+    };
     let run = Run::new(cancel.clone(), Progress::disabled());
-    let mut out = BufWriter::with_capacity(IO_CHUNK, sink);
-    let report = snapshot::snapshot(&mut source, &opts, &run, &mut out).map_err(|e| Error::snapshot(e, &target))?;
-    let sink = out.into_inner().map_err(|e| Error::writing(&target, e.into_error()))?;
+    let mut out = BufWriter::with_capacity(IO_CHUNK, Hashing::new(sink, cli.json));
+    let snap = snapshot::snapshot(&mut source, &opts, &run, &mut out).map_err(|e| Error::snapshot(e, &target))?;
+    let (sink, sha256) = out.into_inner().map_err(|e| Error::writing(&target, e.into_error()))?.finish();
     sink.commit()?;
-    if report.method == Method::Pages && report.free_pages > 0 {
-        note(
-            PROG,
-            cli.quiet,
-            &format!(
-                "note: {} free pages ({}) copied along; --method vacuum leaves them out",
-                report.free_pages,
-                human(report.free_pages as u64 * report.page_size as u64)
-            ),
+    let mut warnings = Vec::new();
+    if snap.method == Method::Pages && snap.free_pages > 0 {
+        let text = format!(
+            "note: {} free pages ({}) copied along; --method vacuum leaves them out",
+            snap.free_pages,
+            human(snap.free_pages as u64 * snap.page_size as u64)
         );
+        note(PROG, quiet, &text);
+        warnings.push(text);
     }
-    if stderr_is_terminal() {
+    *report = Some(Backup {
+        tool: PROG.into(),
+        version: json::version(),
+        started: started_at.rfc3339(),
+        finished: Utc::now().rfc3339(),
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        source: source_info.map(|(page_size, page_count, mode)| SourceInfo {
+            path: source.path().display().to_string(),
+            page_size,
+            page_count,
+            journal_mode: mode.into(),
+        }),
+        method: Some(snap.method.to_string()),
+        spool: snap.spool.map(|k| k.to_string()),
+        snapshot_bytes: snap.bytes,
+        sha256: sha256.unwrap_or_default(),
+        destination: target.display().to_string(),
+        warnings,
+        ..Backup::default()
+    });
+    if stderr_is_terminal() && !cli.json {
         note(
             PROG,
             cli.quiet,
             &format!(
                 "{} ({} pages) from {} to {} via {}, in {}",
-                human(report.bytes),
-                report.pages,
+                human(snap.bytes),
+                snap.pages,
                 source.path().display(),
                 target.display(),
-                report.how(),
+                snap.how(),
                 seconds(started.elapsed())
             ),
         );

@@ -3,6 +3,10 @@
 mod common;
 #[path = "part/db.rs"]
 mod db;
+#[path = "part/json.rs"]
+mod json;
+#[path = "part/keep.rs"]
+mod keep;
 #[path = "part/progress.rs"]
 mod progress;
 #[path = "part/sink.rs"]
@@ -20,12 +24,18 @@ use std::time::Instant;
 
 use clap::{ArgGroup, Parser};
 use common::{human, note, seconds, Common};
+use keep::KeepArgs;
 use progress::ProgressBar;
 use snapshot_args::SnapshotArgs;
 use wmbackup::age::open::{FileKey, Key};
 use wmbackup::age::recipients;
 use wmbackup::age::seal::Sealer;
+use wmbackup::clock::Utc;
+use wmbackup::hash::Hashing;
+use wmbackup::metrics::{self, MetricsFile};
 use wmbackup::output::AtomicFile;
+use wmbackup::prune::{self, BackupDir, Policy};
+use wmbackup::report::{Backup, RecipientInfo, SourceInfo};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
 use wmbackup::sqlite::snapshot::{self, Options};
@@ -51,6 +61,15 @@ const GO_LONG: &[&str] = &[
     "check",
     "verify",
     "quiet",
+    "keep-last",
+    "keep-hourly",
+    "keep-daily",
+    "keep-weekly",
+    "keep-monthly",
+    "keep-yearly",
+    "keep-within",
+    "json",
+    "metrics-file",
     "completions",
     "help",
     "version",
@@ -66,6 +85,14 @@ const GO_VALUE: &[&str] = &[
     "spool",
     "tmpdir",
     "busy-timeout",
+    "keep-last",
+    "keep-hourly",
+    "keep-daily",
+    "keep-weekly",
+    "keep-monthly",
+    "keep-yearly",
+    "keep-within",
+    "metrics-file",
     "completions",
     "r",
     "R",
@@ -78,10 +105,10 @@ const GO_VALUE: &[&str] = &[
     name = PROG,
     version,
     group(ArgGroup::new("who").required(true).multiple(true).args(["age_recipient", "recipients_file"])),
-    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nOnly the database named (--db, MEMORY_DB_PATH or the default) is backed up;\nback up project databases with a second run and --db.\n\nSee workmem-backup(1)."
+    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nOnly the database named (--db, MEMORY_DB_PATH or the default) is backed up;\nback up project databases with a second run and --db.\n\nA history, pruned after each backup, with metrics for Prometheus:\n  workmem-backup -q --to /backups/ -R recipients.txt --keep-daily 7 --keep-weekly 4 \\\n      --metrics-file /var/lib/node_exporter/workmem_backup.prom\n\nSee workmem-backup(1)."
 )]
 struct Cli {
-    /// Destination file, e.g. memory.db.age (- for standard output)
+    /// Destination file, e.g. memory.db.age; a directory (DIR/) gets a new STEM-YYYYMMDDTHHMMSSZ.db.age; - is standard output
     #[arg(long, value_name = "PATH")]
     to: PathBuf,
 
@@ -104,6 +131,17 @@ struct Cli {
     #[arg(long)]
     verify: bool,
 
+    #[command(flatten)]
+    keep: KeepArgs,
+
+    /// Print one JSON object on standard error instead of the summary (also on failure)
+    #[arg(long)]
+    json: bool,
+
+    /// Write the run's outcome for node_exporter's textfile collector to PATH (atomically, mode 0644)
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+
     /// No progress, notices or summary on stderr, only errors
     #[arg(short, long)]
     quiet: bool,
@@ -114,24 +152,75 @@ struct Cli {
 
 fn main() -> ExitCode {
     let args = accept_go_style(std::env::args_os(), GO_LONG, GO_VALUE);
-    let cli: Cli = common::parse_args(PROG, args);
-    common::main_with(PROG, |cancel| run(&cli, cancel))
+    let cli: Cli = json::parse_args(PROG, args);
+    json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }
 
-fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
+/// The backup, then the metrics file whatever the outcome. `report` is
+/// filled once the backup is in place.
+fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Error> {
+    // A metrics file we could not write would hide every later failure:
+    // make sure of it first.
+    let metrics = match &cli.metrics_file {
+        Some(p) => Some(MetricsFile::create(p)?),
+        None => None,
+    };
+    let mut database = None;
+    let result = backup(cli, cancel, report, &mut database);
+    let Some(metrics) = metrics else { return result };
+    let exit_status = match (&result, cancel.fired()) {
+        (Ok(()), _) => 0,
+        (Err(_), Some(sig)) => 128u8.saturating_add(sig as u8),
+        (Err(e), None) => e.exit_code(),
+    };
+    let success = report.as_ref().map(|r| metrics::Success {
+        timestamp: Utc::now().unix(),
+        duration: r.seconds,
+        snapshot_bytes: r.snapshot_bytes,
+        ciphertext_bytes: r.ciphertext_bytes.unwrap_or(0),
+    });
+    let run = metrics::Run {
+        database,
+        destination: cli.to.display().to_string(),
+        finished: Utc::now().unix(),
+        exit_status,
+        success,
+    };
+    match (metrics.write(&run), result) {
+        (Err(e), Ok(())) => Err(e.into()),
+        (_, result) => result,
+    }
+}
+
+fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mut Option<String>) -> Result<(), Error> {
     let started = Instant::now();
+    let started_at = Utc::now();
+    // Text on stderr only without --json, which replaces it.
+    let quiet = cli.quiet || cli.json;
+    let mut warnings = Vec::new();
+    let policy = cli.keep.policy();
+    let pruning = policy != Policy::default();
+    if pruning && !sink::is_dir(&cli.to) {
+        return Err(Error::usage(
+            "--keep-* needs --to DIR/: only a directory of timestamped backups is pruned",
+            Some("end --to with a slash, e.g. --to /backups/, or use wm-prune"),
+        ));
+    }
     // Everything that can be wrong is found before the snapshot starts.
     let values: Vec<_> = cli.age_recipient.iter().map(|v| ("--age-recipient", v.clone())).collect();
     let files: Vec<_> = cli.recipients_file.iter().map(|f| ("-R", f.clone())).collect();
     let collected = recipients::collect(&values, &files, cancel)?;
     for w in &collected.warnings {
-        note(PROG, cli.quiet, &format!("warning: {w}"));
+        note(PROG, quiet, &format!("warning: {w}"));
+        warnings.push(w.clone());
     }
     let recipients = collected.recipients;
-    let db = cli.snap.db.resolve(PROG, cli.quiet)?;
+    let db = cli.snap.db.resolve(PROG, quiet)?;
+    *database = Some(std::path::absolute(&db).unwrap_or_else(|_| db.clone()).display().to_string());
     let opts = cli.snap.options();
     opts.validate()?;
-    let mut sink = sink::open(Some(&cli.to), cancel, cli.armor, Some(&db))?;
+    let series = sink::Series { stem: prune::stem_of_database(&db), ext: "db.age" };
+    let mut sink = sink::open(Some(&cli.to), cancel, cli.armor, Some(&db), &series)?;
     if cli.verify && sink.file_mut().is_none() {
         return Err(Error::usage(
             "--verify needs --to FILE: standard output cannot be read back",
@@ -140,15 +229,22 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     }
     let target = sink.target();
     let mut source = Source::open(&db, cli.snap.busy_timeout(), Knob::Database)?;
+    let source_info = match cli.json {
+        true => Some(source.info()?),
+        false => None,
+    };
 
-    let (progress, bar) = ProgressBar::start(cli.quiet, |phase| match phase {
+    let (progress, bar) = ProgressBar::start(quiet, |phase| match phase {
         "output" => "encrypt",
         other => other,
     });
     let run = Run::new(cancel.clone(), progress);
-    let mut sealer = Sealer::new(sink, &recipients, cli.armor).map_err(|e| Error::seal(e, &target))?;
-    let report = snapshot::snapshot(&mut source, &opts, &run, &mut sealer).map_err(|e| Error::snapshot(e, &target))?;
-    let (mut sink, stats, file_key) = sealer.finish_with_key().map_err(|e| Error::seal(e, &target))?;
+    // The digest costs CPU on the hot path: only when a report carries it.
+    let out = Hashing::new(sink, cli.json);
+    let mut sealer = Sealer::new(out, &recipients, cli.armor).map_err(|e| Error::seal(e, &target))?;
+    let snap = snapshot::snapshot(&mut source, &opts, &run, &mut sealer).map_err(|e| Error::snapshot(e, &target))?;
+    let (out, stats, file_key) = sealer.finish_with_key().map_err(|e| Error::seal(e, &target))?;
+    let (mut sink, sha256) = out.finish();
     run.progress.phase("sync", None);
     let verified = match sink.file_mut().filter(|_| cli.verify) {
         Some(file) => Some(verify_written(file, &file_key, &opts, &run, &target)?),
@@ -156,22 +252,90 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     };
     sink.commit()?;
     drop(bar);
-
-    note(
-        PROG,
-        cli.quiet,
-        &format!(
-            "backed up {} to {}: {} encrypted ({} snapshot via {}){} in {}",
-            source.path().display(),
-            target.display(),
-            human(stats.ciphertext),
-            human(report.bytes),
-            report.how(),
-            verified.unwrap_or_default(),
-            seconds(started.elapsed())
-        ),
+    let r = report.insert(Backup {
+        tool: PROG.into(),
+        version: json::version(),
+        started: started_at.rfc3339(),
+        source: source_info.map(|(page_size, page_count, mode)| SourceInfo {
+            path: source.path().display().to_string(),
+            page_size,
+            page_count,
+            journal_mode: mode.into(),
+        }),
+        method: Some(snap.method.to_string()),
+        spool: snap.spool.map(|k| k.to_string()),
+        snapshot_bytes: snap.bytes,
+        ciphertext_bytes: Some(stats.ciphertext),
+        sha256: sha256.unwrap_or_default(),
+        destination: target.display().to_string(),
+        recipients: recipients
+            .iter()
+            .map(|r| RecipientInfo { kind: r.kind.to_string(), fingerprint: r.fingerprint.clone() })
+            .collect(),
+        armored: cli.armor,
+        verified: verified.is_some(),
+        warnings,
+        ..Backup::default()
+    });
+    let mut summary = format!(
+        "backed up {} to {}: {} encrypted ({} snapshot via {}){}",
+        source.path().display(),
+        target.display(),
+        human(stats.ciphertext),
+        human(snap.bytes),
+        snap.how(),
+        verified.unwrap_or_default(),
     );
-    Ok(())
+    let pruned = match pruning {
+        true => prune_series(&target, &series, &policy, &run),
+        false => Ok(Vec::new()),
+    };
+    r.finished = Utc::now().rfc3339();
+    r.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    match pruned {
+        Ok(names) => {
+            if pruning {
+                summary += &format!("; pruned {} older backup(s)", names.len());
+            }
+            r.pruned = names;
+            note(PROG, quiet, &format!("{summary} in {}", seconds(started.elapsed())));
+            Ok(())
+        }
+        Err((names, e)) => {
+            r.pruned = names;
+            note(PROG, quiet, &format!("{summary} in {}", seconds(started.elapsed())));
+            Err(e)
+        }
+    }
+}
+
+/// Applies `policy` to the backups of `series` beside the one just made
+/// (`target`, always kept), and deletes what it drops. Other names in the
+/// directory, other series included, are never touched. Returns what was
+/// deleted, also when a deletion failed.
+fn prune_series(
+    target: &Path,
+    series: &sink::Series,
+    policy: &Policy,
+    run: &Run,
+) -> Result<Vec<String>, (Vec<String>, Error)> {
+    let fail = |e: prune::PruneError| {
+        (Vec::new(), Error::about(&format!("prune (the new backup {} is in place)", target.display()), e))
+    };
+    let dir = BackupDir::open(target.parent().unwrap_or(Path::new("."))).map_err(fail)?;
+    let listing = dir.list().map_err(fail)?;
+    let ours = listing.backups.into_iter().filter(|b| b.stem == series.stem && b.ext == series.ext).collect();
+    let new_name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let plan = prune::plan(ours, policy, &[new_name.as_str()]);
+    let dropped: Vec<&str> = plan.dropped.iter().map(|b| b.name.as_str()).collect();
+    let (deleted, result) = dir.delete(&dropped, run);
+    match result {
+        Ok(()) => Ok(deleted),
+        Err(e) => {
+            let (_, e) = fail(e);
+            Err((deleted, e))
+        }
+    }
 }
 
 /// Reads the durable but not yet visible backup back from disk and verifies

@@ -18,6 +18,7 @@ pub const WM_SEAL: &str = env!("CARGO_BIN_EXE_wm-seal");
 pub const WORKMEM_BACKUP: &str = env!("CARGO_BIN_EXE_workmem-backup");
 pub const WM_VERIFY: &str = env!("CARGO_BIN_EXE_wm-verify");
 pub const WM_RESTORE: &str = env!("CARGO_BIN_EXE_wm-restore");
+pub const WM_PRUNE: &str = env!("CARGO_BIN_EXE_wm-prune");
 
 /// A temporary directory that is the test's whole world.
 pub struct Dir {
@@ -588,6 +589,160 @@ pub fn assert_not_echoed(text: &str, secret: &str, what: &str) {
         let piece: String = w.iter().collect::<String>().to_lowercase();
         assert!(!lower.contains(&piece), "{what}: the secret must never be echoed, found {piece:?} in: {text}");
     }
+}
+
+/// A server started by a test, killed when the test ends, even by a panic.
+pub struct Server {
+    pub name: &'static str,
+    pub child: Child,
+}
+
+impl Server {
+    /// Waits until 127.0.0.1:port accepts connections; panics with the server's
+    /// stderr when it exits first or takes too long.
+    pub fn wait_for_port(&mut self, port: u16) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let err = stderr_of(&mut self.child);
+                panic!("{} exited early ({status}): {err}", self.name);
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!("{} did not listen on port {port} within 15 s", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `rclone serve webdav` of `served` on a free local port, and the
+/// environment that makes `wmtest:` that remote for rclone commands (with
+/// TMPDIR set to `tmp`). The server stops when the value is dropped.
+pub fn webdav(served: &Path, conf: &Path, tmp: &Path) -> (Server, Vec<(String, String)>) {
+    let port = free_port();
+    let mut server = Server {
+        name: "rclone serve webdav",
+        child: Command::new("rclone")
+            .arg("serve")
+            .arg("webdav")
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--config")
+            .arg(conf)
+            .arg(served)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rclone serve webdav"),
+    };
+    server.wait_for_port(port);
+    let envs = [
+        ("RCLONE_CONFIG", conf.display().to_string()),
+        ("RCLONE_CONFIG_WMTEST_TYPE", "webdav".into()),
+        ("RCLONE_CONFIG_WMTEST_URL", format!("http://127.0.0.1:{port}")),
+        ("RCLONE_CONFIG_WMTEST_VENDOR", "other".into()),
+        ("TMPDIR", tmp.display().to_string()),
+    ];
+    (server, envs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+/// The keys of `--json`'s backup object (workmem-backup, wm-seal,
+/// wm-snapshot), as their man pages list them.
+pub const BACKUP_KEYS: [&str; 19] = [
+    "tool",
+    "version",
+    "exit",
+    "error",
+    "started",
+    "finished",
+    "seconds",
+    "source",
+    "method",
+    "spool",
+    "snapshot_bytes",
+    "ciphertext_bytes",
+    "sha256",
+    "destination",
+    "recipients",
+    "armored",
+    "verified",
+    "pruned",
+    "warnings",
+];
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The name a backup of series `stem`/`ext` gets at Unix time `t`.
+pub fn backup_name(stem: &str, t: i64, ext: &str) -> String {
+    format!("{stem}-{}.{ext}", wmbackup::clock::Utc::from_unix(t).stamp())
+}
+
+/// The one file in `dir`, which must be named like a backup of
+/// `stem`/`ext` made between Unix times `t0` and `t1`.
+#[track_caller]
+pub fn the_backup_in(dir: &Path, stem: &str, ext: &str, t0: i64, t1: i64) -> PathBuf {
+    let names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 1, "one file in {}: {names:?}", dir.display());
+    assert!(
+        (t0..=t1).any(|t| backup_name(stem, t, ext) == names[0]),
+        "{} is {stem}-STAMP.{ext} for a second of the run",
+        names[0]
+    );
+    dir.join(&names[0])
+}
+
+/// The one JSON object a `--json` run printed on standard error: one line,
+/// nothing else on stderr; its keys sorted.
+#[track_caller]
+pub fn json_on_stderr(out: &Out) -> (serde_json::Value, Vec<String>) {
+    let text = out.stderr.strip_suffix('\n').unwrap_or(&out.stderr);
+    assert!(!text.contains('\n'), "one line on stderr: {:?}", out.stderr);
+    assert!(text.starts_with('{') && text.ends_with('}'), "one JSON object, nothing around it: {:?}", out.stderr);
+    let v: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("one JSON object on stderr: {e}: {text:?}"));
+    let mut keys: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    keys.sort();
+    (v, keys)
+}
+
+/// Sorted, for comparing key lists.
+pub fn sorted_keys(keys: &[&str]) -> Vec<String> {
+    let mut k: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    k.sort();
+    k
+}
+
+/// A failure as `--json` reports it: exactly tool, version, exit, error;
+/// the exit status also the process's; the error saying `needle`.
+#[track_caller]
+pub fn assert_json_failure(out: &Out, prog: &str, code: i32, needle: &str) {
+    assert_eq!(out.code(), code, "exit code; stderr: {}", out.stderr);
+    let (v, keys) = json_on_stderr(out);
+    assert_eq!(keys, sorted_keys(&["tool", "version", "exit", "error"]), "a failure's keys: {v}");
+    assert_eq!(v["tool"], prog, "{v}");
+    assert_eq!(v["exit"], code, "{v}");
+    let error = v["error"].as_str().unwrap_or_else(|| panic!("error is a string: {v}"));
+    assert!(error.contains(needle), "the error should say {needle:?}: {v}");
+    assert!(!error.starts_with(&format!("{prog}:")), "no program prefix inside the object: {v}");
 }
 
 /// The children of other tests must not inherit a test's terminal: the

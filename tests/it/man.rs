@@ -9,12 +9,13 @@ use std::process::Command;
 use crate::harness::have;
 
 /// Each binary with its page, man/<name>.1.
-const BINS: [(&str, &str); 5] = [
+const BINS: [(&str, &str); 6] = [
     ("wm-snapshot", env!("CARGO_BIN_EXE_wm-snapshot")),
     ("wm-seal", env!("CARGO_BIN_EXE_wm-seal")),
     ("workmem-backup", env!("CARGO_BIN_EXE_workmem-backup")),
     ("wm-verify", env!("CARGO_BIN_EXE_wm-verify")),
     ("wm-restore", env!("CARGO_BIN_EXE_wm-restore")),
+    ("wm-prune", env!("CARGO_BIN_EXE_wm-prune")),
 ];
 
 /// The sections every page must have, as `.SH` lines.

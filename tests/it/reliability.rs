@@ -544,3 +544,81 @@ fn every_backup_restores_with_age_and_sqlite3() {
     }
     record_figures("restore", &[("backups made", made, None), ("restored and checked", restored_ok, Some(made))]);
 }
+
+/// `wm-prune --delete` SIGKILLed at random moments: each unlink is atomic, so
+/// the directory only ever holds fewer of the files it held, each intact,
+/// and never loses one the policy keeps. Only kills that happened count.
+#[test]
+fn wm_prune_killed_while_deleting_leaves_fewer_files_never_a_damaged_one() {
+    let (files, trials) = if full_suite() { (5000, 100) } else { (2000, 12) };
+    const KEEP: usize = 10;
+    let d = Dir::new();
+    let bk = d.mkdir("bk");
+    let base = 1_700_000_000;
+    // Newest first: the first KEEP are what --keep-last keeps.
+    let names: Vec<String> =
+        (0..files as i64).rev().map(|i| backup_name("memory", base + i * 3600, "db.age")).collect();
+    let content = |n: &str| format!("{n}\n").repeat(8);
+    let refill = || {
+        for n in &names {
+            let p = bk.join(n);
+            if !p.exists() {
+                std::fs::write(&p, content(n)).unwrap();
+            }
+        }
+    };
+    let spawn = || {
+        run(WM_PRUNE, &d)
+            .args(["--keep-last", &KEEP.to_string(), "--delete", "bk"])
+            .stdout_file(std::fs::File::create("/dev/null").unwrap())
+            .spawn()
+    };
+    refill();
+    let started = Instant::now();
+    let mut c = spawn();
+    assert!(wait_timeout(&mut c, Duration::from_secs(60)).success(), "reference run: {}", stderr_of(&mut c));
+    let full = started.elapsed();
+    let mut rng = fixture::Rng::new(started.elapsed().as_nanos() as u64);
+    let (mut killed, mut mid, mut finished, mut damaged, mut lost) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for i in 0..trials {
+        refill();
+        let delay = uniform(&mut rng, full.mul_f64(1.1));
+        let mut child = spawn();
+        std::thread::sleep(delay);
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let status = wait_timeout(&mut child, Duration::from_secs(60));
+        use std::os::unix::process::ExitStatusExt;
+        match status.signal() {
+            Some(s) if s == Signal::SIGKILL as i32 => killed += 1,
+            _ if status.success() => finished += 1,
+            _ => panic!("trial {i}: wm-prune failed on its own: {status:?} {}", stderr_of(&mut child)),
+        }
+        let mut left = 0;
+        for e in std::fs::read_dir(&bk).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let intact = names.contains(&name) && std::fs::read_to_string(bk.join(&name)).ok() == Some(content(&name));
+            if !intact {
+                damaged += 1;
+                eprintln!("trial {i} (kill after {delay:?}): {name} is not one of the files, intact");
+            }
+            left += 1;
+        }
+        lost += names[..KEEP].iter().filter(|n| !bk.join(n).exists()).count() as u64;
+        if left > KEEP && left < files {
+            mid += 1;
+        }
+    }
+    println!("wm-prune: {trials} SIGKILL trials over a {full:?} run of {files} files: {killed} killed ({mid} mid-deletion), {finished} finished first");
+    record_figures(
+        "crash wm-prune --delete",
+        &[
+            ("SIGKILL trials", trials as u64, None),
+            ("killed by SIGKILL", killed, None),
+            ("killed while deleting", mid, None),
+            ("finished before the kill", finished, None),
+            ("damaged or unknown files", damaged, Some(0)),
+            ("kept backups lost", lost, Some(0)),
+        ],
+    );
+    assert_eq!(killed + finished, trials as u64);
+}

@@ -274,15 +274,30 @@ fn catalogue() -> Vec<Case> {
             1,
             "no such file or directory",
         ),
-        case("destination is a directory", S, &["--db", "src/memory.db", "--to", "dest/adir"], 1, "is a directory"),
+        // A directory (DIR/, or an existing one) gets a timestamped name: it must exist and be writable.
         case(
-            "destination is a directory",
-            B,
-            &["--db", "src/memory.db", "--to", "dest/adir", "-r", "{R}"],
+            "history directory missing",
+            S,
+            &["--db", "src/memory.db", "--to", "dest/nodir/"],
             1,
-            "is a directory",
+            "no such file or directory",
         ),
-        case("destination is a directory", L, &["--to", "dest/adir", "-r", "{R}"], 1, "is a directory"),
+        case(
+            "history directory missing",
+            B,
+            &["--db", "src/memory.db", "--to", "dest/nodir/", "-r", "{R}"],
+            1,
+            "no such file or directory",
+        ),
+        case("history directory missing", L, &["--to", "dest/nodir/", "-r", "{R}"], 1, "no such file or directory"),
+        case(
+            "history directory read-only",
+            B,
+            &["--db", "src/memory.db", "--to", "ro/", "-r", "{R}"],
+            1,
+            "permission denied",
+        )
+        .unprivileged(),
         case(
             "destination directory read-only",
             S,

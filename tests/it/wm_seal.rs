@@ -694,24 +694,22 @@ fn binary_output_to_a_terminal_is_refused_but_armor_is_allowed() {
 }
 
 #[test]
-fn destination_that_is_a_directory_or_not_a_regular_file_is_refused() {
+fn destination_that_is_not_a_regular_file_or_a_missing_directory_is_refused() {
     let fx = Fx::new();
-    fx.d.mkdir("out");
+    fx.d.write("file", "a file");
     nix::unistd::mkfifo(&fx.d.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
     let before = fx.d.tree();
-    for to in ["out", "out/", "."] {
-        let out = fx.seal(&["--to", to], b"data");
-        out.expect(1, "is a directory").one_line_error(PROG);
-    }
     fx.seal(&["--to", "fifo"], b"data").expect(1, "not a regular file").one_line_error(PROG);
-    assert_unchanged(&before, &fx.d.tree(), "--to a directory or a FIFO");
+    fx.seal(&["--to", "nodir/"], b"data").expect(1, "no such file or directory").one_line_error(PROG);
+    fx.seal(&["--to", "file/"], b"data").expect(1, "not a directory").one_line_error(PROG);
+    assert_unchanged(&before, &fx.d.tree(), "--to a FIFO or a directory that is not one");
 }
 
 #[test]
 fn wrong_destination_fails_before_any_input_arrives() {
     let Fx { d, r, .. } = Fx::new();
     let before = d.tree();
-    for (to, needle) in [("nodir/backup.age", "no such file"), (".", "is a directory")] {
+    for (to, needle) in [("nodir/backup.age", "no such file"), ("nodir/", "no such file")] {
         // Standard input stays open and empty: only a destination opened first can fail now.
         let mut child = spawn_seal(&d, &["-r", &r, "--to", to]);
         let stdin = child.stdin.take().unwrap();
@@ -1068,4 +1066,65 @@ fn a_recipients_fifo_nobody_writes_to_gives_way_to_sigterm() {
     std::thread::sleep(Duration::from_millis(300));
     sigterm_expect_143(&mut child, "-R FIFO");
     assert_unchanged(&before, &d.tree(), "SIGTERM while opening a recipients FIFO");
+}
+
+// ---------------------------------------------------------------- history and reports
+
+#[test]
+fn to_a_directory_names_the_file_with_the_stem_and_the_utc_second() {
+    if !have("age") {
+        return;
+    }
+    let fx = Fx::new();
+    let db = fx.d.workmem_db("memory.db", 100_000, false);
+    let input = std::fs::read(&db).unwrap();
+    for (dir, args, stem, ext) in [
+        ("default", &["--to", "default/"][..], "backup", "db.age"),
+        ("stem", &["--to", "stem", "--stem", "memory"][..], "memory", "db.age"),
+        ("raw", &["--to", "raw/", "--raw"][..], "backup", "age"),
+    ] {
+        fx.d.mkdir(dir);
+        let t0 = unix_now();
+        fx.seal(args, &input).ok();
+        let file = the_backup_in(&fx.d.join(dir), stem, ext, t0, unix_now());
+        assert_eq!(mode_of(&file), 0o600);
+        assert_decrypts_to(&fx.id, &file, &input, dir);
+    }
+}
+
+#[test]
+fn stem_is_refused_without_a_directory_or_when_it_makes_no_backup_name() {
+    let fx = Fx::new();
+    fx.d.mkdir("bk");
+    let before = fx.d.tree();
+    fx.seal(&["--to", "x.age", "--stem", "memory"], b"data")
+        .expect(2, "--stem names files in --to DIR/ only")
+        .one_line_error(PROG);
+    for stem in [".hidden", "a/b", "", "tab\there"] {
+        fx.seal(&["--to", "bk/", "--stem", stem], b"data").expect(2, "--stem").one_line_error(PROG);
+    }
+    assert_unchanged(&before, &fx.d.tree(), "bad --stem");
+}
+
+#[test]
+fn json_report_on_stderr_has_the_sha256_of_the_file_and_no_source() {
+    let fx = Fx::new();
+    let input = bytes(200_000, 3);
+    let out = fx.seal(&["--to", "s.age", "--json", "--raw"], &input);
+    out.ok();
+    let (v, keys) = json_on_stderr(&out);
+    assert_eq!(keys, sorted_keys(&BACKUP_KEYS), "{v}");
+    let file = fx.d.join("s.age");
+    assert_eq!(v["tool"], PROG);
+    assert_eq!(v["sha256"], sha256_file(&file));
+    assert_eq!(v["snapshot_bytes"], input.len());
+    assert_eq!(v["ciphertext_bytes"], std::fs::metadata(&file).unwrap().len());
+    for k in ["source", "method", "spool"] {
+        assert_eq!(v[k], serde_json::Value::Null, "{k}: wm-seal has none: {v}");
+    }
+    assert_eq!(v["recipients"][0]["fingerprint"], &sha256(fx.r.as_bytes())[..8]);
+    // A failure is one object too, and stdout stays empty.
+    let out = fx.seal(&["--to", "e.age", "--json"], b"");
+    assert_json_failure(&out, PROG, 1, "empty (0 bytes)");
+    assert!(out.stdout.is_empty());
 }

@@ -179,7 +179,7 @@ fn destination_directory_problems_are_clear() {
         .go()
         .expect(1, "nodir")
         .one_line_error("wm-snapshot");
-    run(WM_SNAPSHOT, &d).args(["--db", "memory.db", "--to", "out"]).go().expect(1, "is a directory");
+    run(WM_SNAPSHOT, &d).args(["--db", "memory.db", "--to", "nodir/"]).go().expect(1, "no such file or directory");
     run(WM_SNAPSHOT, &d)
         .args(["--db", "memory.db", "--to", "ro/snap.db"])
         .unprivileged()
@@ -374,4 +374,44 @@ fn env_file_and_memory_db_path_pick_the_source() {
     run(WM_SNAPSHOT, &d).args(["--env-file", ".env", "--db", "a.db"]).env("MEMORY_DB_PATH", "nope.db").go().ok();
     // A missing .env is silently ignored.
     run(WM_SNAPSHOT, &d).args(["--env-file", "missing.env", "--db", "a.db"]).go().ok();
+}
+
+#[test]
+fn to_a_directory_names_the_snapshot_after_the_database_and_the_utc_second() {
+    if !have("sqlite3") {
+        return;
+    }
+    let d = Dir::new();
+    let db = d.workmem_db("memory.db", 300_000, true);
+    d.mkdir("snaps");
+    let t0 = unix_now();
+    run(WM_SNAPSHOT, &d).args(["--db", "memory.db", "--to", "snaps/"]).go().ok();
+    let snap = the_backup_in(&d.join("snaps"), "memory", "db", t0, unix_now());
+    assert_integrity(&snap);
+    assert_eq!(content_digest(&snap), content_digest(&db));
+}
+
+#[test]
+fn json_report_has_the_sha256_of_the_snapshot_and_the_source_as_it_was() {
+    if !have("sqlite3") {
+        return;
+    }
+    let d = Dir::new();
+    let db = d.workmem_db("memory.db", 300_000, false);
+    let out = run(WM_SNAPSHOT, &d).args(["--db", "memory.db", "--json", "--method", "pages"]).go();
+    out.ok();
+    let (v, keys) = json_on_stderr(&out);
+    assert_eq!(keys, sorted_keys(&BACKUP_KEYS), "{v}");
+    assert_eq!(v["tool"], "wm-snapshot");
+    assert_eq!(v["sha256"], sha256(&out.stdout), "the digest of the image written to stdout");
+    assert_eq!(v["snapshot_bytes"], out.stdout.len());
+    assert_eq!(v["destination"], "standard output");
+    assert_eq!(
+        (v["ciphertext_bytes"].clone(), v["recipients"].clone()),
+        (serde_json::Value::Null, serde_json::json!([]))
+    );
+    assert_eq!(v["method"], "pages");
+    assert_eq!(v["source"]["journal_mode"], "rollback");
+    let pages = sqlite3(&db, "PRAGMA page_count").trim().parse::<u64>().unwrap();
+    assert_eq!(v["source"]["page_count"], pages);
 }

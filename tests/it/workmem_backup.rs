@@ -3,10 +3,9 @@
 //! its `.env` loader, the equivalence with the wm-snapshot | wm-seal pipeline,
 //! and pipelines that leave the machine through rclone and ssh.
 
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -125,44 +124,6 @@ fn bash(script: &str, args: &[&str], envs: &[(&str, &str)]) -> std::process::Out
     c.output().expect("run bash")
 }
 
-/// A server started by a test, killed when the test ends, even by a panic.
-struct Server {
-    name: &'static str,
-    child: Child,
-}
-
-impl Server {
-    /// Waits until 127.0.0.1:port accepts connections; panics with the server's
-    /// stderr when it exits first or takes too long.
-    fn wait_for_port(&mut self, port: u16) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let err = stderr_of(&mut self.child);
-                panic!("{} exited early ({status}): {err}", self.name);
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                panic!("{} did not listen on port {port} within 15 s", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A test's world: a workmem database `memory.db` and an age key `key.txt`
 /// (made by the `age` crate) in one directory, and workmem-backup run on the
 /// one to the other's recipient.
@@ -265,7 +226,6 @@ fn zero_recipients_is_a_usage_error() {
 fn unwritable_destination_directory_is_permission_denied_and_creates_nothing() {
     let d = Dir::new();
     d.workmem_db("memory.db", 100_000, false);
-    d.mkdir("adir");
     let ro = d.mkdir("ro");
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
     let key = age::x25519::Identity::generate().to_public().to_string();
@@ -283,9 +243,10 @@ fn unwritable_destination_directory_is_permission_denied_and_creates_nothing() {
         .expect(1, "no such file or directory")
         .one_line_error(PROG);
     run(WORKMEM_BACKUP, &d)
-        .args(["--db", "memory.db", "--to", "adir", "-r", &key])
+        .args(["--db", "memory.db", "--to", "ro/", "-r", &key])
+        .unprivileged()
         .go()
-        .expect(1, "is a directory")
+        .expect(1, "permission denied")
         .one_line_error(PROG);
     assert_unchanged(&before, &d.tree(), "bad destinations");
 }
@@ -1169,32 +1130,8 @@ fn pipeline_into_rclone_webdav_round_trips() {
     let Fx { d, db, id, key } = Fx::new(600_000, true);
     let served = d.mkdir("served");
     let conf = d.write("rclone.conf", "");
-    let port = free_port();
-    let mut server = Server {
-        name: "rclone serve webdav",
-        child: Command::new("rclone")
-            .arg("serve")
-            .arg("webdav")
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--config")
-            .arg(&conf)
-            .arg(&served)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rclone serve webdav"),
-    };
-    server.wait_for_port(port);
-    let url = format!("http://127.0.0.1:{port}");
-    let envs = [
-        ("RCLONE_CONFIG", conf.to_str().unwrap()),
-        ("RCLONE_CONFIG_WMTEST_TYPE", "webdav"),
-        ("RCLONE_CONFIG_WMTEST_URL", url.as_str()),
-        ("RCLONE_CONFIG_WMTEST_VENDOR", "other"),
-        ("TMPDIR", d.path.to_str().unwrap()),
-    ];
+    let (server, envs) = webdav(&served, &conf, &d.path);
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = bash(
         r#"set -o pipefail; "$1" --db "$2" | "$3" -r "$4" | rclone rcat wmtest:memory.db.age"#,
         &[WM_SNAPSHOT, db.to_str().unwrap(), WM_SEAL, &key],
@@ -1310,4 +1247,251 @@ fn spool_on_another_file_system_than_the_destination_works() {
         fx.assert_restores("memory.db.age");
         assert!(std::fs::read_dir(spool.path()).unwrap().next().is_none(), "nothing left in the spool directory");
     }
+}
+
+// ---------------------------------------------------------------------------
+// 6. History: timestamped backups, --keep-*, --json, --metrics-file
+// ---------------------------------------------------------------------------
+
+#[test]
+fn to_a_directory_names_the_backup_after_the_database_and_the_utc_second() {
+    if !have("age") || !have("sqlite3") {
+        return;
+    }
+    let fx = Fx::new(300_000, false);
+    for (dir, to) in [("bk", "bk/"), ("existing", "existing")] {
+        fx.d.mkdir(dir);
+        let t0 = unix_now();
+        let out = fx.run(&["--to", to]).go();
+        out.ok();
+        let backup = the_backup_in(&fx.d.join(dir), "memory", "db.age", t0, unix_now());
+        assert!(out.stderr.contains(&backup.display().to_string()), "the summary names the file: {}", out.stderr);
+        assert_eq!(mode_of(&backup), 0o600);
+        fx.assert_restores(&backup);
+    }
+}
+
+#[test]
+fn two_backups_in_the_same_second_never_overwrite_each_other() {
+    let fx = Fx::new(200_000, false);
+    fx.d.mkdir("bk");
+    // Every name the run could pick in the next minute is taken already.
+    let now = unix_now();
+    for t in now - 1..now + 60 {
+        fx.d.write(&format!("bk/{}", backup_name("memory", t, "db.age")), "an earlier backup");
+    }
+    let before = fx.d.tree();
+    let out = fx.run(&["--to", "bk/", "--keep-last", "1"]).go();
+    out.expect(1, "already exists; never replaced").one_line_error(PROG);
+    assert!(out.stderr.contains("run again a second later"), "{}", out.stderr);
+    assert_unchanged(&before, &fx.d.tree(), "a backup whose name is taken");
+}
+
+#[test]
+fn keep_prunes_only_its_own_series_once_the_new_backup_is_in_place() {
+    let fx = Fx::new(200_000, false);
+    let old: Vec<String> = (1..=5).map(|d| format!("memory-2020010{d}T030000Z.db.age")).collect();
+    let others = [
+        "project-20200101T030000Z.db.age",
+        "memory-20200101T030000Z.db",
+        "notes.txt",
+        ".memory-20200101T030000Z.db.age.a1b2c3.tmp",
+    ];
+    for n in old.iter().map(String::as_str).chain(others) {
+        fx.d.write(&format!("bk/{n}"), n);
+    }
+    let t0 = unix_now();
+    let out = fx.run(&["--to", "bk/", "--keep-last", "3", "--verify", "--json"]).go();
+    out.ok();
+    let (v, _) = json_on_stderr(&out);
+    assert_eq!(v["pruned"], serde_json::json!(old[..3]), "the oldest of its series, oldest first: {v}");
+    assert_eq!(v["verified"], true);
+    let mut left: Vec<String> = std::fs::read_dir(fx.d.join("bk"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let new = left.iter().find(|n| (t0..=unix_now()).any(|t| **n == backup_name("memory", t, "db.age"))).cloned();
+    let mut want: Vec<String> = others.iter().map(|s| s.to_string()).chain(old[3..].iter().cloned()).collect();
+    want.extend(new.clone());
+    want.sort();
+    assert!(new.is_some(), "the new backup is there: {left:?}");
+    assert_eq!(left, want);
+    for n in others {
+        assert_eq!(fx.d.read(&format!("bk/{n}")), n.as_bytes(), "{n} untouched");
+    }
+}
+
+#[test]
+fn a_failed_backup_prunes_nothing() {
+    let fx = Fx::new(200_000, false);
+    for d in 1..=3 {
+        fx.d.write(&format!("bk/memory-2020010{d}T030000Z.db.age"), "old");
+    }
+    let before = fx.d.tree();
+    run(WORKMEM_BACKUP, &fx.d)
+        .args(["--db", "nope.db", "-r", &fx.key, "--to", "bk/", "--keep-last", "1"])
+        .go()
+        .expect(1, "no such file")
+        .one_line_error(PROG);
+    fx.run(&["--to", "bk/", "--keep-last", "1", "-R", "nope.txt"]).go().expect(1, "nope.txt").one_line_error(PROG);
+    assert_unchanged(&before, &fx.d.tree(), "failed backups with --keep-last 1");
+}
+
+#[test]
+fn keep_without_a_directory_is_a_usage_error() {
+    let fx = Fx::new(200_000, false);
+    let before = fx.d.tree();
+    for to in ["b.age", "-"] {
+        fx.run(&["--to", to, "--keep-daily", "7"]).go().expect(2, "--keep-* needs --to DIR/").one_line_error(PROG);
+    }
+    fx.run(&["--to", "bk/", "--keep-daily", "0"]).go().expect(2, "0 keeps nothing").one_line_error(PROG);
+    assert_unchanged(&before, &fx.d.tree(), "--keep-* without a directory");
+}
+
+#[test]
+fn json_report_has_every_documented_key_and_the_sha256_of_the_file_as_written() {
+    if !have("sqlite3") {
+        return;
+    }
+    let fx = Fx::new(300_000, true);
+    let out = fx.run(&["--to", "b.age", "--json", "--verify"]).go();
+    out.ok();
+    assert!(out.stdout.is_empty(), "stdout stays empty");
+    let (v, keys) = json_on_stderr(&out);
+    assert_eq!(keys, sorted_keys(&BACKUP_KEYS), "{v}");
+    let file = fx.d.join("b.age");
+    assert_eq!(v["tool"], PROG);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!((v["exit"].clone(), v["error"].clone()), (serde_json::json!(0), serde_json::Value::Null));
+    assert_eq!(v["sha256"], sha256_file(&file), "what sha256sum says of the file");
+    assert_eq!(v["ciphertext_bytes"], std::fs::metadata(&file).unwrap().len());
+    assert_eq!(v["destination"], canonical(&file).display().to_string());
+    assert_eq!(v["method"], "vacuum");
+    assert_eq!(v["spool"], "memory");
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["armored"], false);
+    assert_eq!(v["pruned"], serde_json::json!([]));
+    let pragma = |p: &str| sqlite3(&fx.db, &format!("PRAGMA {p}")).trim().parse::<u64>().unwrap();
+    assert_eq!(
+        v["source"],
+        serde_json::json!({
+            "path": canonical(&fx.db).display().to_string(),
+            "page_size": pragma("page_size"),
+            "page_count": pragma("page_count"),
+            "journal_mode": "wal",
+        })
+    );
+    assert!(v["snapshot_bytes"].as_u64().is_some_and(|b| b > 0 && b % pragma("page_size") == 0), "{v}");
+    let fingerprint = &sha256(fx.key.as_bytes())[..8];
+    assert_eq!(v["recipients"], serde_json::json!([{"type": "X25519", "fingerprint": fingerprint}]));
+    for k in ["started", "finished"] {
+        let t = v[k].as_str().unwrap_or_default();
+        assert!(t.len() == 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{k} is RFC 3339 UTC: {t}");
+    }
+    assert!(v["seconds"].as_f64().is_some_and(|s| s > 0.0), "{v}");
+}
+
+#[test]
+fn json_goes_to_stderr_and_leaves_stdout_to_the_backup() {
+    let fx = Fx::new(200_000, false);
+    let out = fx.run(&["--to", "-", "--json", "--armor"]).go();
+    out.ok();
+    assert!(out.stdout.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"), "the backup on stdout");
+    let (v, _) = json_on_stderr(&out);
+    assert_eq!(v["destination"], "standard output");
+    assert_eq!(v["armored"], true);
+    assert_eq!(v["sha256"], sha256(&out.stdout), "the digest of the bytes as written");
+}
+
+#[test]
+fn json_failures_are_one_object_usage_errors_included() {
+    let fx = Fx::new(200_000, false);
+    let before = fx.d.tree();
+    assert_json_failure(&fx.run(&["--json"]).go(), PROG, 2, "--to");
+    assert_json_failure(
+        &fx.run(&["--json", "--to", "b.age", "--keep-last", "2"]).go(),
+        PROG,
+        2,
+        "--keep-* needs --to DIR/",
+    );
+    let out = run(WORKMEM_BACKUP, &fx.d).args(["--json", "--db", "nope.db", "-r", &fx.key, "--to", "b.age"]).go();
+    assert_json_failure(&out, PROG, 1, "open source:");
+    assert_unchanged(&before, &fx.d.tree(), "failed runs with --json");
+}
+
+/// The samples of a textfile: name -> (labels, value); every sample has
+/// its HELP and TYPE gauge lines.
+#[track_caller]
+fn metrics(path: &Path) -> std::collections::BTreeMap<String, (String, f64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} has HELP");
+        assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{name} has TYPE");
+        out.insert(name.to_string(), (labels.trim_end_matches('}').to_string(), value.parse().unwrap()));
+    }
+    out
+}
+
+#[test]
+fn metrics_file_tells_prometheus_the_last_success_and_a_failure_keeps_it() {
+    let fx = Fx::new(200_000, false);
+    fx.d.mkdir("bk");
+    fx.d.mkdir("prom");
+    let prom = fx.d.join("prom/workmem_backup.prom");
+    let t0 = unix_now();
+    fx.run(&["-q", "--to", "bk/", "--metrics-file", "prom/workmem_backup.prom"]).go().ok();
+    let t1 = unix_now();
+    let backup = the_backup_in(&fx.d.join("bk"), "memory", "db.age", t0, t1);
+    let m = metrics(&prom);
+    let value = |m: &std::collections::BTreeMap<String, (String, f64)>, n: &str| {
+        m.get(&format!("workmem_backup_{n}")).map(|x| x.1).unwrap_or_else(|| panic!("{n} missing: {m:?}"))
+    };
+    let success = value(&m, "last_success_timestamp_seconds");
+    assert!((t0 as f64..=t1 as f64).contains(&success), "{success} within the run");
+    assert_eq!(value(&m, "last_exit_status"), 0.0);
+    assert_eq!(value(&m, "last_success"), 1.0);
+    assert_eq!(value(&m, "ciphertext_bytes"), std::fs::metadata(&backup).unwrap().len() as f64);
+    assert!(value(&m, "snapshot_bytes") > 0.0 && value(&m, "duration_seconds") > 0.0);
+    let labels = format!("database=\"{}\",destination=\"bk/\"", canonical(&fx.db).display());
+    assert!(m.values().all(|(l, _)| *l == labels), "{m:?}");
+    assert_eq!(mode_of(&prom), 0o644, "readable by node_exporter, another user");
+    assert_eq!(std::fs::read_dir(fx.d.join("prom")).unwrap().count(), 1, "no temporary left");
+
+    // A failed run: its status and time, the last success kept.
+    run(WORKMEM_BACKUP, &fx.d)
+        .args(["-q", "--db", "nope.db", "-r", &fx.key, "--to", "bk/", "--metrics-file"])
+        .args([&prom])
+        .go()
+        .expect(1, "no such file");
+    let m = metrics(&prom);
+    assert_eq!(value(&m, "last_success_timestamp_seconds"), success);
+    assert_eq!(value(&m, "last_exit_status"), 1.0);
+    assert_eq!(value(&m, "last_success"), 0.0);
+    assert!(value(&m, "last_run_timestamp_seconds") >= success);
+    // A usage error found after the flags were read is a failed run too.
+    fx.run(&["-q", "--to", "b.age", "--keep-last", "1", "--metrics-file", "prom/workmem_backup.prom"])
+        .go()
+        .expect(2, "--keep-*");
+    let m = metrics(&prom);
+    assert_eq!((value(&m, "last_exit_status"), value(&m, "last_success_timestamp_seconds")), (2.0, success));
+}
+
+#[test]
+fn a_metrics_file_that_cannot_be_written_fails_before_the_backup() {
+    let fx = Fx::new(200_000, false);
+    fx.d.mkdir("bk");
+    let before = fx.d.tree();
+    fx.run(&["--to", "bk/", "--metrics-file", "nodir/m.prom"])
+        .go()
+        .expect(1, "metrics file: destination directory: nodir: no such file or directory")
+        .one_line_error(PROG);
+    fx.run(&["--to", "bk/", "--metrics-file", ""])
+        .go()
+        .expect(2, "a value is required for '--metrics-file <PATH>'")
+        .one_line_error(PROG);
+    assert_unchanged(&before, &fx.d.tree(), "an unwritable metrics file");
 }

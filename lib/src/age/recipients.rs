@@ -81,12 +81,29 @@ impl fmt::Display for Kind {
 pub struct Recipient {
     key: Box<dyn age::Recipient + Send + Sync>,
     pub kind: Kind,
+    /// For reports ([`fingerprint`]); empty when made without its text.
+    pub fingerprint: String,
 }
 
 impl Recipient {
     pub fn new(key: Box<dyn age::Recipient + Send + Sync>, kind: Kind) -> Recipient {
-        Recipient { key, kind }
+        Recipient { key, kind, fingerprint: String::new() }
     }
+}
+
+/// A short name for a public key in reports: the first 8 hex digits of the
+/// SHA-256 of the key as written, `age1…` in lower case (Bech32 ignores
+/// case), an SSH key as its type and base64 without the comment. What
+/// `printf %s KEY | sha256sum | cut -c1-8` prints.
+pub fn fingerprint(key: &str) -> String {
+    let key = key.trim();
+    let canonical = if starts_with_ignore_case(key, "age1") {
+        key.to_ascii_lowercase()
+    } else {
+        key.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    };
+    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+    digest.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl age::Recipient for Recipient {
@@ -325,6 +342,12 @@ fn looks_secret(s: &str) -> Option<Problem> {
 
 /// Parses one recipient literal.
 pub fn parse_literal(s: &str) -> Result<Recipient, Problem> {
+    let mut r = parse_key(s)?;
+    r.fingerprint = fingerprint(s);
+    Ok(r)
+}
+
+fn parse_key(s: &str) -> Result<Recipient, Problem> {
     if let Some(problem) = looks_secret(s) {
         return Err(problem);
     }
@@ -545,6 +568,19 @@ mod tests {
                 .map(|p| matches!(p, Problem::UnsupportedSsh(_) | Problem::Invalid)),
             Some(true)
         );
+    }
+
+    #[test]
+    fn fingerprints_are_sha256_of_the_key_as_written_ignoring_case_and_ssh_comments() {
+        let want: String = ring::digest::digest(&ring::digest::SHA256, X25519.as_bytes()).as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(parse_literal(X25519).unwrap().fingerprint, want);
+        assert_eq!(fingerprint(&X25519.to_uppercase()), want);
+        let bare = ED25519.rsplit_once(' ').unwrap().0;
+        assert_eq!(parse_literal(ED25519).unwrap().fingerprint, fingerprint(bare));
+        assert_eq!(fingerprint(bare).len(), 8);
     }
 
     #[test]

@@ -216,6 +216,22 @@ impl Source {
         Ok(size.max(0) as u64 * count.max(0) as u64)
     }
 
+    /// Page size, page count and journal mode, as they are now: for reports.
+    /// The mode is "wal" or "rollback": which rollback journal writers use
+    /// (delete, truncate, persist) is theirs to choose per connection.
+    pub fn info(&self) -> Result<(u64, u64, &'static str), SourceError> {
+        let (size, count, mode): (i64, i64, String) = self
+            .conn
+            .query_row(
+                "SELECT page_size, page_count, journal_mode FROM pragma_page_size, pragma_page_count, pragma_journal_mode",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| self.error("read source", e))?;
+        let mode = if mode.eq_ignore_ascii_case("wal") { "wal" } else { "rollback" };
+        Ok((size.max(0) as u64, count.max(0) as u64, mode))
+    }
+
     pub(crate) fn connection_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }

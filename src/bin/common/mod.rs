@@ -34,14 +34,22 @@ pub enum Shell {
 /// exit 2 (clap's own report spans several lines and may repeat a value that
 /// was key material); `--help`, `--version` and `--completions` print and exit 0.
 pub fn parse_args<T: Parser>(prog: &str, args: Vec<OsString>) -> T {
+    parse_args_reporting(prog, args, &|message| {
+        let _ = writeln!(io::stderr(), "{prog}: {message}");
+    })
+}
+
+/// [`parse_args`], a usage error's one line (without the `prog: ` prefix)
+/// handed to `report` before the exit 2.
+pub fn parse_args_reporting<T: Parser>(prog: &str, args: Vec<OsString>, report: &dyn Fn(&str)) -> T {
     // `--completions` stands alone, but clap checks required arguments first.
     if args.get(1).is_some_and(|a| a.to_string_lossy().starts_with("--completions")) {
-        let only = Only::try_parse_from(&args).unwrap_or_else(|e| usage_error(prog, e));
+        let only = Only::try_parse_from(&args).unwrap_or_else(|e| usage_error(prog, e, report));
         completions::<T>(prog, only.common.completions);
     }
     match T::try_parse_from(args) {
         Ok(t) => t,
-        Err(e) => usage_error(prog, e),
+        Err(e) => usage_error(prog, e, report),
     }
 }
 
@@ -67,7 +75,7 @@ fn completions<T: Parser>(prog: &str, shell: Option<Shell>) -> ! {
 }
 
 /// `--help` and `--version` print and exit 0; anything else is one line and exit 2.
-fn usage_error(prog: &str, e: clap::Error) -> ! {
+fn usage_error(prog: &str, e: clap::Error, report: &dyn Fn(&str)) -> ! {
     match e {
         e if !e.use_stderr() => e.exit(),
         e => {
@@ -86,7 +94,7 @@ fn usage_error(prog: &str, e: clap::Error) -> ! {
             } else {
                 hide_key_material(first)
             };
-            let _ = writeln!(io::stderr(), "{prog}: {first}; try '{prog} --help'");
+            report(&format!("{first}; try '{prog} --help'"));
             std::process::exit(2);
         }
     }
@@ -126,6 +134,9 @@ pub fn spell(k: Knob) -> Cow<'static, str> {
         Knob::Raw => "--raw",
         Knob::Against => "--against",
         Knob::Identity => "-i",
+        Knob::Retention => "--keep-last N, --keep-daily N or another --keep-* rule",
+        Knob::NamesOnStdin => "- to read the names from standard input",
+        Knob::MetricsFile => "--metrics-file",
     })
 }
 
@@ -133,14 +144,24 @@ pub fn spell(k: Knob) -> Cow<'static, str> {
 /// one stderr line and an exit code. Whatever failed after a signal came
 /// failed because of it: the signal is reported.
 pub fn main_with(prog: &str, body: impl FnOnce(&Cancel) -> Result<(), Error>) -> ExitCode {
+    exit_with(prog, watched(body))
+}
+
+/// Runs `body` with signals watched. Whatever failed after a signal came
+/// failed because of it: the result is then the signal.
+pub fn watched(body: impl FnOnce(&Cancel) -> Result<(), Error>) -> Result<(), Error> {
     // First thing, before any thread exists: the signal mask is inherited.
-    let result = match Cancel::on_signals() {
+    match Cancel::on_signals() {
         Ok(cancel) => match (body(&cancel), cancel.fired()) {
             (Err(_), Some(sig)) => Err(Error::Stopped(Stop::Interrupted(sig))),
             (result, _) => result,
         },
         Err(e) => Err(Error::Setup { what: "start: cannot watch signals", source: e }),
-    };
+    }
+}
+
+/// One stderr line for a failure, and the exit code.
+fn exit_with(prog: &str, result: Result<(), Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,16 +1,44 @@
-//! `--to PATH|-`: the output of the tools that write data.
+//! `--to PATH|DIR/|-`: the output of the tools that write data.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use wmbackup::clock::Utc;
 use wmbackup::output::Sink;
+use wmbackup::prune;
 use wmbackup::signals::Cancel;
 use wmbackup::Error;
 
+/// How a file written into `--to DIR/` is named: `STEM-YYYYMMDDTHHMMSSZ.EXT`.
+pub struct Series {
+    pub stem: String,
+    pub ext: &'static str,
+}
+
+/// `--to` names a directory: it ends with `/`, or is an existing directory
+/// (`-` is standard output, even if a directory of that name exists).
+pub fn is_dir(to: &Path) -> bool {
+    to != Path::new("-")
+        && (to.as_os_str().as_bytes().ends_with(b"/") || std::fs::metadata(to).is_ok_and(|m| m.is_dir()))
+}
+
 /// Opens `--to` (absent or `-`: standard output), never the database
 /// `source`. `--to ''` is a usage error, typically an unset shell variable.
-pub fn open(to: Option<&Path>, cancel: &Cancel, terminal_ok: bool, source: Option<&Path>) -> Result<Sink, Error> {
+/// A directory gets a new file named after `series` and the UTC time now,
+/// which never replaces one: a second backup in the same second fails.
+pub fn open(
+    to: Option<&Path>,
+    cancel: &Cancel,
+    terminal_ok: bool,
+    source: Option<&Path>,
+    series: &Series,
+) -> Result<Sink, Error> {
     if to.is_some_and(|p| p.as_os_str().is_empty()) {
         return Err(Error::usage("destination: --to: empty path", Some("give a file name, or - for standard output")));
+    }
+    if let Some(dir) = to.filter(|p| is_dir(p)) {
+        let name = prune::name(&series.stem, &Utc::now(), series.ext);
+        return Ok(Sink::open_new(&dir.join(name), source)?);
     }
     Ok(Sink::open(to, cancel, terminal_ok, source)?)
 }

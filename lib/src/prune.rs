@@ -1,0 +1,996 @@
+//! Backup history: the names timestamped backups carry, and the retention
+//! policy that decides which of them to keep.
+//!
+//! A backup is known by its name only, `STEM-YYYYMMDDTHHMMSSZ.EXT` with a UTC
+//! [`Utc::stamp`]: never by its mtime, which copies and syncs change.
+//! Hidden names, temporaries and every other name are never counted and
+//! never touched ([`judge`]).
+//!
+//! The policy is restic's `forget` ([`plan`]): backups newest first; each
+//! period rule keeps the newest backup of each of the last N distinct
+//! periods (hour, day, ISO week, month, year of the UTC time in the name)
+//! that have one; `last` keeps the N newest, `within` all those newer than
+//! the newest minus a span; a backup is kept if any rule keeps it. As restic
+//! groups snapshots by host and paths, backups are grouped into series by
+//! STEM and EXT, so that the backups of one database never push those of
+//! another out. The newest of each series is always kept.
+//!
+//! [`BackupDir`] applies a plan to a local directory: entries are listed
+//! without following symlinks and removed with `unlinkat` relative to the
+//! directory, one atomic unlink each, then the directory is fsynced.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{self, AccessFlags, UnlinkatFlags};
+
+use crate::clock::{days_in_month, Utc};
+use crate::run::Run;
+use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
+
+/// `memory-20261202T063000Z.db.age`: the name of the backup of series
+/// `stem`/`ext` taken at `time`.
+pub fn name(stem: &str, time: &Utc, ext: &str) -> String {
+    format!("{stem}-{}.{ext}", time.stamp())
+}
+
+/// The STEM of a timestamped backup's name, from the database's file name:
+/// `memory` for `memory.db`. Leading dots go (the name would be hidden and
+/// never counted), control characters become `_`; `backup` if nothing is left.
+pub fn stem_of_database(db: &Path) -> String {
+    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match name.strip_suffix(".db") {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => name,
+    };
+    let clean: String = name.trim_start_matches('.').chars().map(|c| if c.is_control() { '_' } else { c }).collect();
+    if clean.is_empty() {
+        "backup".to_string()
+    } else {
+        clean
+    }
+}
+
+/// A name that is a backup's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BackupName {
+    pub name: String,
+    pub stem: String,
+    pub ext: String,
+    pub time: Utc,
+}
+
+/// What a name is, to the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judged {
+    Backup(BackupName),
+    /// Shaped like a backup's name, but its date or time cannot exist
+    /// (30 February, 24:00): not a backup.
+    ImpossibleDate,
+    /// Starts with a dot: our own temporaries, and whatever else hides.
+    Hidden,
+    /// Ends like a temporary or a partial transfer: `.tmp`, `.part`,
+    /// `.partial`, `~`.
+    Temporary,
+    Other,
+}
+
+const TEMPORARY_SUFFIXES: [&str; 4] = [".tmp", ".part", ".partial", "~"];
+/// `-` + `YYYYMMDDTHHMMSSZ` + `.`
+const STAMP_LEN: usize = 16;
+
+/// Judges one file name (not a path: a name with a `/` is never a backup's).
+pub fn judge(name: &str) -> Judged {
+    if name.starts_with('.') {
+        return Judged::Hidden;
+    }
+    if TEMPORARY_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        return Judged::Temporary;
+    }
+    if name.is_empty() || name.chars().any(|c| c == '/' || c.is_control()) {
+        return Judged::Other;
+    }
+    let b = name.as_bytes();
+    // The rightmost `-STAMP.` with a stem before it and a valid EXT after.
+    let mut at = b.len().saturating_sub(STAMP_LEN + 2);
+    loop {
+        if at >= 1 && b[at] == b'-' && b.get(at + 1 + STAMP_LEN) == Some(&b'.') && stamp_shaped(&b[at + 1..]) {
+            let ext = &name[at + STAMP_LEN + 2..];
+            if valid_ext(ext) {
+                return match Utc::parse_stamp(&name[at + 1..at + 1 + STAMP_LEN]) {
+                    Some(time) => Judged::Backup(BackupName {
+                        name: name.to_string(),
+                        stem: name[..at].to_string(),
+                        ext: ext.to_string(),
+                        time,
+                    }),
+                    None => Judged::ImpossibleDate,
+                };
+            }
+        }
+        if at == 0 {
+            return Judged::Other;
+        }
+        at -= 1;
+    }
+}
+
+/// `DDDDDDDDTDDDDDDZ` at the start of `b`, digits unchecked for range.
+fn stamp_shaped(b: &[u8]) -> bool {
+    b.len() >= STAMP_LEN
+        && b[..STAMP_LEN].iter().enumerate().all(|(i, c)| match i {
+            8 => *c == b'T',
+            15 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// `age`, `db.age`: dot-separated runs of ASCII letters and digits.
+fn valid_ext(ext: &str) -> bool {
+    !ext.is_empty() && ext.split('.').all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// A span of time back from the newest backup, restic's `--keep-within`:
+/// `30d`, `12h`, `2w`, `1y6m`. Years and months are calendar ones (a month
+/// before 31 March is 28 or 29 February); weeks, days and hours are fixed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub years: u32,
+    pub months: u32,
+    pub weeks: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+impl Span {
+    /// Parses `[Ny][Nm][Nw][Nd][Nh]`: each unit at most once, in that order,
+    /// at least one, not all zero. The error says what is wrong, in words.
+    pub fn parse(s: &str) -> Result<Span, String> {
+        const UNITS: &str = "ymwdh";
+        let mut span = Span::default();
+        let mut rest = s;
+        let mut last_unit: Option<usize> = None;
+        if s.is_empty() {
+            return Err("an empty span; write e.g. 30d, 12h, 2w or 1y6m".into());
+        }
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let Some(unit) = rest[digits..].chars().next() else {
+                return Err(format!("{s:?}: a number needs a unit (y, m, w, d or h), e.g. {rest}d"));
+            };
+            let Some(pos) = UNITS.find(unit) else {
+                return Err(format!("{s:?}: {unit:?} is not a unit; use y (years), m (months), w, d or h"));
+            };
+            if digits == 0 {
+                return Err(format!("{s:?}: {unit} needs a number before it, e.g. 30d"));
+            }
+            if last_unit.is_some_and(|l| l >= pos) {
+                return Err(format!("{s:?}: give each unit once, in the order y, m, w, d, h"));
+            }
+            last_unit = Some(pos);
+            let n: u32 = rest[..digits].parse().map_err(|_| format!("{s:?}: {} is too large", &rest[..digits]))?;
+            match unit {
+                'y' => span.years = n,
+                'm' => span.months = n,
+                'w' => span.weeks = n,
+                'd' => span.days = n,
+                _ => span.hours = n,
+            }
+            rest = &rest[digits + unit.len_utf8()..];
+        }
+        if span == Span::default() {
+            return Err(format!("{s:?}: a span of zero keeps nothing; give at least 1h"));
+        }
+        Ok(span)
+    }
+
+    /// `t` minus this span.
+    pub fn before(&self, t: &Utc) -> Utc {
+        let months = t.year * 12 + (t.month as i64 - 1) - self.years as i64 * 12 - self.months as i64;
+        let (year, month) = (months.div_euclid(12), months.rem_euclid(12) as u32 + 1);
+        let day = t.day.min(days_in_month(year, month));
+        let shifted = Utc { year, month, day, ..*t };
+        let fixed = (self.weeks as i64 * 7 + self.days as i64) * 86_400 + self.hours as i64 * 3600;
+        Utc::from_unix(shifted.unix() - fixed)
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, unit) in [(self.years, 'y'), (self.months, 'm'), (self.weeks, 'w'), (self.days, 'd'), (self.hours, 'h')]
+        {
+            if n > 0 {
+                write!(f, "{n}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which rules keep what. Counts are at least 1 (`None`: rule not given).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    pub within: Option<Span>,
+}
+
+impl Policy {
+    /// No rule at all: refused, since it would keep nothing but the newest.
+    pub fn validate(&self) -> Result<(), PruneError> {
+        let counts = [self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly];
+        if counts.iter().all(Option::is_none) && self.within.is_none() {
+            return Err(PruneError::NoRule);
+        }
+        if counts.contains(&Some(0)) {
+            return Err(PruneError::ZeroCount);
+        }
+        Ok(())
+    }
+}
+
+/// Why a backup is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rule {
+    Last,
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Yearly,
+    Within,
+    /// The newest of its series, which is never dropped.
+    Newest,
+    /// A backup the caller protects: the one just made.
+    New,
+}
+
+impl Rule {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Rule::Last => "last",
+            Rule::Hourly => "hourly",
+            Rule::Daily => "daily",
+            Rule::Weekly => "weekly",
+            Rule::Monthly => "monthly",
+            Rule::Yearly => "yearly",
+            Rule::Within => "within",
+            Rule::Newest => "newest",
+            Rule::New => "new",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub backup: BackupName,
+    /// Every rule that keeps it, in [`Rule`] order.
+    pub rules: Vec<Rule>,
+}
+
+/// What a policy does to a set of backups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Series by series (STEM, then EXT), newest first.
+    pub kept: Vec<Kept>,
+    /// Series by series, oldest first: the order to delete them in.
+    pub dropped: Vec<BackupName>,
+}
+
+/// Applies `policy` to `backups` (a name given twice counts once). A backup
+/// named in `protect` is kept whatever the policy says.
+pub fn plan(backups: Vec<BackupName>, policy: &Policy, protect: &[&str]) -> Plan {
+    let mut series: BTreeMap<(String, String), Vec<BackupName>> = BTreeMap::new();
+    for b in backups {
+        series.entry((b.stem.clone(), b.ext.clone())).or_default().push(b);
+    }
+    let mut out = Plan::default();
+    for (_, mut list) in series {
+        list.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.name.cmp(&b.name)));
+        list.dedup_by(|a, b| a.name == b.name);
+        let times: Vec<Utc> = list.iter().map(|b| b.time).collect();
+        let mut dropped = Vec::new();
+        for (backup, mut rules) in list.into_iter().zip(keep_rules(&times, policy)) {
+            if protect.contains(&backup.name.as_str()) {
+                rules.push(Rule::New);
+            }
+            if rules.is_empty() {
+                dropped.push(backup);
+            } else {
+                out.kept.push(Kept { backup, rules });
+            }
+        }
+        dropped.reverse();
+        out.dropped.extend(dropped);
+    }
+    out
+}
+
+/// The period a time falls in, for one rule; `nr` is its place, newest first.
+type Bucket = fn(&Utc, usize) -> i64;
+
+/// For times sorted newest first, the rules that keep each: restic's walk.
+/// Each rule with a count left keeps a backup whose period differs from the
+/// last one it kept; periods are runs in a sorted list, so that is the
+/// newest backup of each of the newest N periods.
+fn keep_rules(times: &[Utc], policy: &Policy) -> Vec<Vec<Rule>> {
+    let rules: [(Rule, Option<u32>, Bucket); 6] = [
+        (Rule::Last, policy.last, |_, nr| nr as i64),
+        (Rule::Hourly, policy.hourly, |t, _| {
+            ((t.year * 100 + t.month as i64) * 100 + t.day as i64) * 100 + t.hour as i64
+        }),
+        (Rule::Daily, policy.daily, |t, _| (t.year * 100 + t.month as i64) * 100 + t.day as i64),
+        (Rule::Weekly, policy.weekly, |t, _| {
+            let (year, week) = t.iso_week();
+            year * 100 + week as i64
+        }),
+        (Rule::Monthly, policy.monthly, |t, _| t.year * 100 + t.month as i64),
+        (Rule::Yearly, policy.yearly, |t, _| t.year),
+    ];
+    let mut left: Vec<u32> = rules.iter().map(|(_, n, _)| n.unwrap_or(0)).collect();
+    let mut last: Vec<Option<i64>> = vec![None; rules.len()];
+    let cutoff = policy.within.zip(times.first()).map(|(span, newest)| span.before(newest));
+    let mut out = Vec::with_capacity(times.len());
+    for (nr, t) in times.iter().enumerate() {
+        let mut keep = Vec::new();
+        for (i, (rule, _, bucket)) in rules.iter().enumerate() {
+            if left[i] > 0 {
+                let period = bucket(t, nr);
+                if last[i] != Some(period) {
+                    last[i] = Some(period);
+                    left[i] -= 1;
+                    keep.push(*rule);
+                }
+            }
+        }
+        if cutoff.is_some_and(|c| *t > c) {
+            keep.push(Rule::Within);
+        }
+        if nr == 0 && keep.is_empty() {
+            keep.push(Rule::Newest);
+        }
+        out.push(keep);
+    }
+    out
+}
+
+/// Names of one directory or one listing, as the policy sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub backups: Vec<BackupName>,
+    /// Backups whose entry is a symbolic link: counted by its own name,
+    /// never followed; deleting it removes the link, not what it points to.
+    pub symlinks: Vec<String>,
+    /// Names shaped like a backup's that are not counted, and why.
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// Names one per line, as `rclone lsf` prints them (`source` names the
+/// input in messages). Lines that are not backup names are ignored; a line
+/// shaped like one whose date cannot exist is an error: the listing is not
+/// what it seems.
+pub fn parse_lines(text: &[u8], source: &str) -> Result<Listing, PruneError> {
+    let mut out = Listing::default();
+    for (i, line) in text.split(|&c| c == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Ok(name) = std::str::from_utf8(line) else { continue };
+        match judge(name) {
+            Judged::Backup(b) => out.backups.push(b),
+            Judged::ImpossibleDate => {
+                return Err(PruneError::ImpossibleDate { source: source.to_string(), line: i + 1, name: name.into() })
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A local directory of backups, held open: every name is looked up and
+/// removed relative to it, never through a path.
+pub struct BackupDir {
+    path: PathBuf,
+    dir: File,
+}
+
+impl BackupDir {
+    /// Opens `path`, which must be a directory (a symlink to one is followed:
+    /// the user named it).
+    pub fn open(path: &Path) -> Result<BackupDir, PruneError> {
+        let fd =
+            fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+                match e {
+                    Errno::ENOTDIR => PruneError::NotDirectory { path: path.to_path_buf() },
+                    e => PruneError::Open { path: path.to_path_buf(), source: e.into() },
+                }
+            })?;
+        Ok(BackupDir { path: path.to_path_buf(), dir: File::from(fd) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory's backups. Only regular files and symbolic links count;
+    /// the file type comes from the entry itself, never through a link.
+    pub fn list(&self) -> Result<Listing, PruneError> {
+        let list_err = |e: Errno| PruneError::List { path: self.path.clone(), source: e.into() };
+        let mut dir = nix::dir::Dir::openat(
+            &self.dir,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(list_err)?;
+        let mut out = Listing::default();
+        for entry in dir.iter() {
+            let entry = entry.map_err(list_err)?;
+            let Ok(name) = std::str::from_utf8(entry.file_name().to_bytes()) else { continue };
+            let backup = match judge(name) {
+                Judged::Backup(b) => b,
+                Judged::ImpossibleDate => {
+                    out.skipped.push((name.to_string(), "named like a backup, but its date or time cannot exist"));
+                    continue;
+                }
+                _ => continue,
+            };
+            use nix::dir::Type;
+            let kind = match entry.file_type() {
+                Some(t) => Some(t),
+                // Some file systems do not fill in d_type: ask the entry itself.
+                None => nix::sys::stat::fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok().map(|st| {
+                    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+                        SFlag::S_IFREG => Type::File,
+                        SFlag::S_IFLNK => Type::Symlink,
+                        _ => Type::Fifo,
+                    }
+                }),
+            };
+            match kind {
+                Some(Type::File) => out.backups.push(backup),
+                Some(Type::Symlink) => {
+                    out.symlinks.push(name.to_string());
+                    out.backups.push(backup);
+                }
+                _ => out.skipped.push((name.to_string(), "named like a backup, but not a file")),
+            }
+        }
+        out.backups.sort();
+        out.symlinks.sort();
+        out.skipped.sort();
+        Ok(out)
+    }
+
+    /// Fails, changing nothing, when this process may not remove entries.
+    pub fn check_writable(&self) -> Result<(), PruneError> {
+        unistd::faccessat(&self.dir, ".", AccessFlags::W_OK | AccessFlags::X_OK, AtFlags::AT_EACCESS)
+            .map_err(|e| PruneError::NotWritable { path: self.path.clone(), source: e.into() })
+    }
+
+    /// Removes each of `names` (entries of this directory, never followed:
+    /// a symbolic link is removed itself), one atomic unlink each, in the
+    /// order given; stops at the first failure or signal; then fsyncs the
+    /// directory. Returns the names removed (one already gone is not), and
+    /// the failure if there was one.
+    pub fn delete(&self, names: &[&str], run: &Run) -> (Vec<String>, Result<(), PruneError>) {
+        let mut deleted = Vec::new();
+        let mut result = Ok(());
+        for name in names {
+            if let Err(stop) = run.check() {
+                result = Err(PruneError::Stop(stop));
+                break;
+            }
+            if name.is_empty() || name.contains('/') || OsStr::new(name).as_bytes().contains(&0) {
+                result = Err(PruneError::Delete {
+                    path: self.path.join(name),
+                    source: io::Error::from_raw_os_error(Errno::EINVAL as i32),
+                    deleted: deleted.len(),
+                });
+                break;
+            }
+            match unistd::unlinkat(&self.dir, *name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => deleted.push(name.to_string()),
+                Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    result = Err(PruneError::Delete {
+                        path: self.path.join(name),
+                        source: e.into(),
+                        deleted: deleted.len(),
+                    });
+                    break;
+                }
+            }
+        }
+        if !deleted.is_empty() {
+            if let Err(e) = self.dir.sync_all() {
+                result = result.and(Err(PruneError::SyncDir { path: self.path.clone(), source: e }));
+            }
+        }
+        (deleted, result)
+    }
+}
+
+#[derive(Debug)]
+pub enum PruneError {
+    /// No rule given: nothing to decide.
+    NoRule,
+    /// A count of 0, which keeps nothing.
+    ZeroCount,
+    Open {
+        path: PathBuf,
+        source: io::Error,
+    },
+    NotDirectory {
+        path: PathBuf,
+    },
+    List {
+        path: PathBuf,
+        source: io::Error,
+    },
+    NotWritable {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Delete {
+        path: PathBuf,
+        source: io::Error,
+        /// Removed before this one failed.
+        deleted: usize,
+    },
+    SyncDir {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A line shaped like a backup's name whose date cannot exist.
+    ImpossibleDate {
+        source: String,
+        line: usize,
+        name: String,
+    },
+    Read {
+        source_name: String,
+        source: io::Error,
+    },
+    Stop(Stop),
+}
+
+impl fmt::Display for PruneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use PruneError::*;
+        match self {
+            NoRule => f.write_str("no retention rule given: nothing says what to keep"),
+            ZeroCount => f.write_str("a count of 0 keeps nothing"),
+            Open { path, source } => write!(f, "open directory: {}: {}", path.display(), io_cause(source)),
+            NotDirectory { path } => write!(f, "open directory: {}: not a directory", path.display()),
+            List { path, source } => write!(f, "list directory: {}: {}", path.display(), io_cause(source)),
+            NotWritable { path, source } => {
+                write!(f, "delete in: {}: {}; nothing was deleted", path.display(), io_cause(source))
+            }
+            Delete { path, source, deleted: 0 } => {
+                write!(f, "delete: {}: {}; nothing was deleted", path.display(), io_cause(source))
+            }
+            Delete { path, source, deleted } => write!(
+                f,
+                "delete: {}: {}; {deleted} older backup(s) were deleted before it",
+                path.display(),
+                io_cause(source)
+            ),
+            SyncDir { path, source } => write!(f, "fsync directory: {}: {}", path.display(), io_cause(source)),
+            ImpossibleDate { source, line, name } => {
+                write!(f, "{source}: line {line}: {name:?} is named like a backup, but its date or time cannot exist")
+            }
+            Read { source_name, source } => write!(f, "read names: {source_name}: {}", io_cause(source)),
+            Stop(s) => s.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PruneError {}
+
+impl Failure for PruneError {
+    fn hint(&self) -> Option<Hint> {
+        use PruneError::*;
+        match self {
+            NoRule => Some(hint!["give at least one rule: ", Knob::Retention]),
+            ZeroCount => Some(hint!["leave the rule out, or keep at least 1: ", Knob::Retention]),
+            Open { .. } | NotDirectory { .. } => {
+                Some(hint!["name the directory that holds the backups, or ", Knob::NamesOnStdin])
+            }
+            NotWritable { .. } | Delete { .. }
+                if self.errno() == Some(Errno::EACCES) || self.errno() == Some(Errno::EPERM) =>
+            {
+                Some("check the directory's owner and permissions".into())
+            }
+            SyncDir { .. } => Some("the deletions may not survive a crash; check the file system".into()),
+            ImpossibleDate { .. } => Some("fix or drop that line; such a name is never counted or deleted".into()),
+            _ => None,
+        }
+    }
+
+    fn stop(&self) -> Option<Stop> {
+        match self {
+            PruneError::Stop(s) => Some(*s),
+            PruneError::Read { source, .. } => Stop::from_io(source),
+            _ => None,
+        }
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            PruneError::NoRule | PruneError::ZeroCount => 2,
+            other => other.stop().map_or(1, |s| s.exit_code()),
+        }
+    }
+}
+
+impl PruneError {
+    fn errno(&self) -> Option<Errno> {
+        match self {
+            PruneError::NotWritable { source, .. } | PruneError::Delete { source, .. } => {
+                source.raw_os_error().map(Errno::from_raw)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_database_gives_its_name_without_db_and_never_a_hidden_or_empty_stem() {
+        for (db, stem) in [
+            ("/srv/memory.db", "memory"),
+            ("project.sqlite", "project.sqlite"),
+            (".db", "db"),
+            ("/x/.hidden.db", "hidden"),
+            ("...", "backup"),
+            ("a\tb.db", "a_b"),
+        ] {
+            assert_eq!(stem_of_database(Path::new(db)), stem, "{db}");
+        }
+    }
+
+    fn t(s: &str) -> Utc {
+        Utc::parse_stamp(s).unwrap_or_else(|| panic!("{s}"))
+    }
+
+    fn backup(stamp: &str) -> BackupName {
+        match judge(&format!("memory-{stamp}.db.age")) {
+            Judged::Backup(b) => b,
+            other => panic!("{stamp}: {other:?}"),
+        }
+    }
+
+    fn kept_stamps(stamps: &[&str], policy: &Policy) -> Vec<String> {
+        let p = plan(stamps.iter().map(|s| backup(s)).collect(), policy, &[]);
+        p.kept.iter().map(|k| k.backup.time.stamp()).collect()
+    }
+
+    /// xorshift64*: deterministic test data without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    /// The policy as the issue words it, computed another way: for each
+    /// rule, the distinct periods newest first, the first N of them, the
+    /// newest backup of each; `last` the N newest; `within` everything newer
+    /// than the newest minus the span; the union; the newest if nothing.
+    fn reference(times: &[Utc], policy: &Policy) -> BTreeSet<Utc> {
+        let mut sorted: Vec<Utc> = times.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        let mut kept = BTreeSet::new();
+        if let Some(n) = policy.last {
+            kept.extend(sorted.iter().take(n as usize).copied());
+        }
+        type Period = fn(&Utc) -> (i64, u32, u32, u32);
+        let periods: [(Option<u32>, Period); 5] = [
+            (policy.hourly, |t| (t.year, t.month, t.day, t.hour)),
+            (policy.daily, |t| (t.year, t.month, t.day, 0)),
+            (policy.weekly, |t| {
+                let (y, w) = t.iso_week();
+                (y, w, 0, 0)
+            }),
+            (policy.monthly, |t| (t.year, t.month, 0, 0)),
+            (policy.yearly, |t| (t.year, 0, 0, 0)),
+        ];
+        for (n, key) in periods {
+            let Some(n) = n else { continue };
+            let mut newest_of: BTreeMap<(i64, u32, u32, u32), Utc> = BTreeMap::new();
+            for t in &sorted {
+                let e = newest_of.entry(key(t)).or_insert(*t);
+                *e = (*e).max(*t);
+            }
+            kept.extend(newest_of.values().rev().take(n as usize).copied());
+        }
+        if let (Some(span), Some(newest)) = (policy.within, sorted.first()) {
+            let cutoff = span.before(newest).unix();
+            kept.extend(sorted.iter().filter(|t| t.unix() > cutoff).copied());
+        }
+        if kept.is_empty() {
+            kept.extend(sorted.first().copied());
+        }
+        kept
+    }
+
+    #[test]
+    fn names_are_backups_only_with_the_exact_pattern() {
+        match judge("memory-20261202T063000Z.db.age") {
+            Judged::Backup(b) => {
+                assert_eq!((b.stem.as_str(), b.ext.as_str()), ("memory", "db.age"));
+                assert_eq!(b.time, t("20261202T063000Z"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The rightmost stamp is the time; the stem may hold dashes and digits.
+        match judge("my-db-20250101T000000Z-20261202T063000Z.age") {
+            Judged::Backup(b) => {
+                assert_eq!((b.stem.as_str(), b.time), ("my-db-20250101T000000Z", t("20261202T063000Z")))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(name("memory", &t("20261202T063000Z"), "db.age"), "memory-20261202T063000Z.db.age");
+        for (n, want) in [
+            (".memory-20261202T063000Z.db.age", Judged::Hidden),
+            (".memory-20261202T063000Z.db.age.3f2a1b.tmp", Judged::Hidden),
+            ("memory-20261202T063000Z.db.age.tmp", Judged::Temporary),
+            ("memory-20261202T063000Z.db.age.partial", Judged::Temporary),
+            ("memory-20261202T063000Z.db.age~", Judged::Temporary),
+            ("memory-20260230T063000Z.db.age", Judged::ImpossibleDate),
+            ("memory-20261202T246000Z.db.age", Judged::ImpossibleDate),
+            ("memory-20261202T063000Z", Judged::Other),
+            ("memory-20261202T063000Z.", Judged::Other),
+            ("memory-20261202T063000Z.db..age", Judged::Other),
+            ("memory-20261202T063000Z.db-age", Judged::Other),
+            ("-20261202T063000Z.db.age", Judged::Other),
+            ("memory-20261202T0630Z.db.age", Judged::Other),
+            ("memory-20261202t063000z.db.age", Judged::Other),
+            ("memory_20261202T063000Z.db.age", Judged::Other),
+            ("memory-2026-12-02T06:30:00Z.db.age", Judged::Other),
+            ("dir/memory-20261202T063000Z.db.age", Judged::Other),
+            ("memory-20261202T063000Z.db.age\n", Judged::Other),
+            ("memory.db.age", Judged::Other),
+            ("", Judged::Other),
+        ] {
+            assert_eq!(judge(n), want, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn spans_parse_strictly_and_count_calendar_months() {
+        let s = Span::parse("1y6m").unwrap();
+        assert_eq!((s.years, s.months), (1, 6));
+        assert_eq!(Span::parse("2w3d12h").unwrap().to_string(), "2w3d12h");
+        for bad in ["", "30", "d", "30x", "-1d", "+1d", "1d1y", "1d1d", "0d", "0y0h", "1.5d", "30 d", "99999999999d"] {
+            assert!(Span::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+        let before = |span: &str, at: &str| Span::parse(span).unwrap().before(&t(at)).stamp();
+        assert_eq!(before("1m", "20260331T120000Z"), "20260228T120000Z", "clamped to the month's last day");
+        assert_eq!(before("1m", "20240331T120000Z"), "20240229T120000Z");
+        assert_eq!(before("1y", "20240229T000000Z"), "20230228T000000Z");
+        assert_eq!(before("1y6m", "20260115T000000Z"), "20240715T000000Z");
+        assert_eq!(before("2w1d1h", "20260115T000000Z"), "20251230T230000Z");
+    }
+
+    #[test]
+    fn a_policy_without_rules_or_with_a_zero_count_is_refused() {
+        assert!(matches!(Policy::default().validate(), Err(PruneError::NoRule)));
+        assert!(matches!(Policy { daily: Some(0), ..Policy::default() }.validate(), Err(PruneError::ZeroCount)));
+        assert_eq!(PruneError::NoRule.exit_code(), 2);
+        Policy { within: Span::parse("1d").ok(), ..Policy::default() }.validate().unwrap();
+    }
+
+    #[test]
+    fn yearly_and_weekly_rules_across_year_boundaries_and_iso_week_53() {
+        let daily: Vec<String> = (25..=31)
+            .map(|d| format!("202412{d}T120000Z"))
+            .chain((1..=5).map(|d| format!("2025010{d}T120000Z")))
+            .collect();
+        let refs: Vec<&str> = daily.iter().map(String::as_str).collect();
+        let yearly = Policy { yearly: Some(2), ..Policy::default() };
+        assert_eq!(kept_stamps(&refs, &yearly), ["20250105T120000Z", "20241231T120000Z"]);
+        // ISO weeks: 2024-12-30 (a Monday) starts week 1 of 2025.
+        let weekly = Policy { weekly: Some(2), ..Policy::default() };
+        assert_eq!(kept_stamps(&refs, &weekly), ["20250105T120000Z", "20241229T120000Z"]);
+        // 2020-12-28 to 2021-01-03 is week 53 of 2020.
+        let w53 = ["20201227T230000Z", "20201228T000000Z", "20201231T120000Z", "20210103T235959Z", "20210104T000000Z"];
+        let weekly3 = Policy { weekly: Some(3), ..Policy::default() };
+        assert_eq!(kept_stamps(&w53, &weekly3), ["20210104T000000Z", "20210103T235959Z", "20201227T230000Z"]);
+        let monthly = Policy { monthly: Some(2), ..Policy::default() };
+        assert_eq!(kept_stamps(&w53, &monthly), ["20210104T000000Z", "20201231T120000Z"]);
+    }
+
+    #[test]
+    fn hourly_keeps_the_newest_of_several_backups_in_an_hour() {
+        let stamps =
+            ["20261202T060001Z", "20261202T063000Z", "20261202T065959Z", "20261202T070000Z", "20261202T070100Z"];
+        let hourly = Policy { hourly: Some(2), ..Policy::default() };
+        assert_eq!(kept_stamps(&stamps, &hourly), ["20261202T070100Z", "20261202T065959Z"]);
+        let last = Policy { last: Some(3), ..Policy::default() };
+        assert_eq!(kept_stamps(&stamps, &last), ["20261202T070100Z", "20261202T070000Z", "20261202T065959Z"]);
+    }
+
+    #[test]
+    fn within_keeps_what_is_newer_than_the_newest_minus_the_span() {
+        let stamps = ["20261202T000000Z", "20261201T000000Z", "20261201T000001Z", "20261125T000000Z"];
+        let within = Policy { within: Span::parse("1d").ok(), ..Policy::default() };
+        // Exactly one day older is not within (restic's rule: strictly newer).
+        assert_eq!(kept_stamps(&stamps, &within), ["20261202T000000Z", "20261201T000001Z"]);
+    }
+
+    #[test]
+    fn every_rule_says_why_and_series_never_crowd_each_other_out() {
+        let names = [
+            "memory-20261202T000000Z.db.age",
+            "memory-20261201T000000Z.db.age",
+            "memory-20261130T000000Z.db.age",
+            "memory-20261130T000000Z.db.age",
+            "project-20261101T000000Z.db.age",
+            "memory-20261202T000000Z.db",
+        ];
+        let backups: Vec<BackupName> = names
+            .iter()
+            .map(|n| match judge(n) {
+                Judged::Backup(b) => b,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let p = plan(
+            backups,
+            &Policy { last: Some(1), daily: Some(2), ..Policy::default() },
+            &["memory-20261130T000000Z.db.age"],
+        );
+        let kept: Vec<(&str, Vec<Rule>)> = p.kept.iter().map(|k| (k.backup.name.as_str(), k.rules.clone())).collect();
+        assert_eq!(
+            kept,
+            [
+                ("memory-20261202T000000Z.db", vec![Rule::Last, Rule::Daily]),
+                ("memory-20261202T000000Z.db.age", vec![Rule::Last, Rule::Daily]),
+                ("memory-20261201T000000Z.db.age", vec![Rule::Daily]),
+                ("memory-20261130T000000Z.db.age", vec![Rule::New]),
+                ("project-20261101T000000Z.db.age", vec![Rule::Last, Rule::Daily]),
+            ]
+        );
+        assert!(p.dropped.is_empty(), "a name given twice counts once, and the protected one stays");
+    }
+
+    #[test]
+    fn the_policy_matches_a_brute_force_reference_on_random_histories() {
+        let mut rng = Rng(0x5eed_1234_abcd);
+        let anchors =
+            ["20201231T120000Z", "20241230T000000Z", "20261202T063000Z", "20270101T000000Z", "20240229T120000Z"];
+        for case in 0..3000 {
+            let anchor = t(anchors[rng.below(anchors.len() as u64) as usize]).unix();
+            // Spreads from minutes (several per hour) to years.
+            let spread = [3_600, 86_400, 14 * 86_400, 90 * 86_400, 800 * 86_400][rng.below(5) as usize];
+            let n = 1 + rng.below(40) as usize;
+            let times: Vec<Utc> = if rng.below(4) == 0 {
+                // Sparse: about a year apart, so that neighbours share a week,
+                // day or hour number in different years.
+                let step = [364, 365][rng.below(2) as usize] * 86_400;
+                (0..n as i64).map(|i| Utc::from_unix(anchor - i * step - rng.below(3) as i64 * 3_600)).collect()
+            } else {
+                (0..n).map(|_| Utc::from_unix(anchor - spread / 2 + rng.below(spread as u64) as i64)).collect()
+            };
+            let count = |rng: &mut Rng| (rng.below(2) == 0).then(|| 1 + rng.below(6) as u32);
+            let mut policy = Policy {
+                last: count(&mut rng),
+                hourly: count(&mut rng),
+                daily: count(&mut rng),
+                weekly: count(&mut rng),
+                monthly: count(&mut rng),
+                yearly: count(&mut rng),
+                within: None,
+            };
+            if rng.below(3) == 0 {
+                let span = ["2h", "1d", "3d", "1w", "1m", "1y", "1y1m1w1d1h"][rng.below(7) as usize];
+                policy.within = Span::parse(span).ok();
+            }
+            if policy.validate().is_err() {
+                policy.daily = Some(1 + rng.below(4) as u32);
+            }
+            let backups: Vec<BackupName> = times.iter().map(|t| backup(&t.stamp())).collect();
+            let p = plan(backups, &policy, &[]);
+            let got: BTreeSet<Utc> = p.kept.iter().map(|k| k.backup.time).collect();
+            let want = reference(&times, &policy);
+            assert_eq!(got, want, "case {case}: {policy:?} on {:?}", times.iter().map(Utc::stamp).collect::<Vec<_>>());
+            let newest = times.iter().max().unwrap();
+            assert!(got.contains(newest), "case {case}: the newest is never dropped");
+            let distinct: BTreeSet<Utc> = times.iter().copied().collect();
+            assert_eq!(p.kept.len() + p.dropped.len(), distinct.len(), "case {case}: every backup decided once");
+            assert!(p.dropped.windows(2).all(|w| w[0].time < w[1].time), "case {case}: dropped oldest first");
+        }
+    }
+
+    #[test]
+    fn lines_of_a_listing_count_only_backup_names_and_an_impossible_date_is_an_error() {
+        let text = b"memory-20261202T063000Z.db.age\r\nsubdir/\nnotes.txt\n.memory-20261202T063000Z.db.age\n\n\xff\xfe\nmemory-20261201T063000Z.db.age";
+        let l = parse_lines(text, "standard input").unwrap();
+        let names: Vec<&str> = l.backups.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["memory-20261202T063000Z.db.age", "memory-20261201T063000Z.db.age"]);
+        match parse_lines(b"a-20261202T063000Z.age\nmemory-20260231T000000Z.db.age\n", "standard input") {
+            Err(e @ PruneError::ImpossibleDate { line: 2, .. }) => {
+                assert!(e.to_string().starts_with("standard input: line 2: \"memory-20260231T000000Z.db.age\""), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_directory_counts_files_and_links_by_name_and_deletes_links_not_their_targets() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("memory-20261101T000000Z.db.age");
+        std::fs::write(&target, b"elsewhere").unwrap();
+        let dir = d.path();
+        std::fs::write(dir.join("memory-20261202T000000Z.db.age"), b"new").unwrap();
+        std::fs::write(dir.join("memory-20260230T000000Z.db.age"), b"odd").unwrap();
+        std::fs::create_dir(dir.join("memory-20261130T000000Z.db.age")).unwrap();
+        symlink(&target, dir.join("memory-20261101T000000Z.db.age")).unwrap();
+        std::fs::write(dir.join(".memory-20261001T000000Z.db.age.1a2b3c.tmp"), b"tmp").unwrap();
+        let bd = BackupDir::open(dir).unwrap();
+        let l = bd.list().unwrap();
+        let names: Vec<&str> = l.backups.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["memory-20261101T000000Z.db.age", "memory-20261202T000000Z.db.age"]);
+        assert_eq!(l.symlinks, ["memory-20261101T000000Z.db.age"]);
+        assert_eq!(l.skipped.len(), 2, "{:?}", l.skipped);
+        let p = plan(l.backups, &Policy { last: Some(1), ..Policy::default() }, &[]);
+        let drop: Vec<&str> = p.dropped.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(drop, ["memory-20261101T000000Z.db.age"]);
+        let run = Run::manual().unwrap();
+        let (deleted, result) = bd.delete(&drop, &run);
+        result.unwrap();
+        assert_eq!(deleted, drop);
+        assert!(std::fs::symlink_metadata(dir.join(drop[0])).is_err(), "the link is gone");
+        assert_eq!(std::fs::read(&target).unwrap(), b"elsewhere", "its target is untouched");
+        assert!(dir.join("memory-20261130T000000Z.db.age").is_dir(), "a directory is never touched");
+        // Already gone: not an error, not reported as deleted.
+        let (again, result) = bd.delete(&drop, &run);
+        assert!(again.is_empty() && result.is_ok());
+        // Never a path.
+        let (none, result) = bd.delete(&["../x"], &run);
+        assert!(none.is_empty() && matches!(result, Err(PruneError::Delete { .. })));
+    }
+
+    #[test]
+    fn a_missing_directory_or_a_file_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("file");
+        std::fs::write(&f, b"x").unwrap();
+        assert!(matches!(BackupDir::open(&d.path().join("nope")), Err(PruneError::Open { .. })));
+        match BackupDir::open(&f) {
+            Err(e @ PruneError::NotDirectory { .. }) => assert!(e.to_string().contains("not a directory"), "{e}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+}
