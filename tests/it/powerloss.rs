@@ -13,6 +13,11 @@
 //! harness proves it can fail: the same trials with the file's fsync, then
 //! the directory's, made no-ops must be caught.
 //!
+//! Histories have a third state: `workmem-backup --to DIR/ --keep-*` may be
+//! cut with its new backup durable and the older one not yet deleted, and
+//! `wm-prune --delete` with some deletions lost; never after exit 0, never
+//! with a file changed or a kept backup gone.
+//!
 //! Needs root, `/dev/loop-control`, `mount`, e2fsprogs, xfsprogs and strace.
 //! `make test` runs one cut per commit step on ext4; `make reliability` all.
 
@@ -109,6 +114,9 @@ fn can_cut() -> bool {
 enum Verdict {
     Old,
     New,
+    /// A history between the two: the new backup durable, the policy's
+    /// deletions not all (a state a rerun finishes); never after exit 0.
+    Between,
     Broken(String),
 }
 
@@ -147,7 +155,7 @@ fn status_of(mut c: Command) -> ExitStatus {
 /// The commit sequence's system calls, in order (name, occurrence), from a
 /// traced run; and where the file's and the directory's fsync are in it.
 fn commit_calls(tool: &Tool, fs: &Fs) -> Vec<(String, usize)> {
-    const CALLS: [&str; 5] = ["fsync", "linkat", "renameat", "unlink", "unlinkat"];
+    const CALLS: [&str; 6] = ["fsync", "linkat", "renameat", "renameat2", "unlink", "unlinkat"];
     let dir = fs.trial_dir(0);
     (tool.setup)(&dir);
     let log = dir.join("trace.log");
@@ -182,6 +190,8 @@ struct Tally {
     new: u64,
     broken: u64,
     old_after_exit_0: u64,
+    between: u64,
+    between_after_exit_0: u64,
 }
 
 impl Tally {
@@ -194,6 +204,11 @@ impl Tally {
             }
             Verdict::Old => self.old += 1,
             Verdict::New => self.new += 1,
+            Verdict::Between if exited_0 => {
+                self.between_after_exit_0 += 1;
+                eprintln!("power loss {tool} on {fs} ({what}): deletions lost although the tool exited 0");
+            }
+            Verdict::Between => self.between += 1,
             Verdict::Broken(why) => {
                 self.broken += 1;
                 eprintln!("power loss {tool} on {fs} ({what}): BROKEN: {why}");
@@ -280,15 +295,25 @@ fn trials(tool: &Tool, fs: &Fs, full: bool, t: &mut Tally) {
 }
 
 /// The controls: the tool with its file's fsync, then its directory's, made
-/// a no-op, run to the end and cut. Each must be caught (broken, or the old
+/// a no-op (a tool that only deletes: the directory's), run to the end and cut. Each must be caught (broken, or the old
 /// content after exit 0): otherwise these trials could not see a missing fsync.
 fn controls(tool: &Tool, fs: &Fs, runs: usize) -> (u64, u64) {
     let calls = commit_calls(tool, fs);
-    let rename = calls.iter().position(|(n, _)| n == "renameat").expect("a rename");
-    let file_fsync = calls[..rename].iter().rev().find(|(n, _)| n == "fsync").expect("an fsync before the rename").1;
-    let dir_fsync = calls[rename..].iter().find(|(n, _)| n == "fsync").expect("an fsync after the rename").1;
+    let points = match calls.iter().position(|(n, _)| n == "renameat") {
+        Some(rename) => vec![
+            ("file fsync skipped", calls[..rename].iter().rev().find(|(n, _)| n == "fsync").expect("a file fsync").1),
+            (
+                "directory fsync skipped",
+                calls[rename..].iter().find(|(n, _)| n == "fsync").expect("a directory fsync").1,
+            ),
+        ],
+        // Deleting only: the directory's fsync after the last unlink.
+        None => {
+            vec![("directory fsync skipped", calls.iter().filter(|(n, _)| n == "fsync").last().expect("an fsync").1)]
+        }
+    };
     let (mut tried, mut caught) = (0, 0);
-    for (what, when) in [("file fsync skipped", file_fsync), ("directory fsync skipped", dir_fsync)] {
+    for (what, when) in points {
         for i in 0..runs {
             let dir = fs.trial_dir(1000 + i);
             (tool.setup)(&dir);
@@ -421,6 +446,37 @@ fn tools(f: &'static Fixture, c: &'static Crashed) -> Vec<Tool> {
             }),
         },
         Tool {
+            name: "workmem-backup --to DIR/ --keep-last 2",
+            setup: Box::new(move |d: &Path| {
+                std::fs::write(d.join("key.txt"), &f.key).unwrap();
+                std::fs::write(d.join("memory.db"), &f.new_db).unwrap();
+                std::fs::create_dir(d.join("hist")).unwrap();
+                for name in HISTORY {
+                    std::fs::write(d.join("hist").join(name), &f.old_backup).unwrap();
+                }
+                sh(&["sync", "-f", &d.display().to_string()]);
+            }),
+            args: [WORKMEM_BACKUP, "-q", "--db", "memory.db", "--to", "hist/", "--keep-last", "2", "-r", &f.recipient]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            stdin: None,
+            judge: Box::new(move |d| judge_history(f, d)),
+        },
+        Tool {
+            name: "wm-prune --delete --keep-last 2",
+            setup: Box::new(move |d: &Path| {
+                std::fs::create_dir(d.join("hist")).unwrap();
+                for name in PRUNED.iter().chain(&PRUNE_KEPT) {
+                    std::fs::write(d.join("hist").join(name), &f.old_backup).unwrap();
+                }
+                sh(&["sync", "-f", &d.display().to_string()]);
+            }),
+            args: [WM_PRUNE, "-q", "--keep-last", "2", "--delete", "hist"].iter().map(|s| s.to_string()).collect(),
+            stdin: None,
+            judge: Box::new(move |d| judge_prune(f, d)),
+        },
+        Tool {
             name: "wm-restore",
             setup: Box::new(move |d: &Path| {
                 c.write_into(d);
@@ -434,6 +490,77 @@ fn tools(f: &'static Fixture, c: &'static Crashed) -> Vec<Tool> {
             judge: Box::new(move |d| judge_restore(c, d)),
         },
     ]
+}
+
+/// The history workmem-backup starts from: `--keep-last 2` keeps the new
+/// backup and the newest of these, and deletes the other.
+const HISTORY: [&str; 2] = ["memory-20200101T000000Z.db.age", "memory-20200102T000000Z.db.age"];
+
+/// The names of `hist/`, the temporaries of a killed run excepted (hidden):
+/// the only names a power cut may bring back or take away.
+fn listing(d: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(d.join("hist"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A history after a cut: untouched (old); the new backup durable and
+/// whole, the older one deleted, the newer kept (new); the new backup in
+/// place with the deletion lost (between). Any old file changed, any kept
+/// one lost, or a new one that does not restore is broken.
+fn judge_history(f: &Fixture, d: &Path) -> Verdict {
+    let names = listing(d);
+    for old in names.iter().filter(|n| HISTORY.contains(&n.as_str())) {
+        if std::fs::read(d.join("hist").join(old)).ok().as_ref() != Some(&f.old_backup) {
+            return Verdict::Broken(format!("{old} changed"));
+        }
+    }
+    let new: Vec<&String> = names.iter().filter(|n| !HISTORY.contains(&n.as_str())).collect();
+    let has = |n: &str| names.iter().any(|x| x == n);
+    match new.as_slice() {
+        [] if names == HISTORY => Verdict::Old,
+        [] => Verdict::Broken(format!("a backup deleted before the new one was durable: {names:?}")),
+        [n] => match backup_rows(d, &format!("hist/{n}")) {
+            Ok(5000) if !has(HISTORY[1]) => Verdict::Broken(format!("the newer old backup is gone: {names:?}")),
+            Ok(5000) if has(HISTORY[0]) => Verdict::Between,
+            Ok(5000) => Verdict::New,
+            other => Verdict::Broken(format!("{n}: {other:?}")),
+        },
+        more => Verdict::Broken(format!("more than one new name: {more:?}")),
+    }
+}
+
+/// wm-prune's history: five backups, the two newest kept.
+const PRUNED: [&str; 3] =
+    ["memory-20200101T000000Z.db.age", "memory-20200102T000000Z.db.age", "memory-20200103T000000Z.db.age"];
+const PRUNE_KEPT: [&str; 2] = ["memory-20200104T000000Z.db.age", "memory-20200105T000000Z.db.age"];
+
+/// A pruned directory after a cut: every file left is byte for byte what it
+/// was and the kept two are there; all five (old), the two (new), or some
+/// of the dropped still there (between).
+fn judge_prune(f: &Fixture, d: &Path) -> Verdict {
+    let names = listing(d);
+    for n in &names {
+        if std::fs::read(d.join("hist").join(n)).ok().as_ref() != Some(&f.old_backup) {
+            return Verdict::Broken(format!("{n} changed"));
+        }
+        if !PRUNED.contains(&n.as_str()) && !PRUNE_KEPT.contains(&n.as_str()) {
+            return Verdict::Broken(format!("{n}: a name that was not there"));
+        }
+    }
+    if !PRUNE_KEPT.iter().all(|k| names.iter().any(|n| n == k)) {
+        return Verdict::Broken(format!("a kept backup is gone: {names:?}"));
+    }
+    match names.len() {
+        5 => Verdict::Old,
+        2 => Verdict::New,
+        _ => Verdict::Between,
+    }
 }
 
 /// The restore's own promise: the old set (its content whole, as a server
@@ -478,7 +605,10 @@ fn after_a_power_cut_every_destination_holds_the_old_or_the_new_and_the_new_afte
         let fs = Fs::new(kind);
         for tool in tools(f, c) {
             trials(&tool, &fs, full, &mut t);
-            if tool.name.starts_with("wm-seal") || tool.name.starts_with("workmem-backup --to (vacuum)") {
+            if tool.name.starts_with("wm-seal")
+                || tool.name.starts_with("workmem-backup --to (vacuum)")
+                || tool.name.starts_with("wm-prune")
+            {
                 let (tried, caught) = controls(&tool, &fs, if full { 3 } else { 1 });
                 controls_tried += tried;
                 controls_caught += caught;
@@ -487,7 +617,8 @@ fn after_a_power_cut_every_destination_holds_the_old_or_the_new_and_the_new_afte
     }
     println!(
         "power loss ({}): {} cuts ({} at system calls of a commit sequence, {} at random moments, {} after the tool \
-         finished): {} old, {} new, {} broken, {} old although exit 0; controls caught {} of {}",
+         finished): {} old, {} new, {} between (a history's new backup in place, its deletions not yet), {} broken, \
+         {} old although exit 0, {} deletions lost although exit 0; controls caught {} of {}",
         kinds.join(", "),
         t.cuts,
         t.at_syscalls,
@@ -495,8 +626,10 @@ fn after_a_power_cut_every_destination_holds_the_old_or_the_new_and_the_new_afte
         t.after_exit,
         t.old,
         t.new,
+        t.between,
         t.broken,
         t.old_after_exit_0,
+        t.between_after_exit_0,
         controls_caught,
         controls_tried
     );
@@ -509,8 +642,10 @@ fn after_a_power_cut_every_destination_holds_the_old_or_the_new_and_the_new_afte
             ("  cut after the tool exited 0", t.after_exit, None),
             ("old content", t.old, None),
             ("new content", t.new, None),
+            ("a history between the two (new backup in place, deletions not yet)", t.between, None),
             ("broken", t.broken, Some(0)),
             ("old content although the tool exited 0", t.old_after_exit_0, Some(0)),
+            ("deletions lost although the tool exited 0", t.between_after_exit_0, Some(0)),
             ("controls (an fsync made a no-op) run", controls_tried, None),
             ("controls caught", controls_caught, Some(controls_tried)),
         ],
