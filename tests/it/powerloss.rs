@@ -309,7 +309,7 @@ fn controls(tool: &Tool, fs: &Fs, runs: usize) -> (u64, u64) {
         ],
         // Deleting only: the directory's fsync after the last unlink.
         None => {
-            vec![("directory fsync skipped", calls.iter().filter(|(n, _)| n == "fsync").last().expect("an fsync").1)]
+            vec![("directory fsync skipped", calls.iter().rev().find(|(n, _)| n == "fsync").expect("an fsync").1)]
         }
     };
     let (mut tried, mut caught) = (0, 0);
