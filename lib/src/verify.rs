@@ -22,7 +22,7 @@ use crate::age::format::CHUNK;
 use crate::age::open::{self, Key, OpenError, Payload};
 use crate::report::{Fts5Check, TableRows, Verification};
 use crate::run::Run;
-use crate::spool::plain::{Plain, PlainError};
+use crate::spool::plain::{Opened, Plain, PlainError};
 use crate::spool::Place;
 use crate::sqlite::header::{DbHeader, HeaderError, HEADER_LEN};
 use crate::sqlite::source::{Source, SourceError};
@@ -196,8 +196,13 @@ pub fn decrypt_whole(
 /// The second half of [`verify`]: `PRAGMA integrity_check`, every table
 /// counted, every FTS5 table queried.
 pub fn check(plain: Plain, run: &Run, report: &mut Verification) -> Result<(), VerifyError> {
+    check_opened(&plain.into_connection()?, run, report)
+}
+
+/// [`check`] of a plaintext already opened: what wm-restore runs while it
+/// copies the image out.
+pub fn check_opened(opened: &Opened, run: &Run, report: &mut Verification) -> Result<(), VerifyError> {
     run.progress.phase("check", None);
-    let opened = plain.into_connection()?;
     let conn = &opened.conn;
     let _watch = run.cancel.watch_sqlite(conn);
     check_integrity(conn, report)?;

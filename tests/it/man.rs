@@ -1,12 +1,13 @@
 //! The man pages in man/: each documents every flag its binary's `--help`
 //! shows, has the sections a reader looks for, and is clean under
-//! `mandoc -Tlint -W warning`.
+//! `mandoc -Tlint -W warning`. And what every binary's stderr promises
+//! whatever the page: one line per error, in one write.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::harness::have;
+use crate::harness::{have, run, Dir};
 
 /// Each binary with its page, man/<name>.1.
 const BINS: [(&str, &str); 6] = [
@@ -195,4 +196,42 @@ fn the_flag_scan_finds_long_and_short_flags_but_not_prose() {
     assert!(mentions(r".BR \-r , \-\-raw", r"\-r"));
     assert!(!mentions(r".B \-\-raw", r"\-r"), "\\-r inside \\-\\-raw is not -r");
     assert!(!mentions(r".B \-\-busy\-timeout", r"\-\-busy"), "a prefix of a longer flag does not count");
+}
+
+/// Every binary writes its error line in one write(2), the newline
+/// included: lines of jobs sharing a log never interleave mid-line. A usage
+/// error, a failure, and a failure reported as JSON.
+#[test]
+fn an_error_line_is_one_write_so_shared_logs_never_interleave_mid_line() {
+    if !have("strace") {
+        return;
+    }
+    let d = Dir::new();
+    let cases: [(&str, &[&str]); 9] = [
+        (env!("CARGO_BIN_EXE_wm-snapshot"), &["--no-such-flag"]),
+        (env!("CARGO_BIN_EXE_wm-snapshot"), &["--db", "missing.db", "--to", "x.db"]),
+        (env!("CARGO_BIN_EXE_wm-seal"), &["-r", "missing.txt", "--to", "x.age"]),
+        (env!("CARGO_BIN_EXE_workmem-backup"), &["--db", "missing.db", "--to", "x.age", "-r", "missing.txt"]),
+        (env!("CARGO_BIN_EXE_workmem-backup"), &["--json", "--db", "missing.db", "--to", "x.age", "-r", "k"]),
+        (env!("CARGO_BIN_EXE_wm-verify"), &["-i", "missing.txt", "missing.age"]),
+        (env!("CARGO_BIN_EXE_wm-restore"), &["-i", "missing.txt", "--db", "m.db", "missing.age"]),
+        (env!("CARGO_BIN_EXE_wm-prune"), &["--keep-last", "2", "missing-dir"]),
+        (env!("CARGO_BIN_EXE_wm-prune"), &["--keep-last", "0", "-"]),
+    ];
+    for (exe, args) in cases {
+        let log = d.join("trace.log");
+        let out = run("strace", &d)
+            .args(["-f", "-s", "4096", "-e", "trace=write", "-o"])
+            .args([&log])
+            .args([exe])
+            .args(args)
+            .go();
+        assert_ne!(out.code(), 0, "{exe} {args:?} fails");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{exe} {args:?}: one line: {}", out.stderr);
+        let trace = std::fs::read_to_string(&log).unwrap();
+        let writes: Vec<&str> = trace.lines().filter(|l| l.contains("write(2,")).collect();
+        assert_eq!(writes.len(), 1, "{exe} {args:?}: one write to stderr: {trace}");
+        assert!(writes[0].contains("\\n\","), "{exe} {args:?}: the newline in the same write: {}", writes[0]);
+    }
 }

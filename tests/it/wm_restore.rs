@@ -32,7 +32,7 @@ impl Fx {
             "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
              CREATE VIRTUAL TABLE f USING fts5(v);
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<5000)
-             INSERT INTO t(v) SELECT 'row ' || i FROM n;
+             INSERT INTO t(v) SELECT 'row ' || i || ' ' || hex(zeroblob(150)) FROM n;
              INSERT INTO f(v) SELECT v FROM t WHERE id <= 100;",
         )
         .unwrap();
@@ -449,9 +449,13 @@ fn injected_write_and_rename_failures_are_undone_and_change_nothing() {
     if !have("strace") || !have("sqlite3") {
         return;
     }
+    // strace counts calls per thread. The new database is written on a
+    // thread of its own, a megabyte at a time (the image is 1.5 MB), and the
+    // main thread's first write is the error message: the second write is
+    // the copy's, and only the copy's.
     let faults: [(&str, &str, &str); 6] = [
-        ("write", "ENOSPC", "1"),
-        ("write", "EIO", "1"),
+        ("write", "ENOSPC", "2"),
+        ("write", "EIO", "2"),
         ("renameat", "EXDEV", "1"),
         ("renameat", "EACCES", "1"),
         ("renameat", "EXDEV", "2"),
@@ -463,11 +467,21 @@ fn injected_write_and_rename_failures_are_undone_and_change_nothing() {
         crash_a_wal_writer(&fx.db);
         let before = fx.d.tree();
         let inject = format!("inject={call}:error={errno}:when={when}");
+        let log = fx.d.join("strace.log");
         let out = run("strace", &fx.d)
-            .args(["-f", "-o", "/dev/null", "-e", &format!("trace={call}"), "-e", &inject, WM_RESTORE])
+            .args(["-f", "-o"])
+            .args([&log])
+            .args(["-e", &format!("trace={call}"), "-e", &inject, WM_RESTORE])
             .args(["-i", "key.txt", "--db", "memory.db", "memory.db.age"])
             .go();
         let what = format!("{call} {errno} at call {when}");
+        let log = std::fs::read_to_string(&log).unwrap();
+        let injected: Vec<&str> = log.lines().filter(|l| l.contains("(INJECTED)")).collect();
+        assert_eq!(injected.len(), 1, "{what}: one injection: {log}");
+        if call == "write" {
+            assert!(!injected[0].contains("write(2,"), "{what}: the copy's write, not the message's: {log}");
+        }
+        std::fs::remove_file(fx.d.join("strace.log")).unwrap();
         assert_eq!(out.code(), 1, "{what}: {}", out.stderr);
         out.one_line_error(PROG);
         assert!(out.stderr.contains("nothing was changed") || out.stderr.contains("write:"), "{what}: {}", out.stderr);

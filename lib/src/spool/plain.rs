@@ -113,19 +113,6 @@ impl Plain {
         }
     }
 
-    /// Writes the whole plaintext to `out`, a megabyte at a time.
-    pub fn write_to(&self, out: &mut dyn io::Write) -> Result<(), WriteError> {
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0;
-        while off < self.len() {
-            let n = (self.len() - off).min(buf.len() as u64) as usize;
-            self.read_at(&mut buf[..n], off).map_err(WriteError::Read)?;
-            out.write_all(&buf[..n]).map_err(WriteError::Write)?;
-            off += n as u64;
-        }
-        Ok(())
-    }
-
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), PlainError> {
         match self {
             Plain::Memory(b) => {
@@ -144,7 +131,9 @@ impl Plain {
     pub fn into_connection(mut self) -> Result<Opened, PlainError> {
         let mut mode = [0u8; 2];
         self.read_at(&mut mode, 18)?;
-        if mode == [2, 2] {
+        let wal = mode == [2, 2];
+        let len = self.len();
+        if wal {
             match &mut self {
                 Plain::Memory(b) => b.as_mut_slice()[18..20].copy_from_slice(&[1, 1]),
                 Plain::Disk { file, dir, .. } => file
@@ -154,14 +143,14 @@ impl Plain {
             }
         }
         let opened = match self {
-            Plain::Memory(b) => Opened { conn: b.into_connection().map_err(PlainError::Open)?, _spool: None },
-            Plain::Disk { file, .. } => {
+            Plain::Memory(b) => Opened { conn: b.into_connection().map_err(PlainError::Open)?, spool: None, len, wal },
+            Plain::Disk { file, dir, .. } => {
                 let conn = Connection::open_with_flags(
                     file.uri(),
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(PlainError::Open)?;
-                Opened { conn, _spool: Some(file) }
+                Opened { conn, spool: Some((file, dir)), len, wal }
             }
         };
         // Nothing of the check may land in a temporary file.
@@ -173,7 +162,82 @@ impl Plain {
 /// A connection onto the plaintext; a disk spool outlives it (fields drop in order).
 pub struct Opened {
     pub conn: Connection,
-    _spool: Option<SpoolFile>,
+    spool: Option<(SpoolFile, PathBuf)>,
+    len: u64,
+    /// The image was WAL-mode and is marked rollback for the connection.
+    wal: bool,
+}
+
+impl Opened {
+    /// The bytes under the connection, which only reads them, for copying
+    /// out while SQLite checks them on another thread.
+    pub fn image(&self) -> Result<Image<'_>, PlainError> {
+        let bytes = match &self.spool {
+            Some((file, dir)) => Bytes::Disk { file: file.file(), dir },
+            None => {
+                let mut size: ffi::sqlite3_int64 = 0;
+                // SAFETY: with NOCOPY SQLite returns its own buffer of the
+                // deserialized database (NULL if there is none); it stays
+                // valid, unchanged, while the read-only connection is open,
+                // which the returned borrow of `self` ensures.
+                let ptr = unsafe {
+                    ffi::sqlite3_serialize(
+                        self.conn.handle(),
+                        c"main".as_ptr(),
+                        &mut size,
+                        ffi::SQLITE_SERIALIZE_NOCOPY,
+                    )
+                };
+                if ptr.is_null() || size as u64 != self.len {
+                    let e = ffi::Error::new(ffi::SQLITE_ERROR);
+                    return Err(PlainError::Open(rusqlite::Error::SqliteFailure(e, Some("serialize".into()))));
+                }
+                // SAFETY: see above; `size` bytes at `ptr` are the database.
+                Bytes::Memory(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), size as usize) })
+            }
+        };
+        Ok(Image { bytes, len: self.len, wal: self.wal })
+    }
+}
+
+/// A checked-while-copied plaintext: shareable across threads, unlike the
+/// connection it belongs to.
+pub struct Image<'a> {
+    bytes: Bytes<'a>,
+    len: u64,
+    wal: bool,
+}
+
+enum Bytes<'a> {
+    Memory(&'a [u8]),
+    Disk { file: &'a std::fs::File, dir: &'a Path },
+}
+
+impl Image<'_> {
+    /// Writes the image to `out` as the backup holds it (a WAL-mode image
+    /// with its mode bytes as they were), a megabyte at a time; `go` is
+    /// asked before each, and the copy ends with an error when it says no.
+    pub fn write_to(&self, out: &mut dyn io::Write, go: impl Fn() -> io::Result<()>) -> Result<(), WriteError> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < self.len {
+            go().map_err(WriteError::Write)?;
+            let n = (self.len - off).min(buf.len() as u64) as usize;
+            let chunk = &mut buf[..n];
+            match &self.bytes {
+                Bytes::Memory(b) => chunk.copy_from_slice(&b[off as usize..off as usize + n]),
+                Bytes::Disk { file, dir } => file
+                    .read_exact_at(chunk, off)
+                    .map_err(|source| WriteError::Read(PlainError::Spool { dir: dir.to_path_buf(), source }))?,
+            }
+            if off == 0 && self.wal && n >= 20 {
+                chunk[18..20].copy_from_slice(&[2, 2]);
+            }
+            out.write_all(chunk).map_err(WriteError::Write)?;
+            off += n as u64;
+        }
+        Ok(())
+    }
 }
 
 /// A buffer from `sqlite3_malloc64`, so that `sqlite3_deserialize` can take

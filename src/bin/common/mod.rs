@@ -35,7 +35,7 @@ pub enum Shell {
 /// was key material); `--help`, `--version` and `--completions` print and exit 0.
 pub fn parse_args<T: Parser>(prog: &str, args: Vec<OsString>) -> T {
     parse_args_reporting(prog, args, &|message| {
-        let _ = writeln!(io::stderr(), "{prog}: {message}");
+        say(&format!("{prog}: {message}"));
     })
 }
 
@@ -166,7 +166,7 @@ fn exit_with(prog: &str, result: Result<(), Error>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(line) = e.report(prog, &spell) {
-                let _ = writeln!(io::stderr(), "{line}");
+                say(&line);
             }
             ExitCode::from(e.exit_code())
         }
@@ -176,8 +176,17 @@ fn exit_with(prog: &str, result: Result<(), Error>) -> ExitCode {
 /// One line on stderr, prefixed with the program, unless `quiet`.
 pub fn note(prog: &str, quiet: bool, msg: &str) {
     if !quiet {
-        let _ = writeln!(io::stderr(), "{prog}: {msg}");
+        say(&format!("{prog}: {msg}"));
     }
+}
+
+/// One line on stderr in one write(2), so that the lines of jobs sharing a
+/// log (cron, a systemd unit's journal) never interleave mid-line.
+pub fn say(line: &str) {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let _ = io::stderr().write_all(text.as_bytes());
 }
 
 pub fn stderr_is_terminal() -> bool {

@@ -33,7 +33,7 @@ pub fn resolve(
         match resolve::read_dotenv(path) {
             Ok(DotenvOutcome::Loaded(pairs)) => env = env.with_dotenv(pairs),
             Ok(DotenvOutcome::Missing) => {}
-            Err(e) if !quiet => eprintln!("{prog}: warning: {e}"),
+            Err(e) if !quiet => crate::common::say(&format!("{prog}: warning: {e}")),
             Err(_) => {}
         }
     }

@@ -5,7 +5,6 @@
 //! the whole report when the run had made something before it failed.
 
 use std::ffi::OsString;
-use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -76,5 +75,5 @@ fn print(report: &impl Outcome) {
     // Strings, integers and one finite float: nothing here fails to serialise.
     let text =
         serde_json::to_string(report).unwrap_or_else(|_| r#"{"exit":1,"error":"report not serialisable"}"#.into());
-    let _ = writeln!(io::stderr(), "{text}");
+    crate::common::say(&text);
 }
