@@ -651,6 +651,29 @@ impl PruneError {
     }
 }
 
+/// What a backup tool runs after its new backup `new` is in place in `dir`:
+/// `policy` over the backups of the series `stem`/`ext` only (other series
+/// in the directory follow their own rules), with `new` always kept, and
+/// the dropped ones deleted. Returns what was deleted, also on failure.
+pub fn prune_series(
+    dir: &Path,
+    stem: &str,
+    ext: &str,
+    new: &str,
+    policy: &Policy,
+    run: &Run,
+) -> (Vec<String>, Result<(), PruneError>) {
+    let listed = BackupDir::open(dir).and_then(|d| d.list().map(|l| (d, l)));
+    let (dir, listing) = match listed {
+        Ok(both) => both,
+        Err(e) => return (Vec::new(), Err(e)),
+    };
+    let ours = listing.backups.into_iter().filter(|b| b.stem == stem && b.ext == ext).collect();
+    let plan = plan(ours, policy, &[new]);
+    let dropped: Vec<&str> = plan.dropped.iter().map(|b| b.name.as_str()).collect();
+    dir.delete(&dropped, run)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ use wmbackup::clock::Utc;
 use wmbackup::hash::Hashing;
 use wmbackup::metrics::{self, MetricsFile};
 use wmbackup::output::AtomicFile;
-use wmbackup::prune::{self, BackupDir, Policy};
+use wmbackup::prune::{self, Policy};
 use wmbackup::report::{Backup, RecipientInfo, SourceInfo};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
@@ -310,8 +310,7 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
 }
 
 /// Applies `policy` to the backups of `series` beside the one just made
-/// (`target`, always kept), and deletes what it drops. Other names in the
-/// directory, other series included, are never touched. Returns what was
+/// (`target`, always kept), and deletes what it drops. Returns what was
 /// deleted, also when a deletion failed.
 fn prune_series(
     target: &Path,
@@ -319,21 +318,12 @@ fn prune_series(
     policy: &Policy,
     run: &Run,
 ) -> Result<Vec<String>, (Vec<String>, Error)> {
-    let fail = |e: prune::PruneError| {
-        (Vec::new(), Error::about(&format!("prune (the new backup {} is in place)", target.display()), e))
-    };
-    let dir = BackupDir::open(target.parent().unwrap_or(Path::new("."))).map_err(fail)?;
-    let listing = dir.list().map_err(fail)?;
-    let ours = listing.backups.into_iter().filter(|b| b.stem == series.stem && b.ext == series.ext).collect();
-    let new_name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let plan = prune::plan(ours, policy, &[new_name.as_str()]);
-    let dropped: Vec<&str> = plan.dropped.iter().map(|b| b.name.as_str()).collect();
-    let (deleted, result) = dir.delete(&dropped, run);
-    match result {
-        Ok(()) => Ok(deleted),
-        Err(e) => {
-            let (_, e) = fail(e);
-            Err((deleted, e))
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let new = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match prune::prune_series(dir, &series.stem, series.ext, &new, policy, run) {
+        (deleted, Ok(())) => Ok(deleted),
+        (deleted, Err(e)) => {
+            Err((deleted, Error::about(&format!("prune (the new backup {} is in place)", target.display()), e)))
         }
     }
 }
