@@ -466,17 +466,42 @@ pub fn full_suite() -> bool {
 /// CARGO_TARGET_DIR moves it), rows of (figure, value, required value if any).
 /// `make reliability` prints them all as one table at the end.
 pub fn record_figures(section: &str, rows: &[(&str, u64, Option<u64>)]) {
+    let rows: Vec<(&str, u64, Need)> =
+        rows.iter().map(|&(name, value, must)| (name, value, must.map_or(Need::Any, Need::Exactly))).collect();
+    record_figures_with(section, &rows);
+}
+
+/// What a figure of the reliability table must be.
+#[derive(Clone, Copy, Debug)]
+pub enum Need {
+    /// For information.
+    Any,
+    Exactly(u64),
+    /// A count of real events that shows a promise: at least this many.
+    AtLeast(u64),
+}
+
+/// `record_figures` with lower bounds as well: the required column reads
+/// `N` (exactly) or `>=N` (at least), and scripts/reliability-table.sh
+/// checks both.
+pub fn record_figures_with(section: &str, rows: &[(&str, u64, Need)]) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
     std::fs::create_dir_all(&dir).unwrap();
     let mut text = String::new();
-    for (name, value, must) in rows {
-        let must = must.map(|m| m.to_string()).unwrap_or_default();
-        text.push_str(&format!("{section}\t{name}\t{value}\t{must}\n"));
+    for (name, value, need) in rows {
+        let need = match need {
+            Need::Any => String::new(),
+            Need::Exactly(m) => m.to_string(),
+            Need::AtLeast(m) => format!(">={m}"),
+        };
+        text.push_str(&format!("{section}\t{name}\t{value}\t{need}\n"));
     }
     std::fs::write(dir.join(format!("{}.tsv", section.replace([' ', '/'], "_"))), text).unwrap();
-    for (name, value, must) in rows {
-        if let Some(m) = must {
-            assert_eq!(value, m, "{section}: {name} must be {m}");
+    for (name, value, need) in rows {
+        match need {
+            Need::Any => {}
+            Need::Exactly(m) => assert_eq!(value, m, "{section}: {name} must be {m}"),
+            Need::AtLeast(m) => assert!(value >= m, "{section}: {name} must be at least {m}, is {value}"),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! snapshots per load scenario) in a release build. Figures go to the table
 //! printed at the end of `make reliability` (see harness::record_figures).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use crate::fixture;
 use crate::harness::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use rusqlite::Connection;
 
 /// Where a trial stands afterwards.
@@ -113,39 +112,150 @@ fn uniform(rng: &mut fixture::Rng, max: Duration) -> Duration {
     Duration::from_micros(rng.below(max.as_micros().max(1) as u64))
 }
 
-/// SIGKILLs `trials` runs at random moments while an older backup exists.
-fn kill_trials(name: &str, trials: usize, spawn: &dyn Fn(&World, usize) -> std::process::Child) {
-    if !have("age") || !have("sqlite3") {
-        return;
+/// One way of running a tool in the kill trials.
+struct Variant {
+    label: &'static str,
+    bin: &'static str,
+    args: Vec<String>,
+    /// A file for standard input (wm-seal reads the snapshot there).
+    stdin: Option<PathBuf>,
+}
+
+impl Variant {
+    /// The command, under `strace STRACE…` unless that is empty.
+    fn run(&self, w: &World, strace: &[String]) -> Run {
+        let mut r =
+            if strace.is_empty() { run(self.bin, &w.d) } else { run("strace", &w.d).args(strace).args([self.bin]) };
+        r = r.args(&self.args).env("TMPDIR", w.d.join("tmp"));
+        if let Some(p) = &self.stdin {
+            r = r.stdin_file(std::fs::File::open(p).unwrap());
+        }
+        r
     }
-    let w = world(if full_suite() { 40 << 20 } else { 8 << 20 });
-    // How long a full run takes, to spread the kills over it.
-    let started = Instant::now();
-    let mut c = spawn(&w, 0);
-    assert!(wait_timeout(&mut c, Duration::from_secs(120)).success(), "{name}: reference run failed");
-    let full = started.elapsed();
-    assert_eq!(w.judge(), Outcome::NewCommitted, "{name}: a full run commits the new backup");
-    let mut rng = fixture::Rng::new(started.elapsed().as_nanos() as u64);
-    let (mut old, mut new, mut corrupt, mut residue, mut plaintext) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for i in 0..trials {
-        w.reset();
-        let delay = uniform(&mut rng, full.mul_f64(1.1));
-        let mut child = spawn(&w, i);
-        std::thread::sleep(delay);
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-        let _ = wait_timeout(&mut child, Duration::from_secs(60));
-        match w.judge() {
-            Outcome::OldKept => old += 1,
-            Outcome::NewCommitted => new += 1,
+}
+
+/// One system call of a run's main thread, from `strace -f` output.
+#[derive(Debug, Clone)]
+struct Syscall {
+    name: String,
+    /// 1-based count of this call on the main thread: strace's `when=`.
+    idx: usize,
+    line: String,
+}
+
+const RENAME_CALLS: [&str; 3] = ["rename", "renameat", "renameat2"];
+
+/// The main thread's calls, in the order they were entered.
+fn main_thread_calls(trace: &str) -> Vec<Syscall> {
+    let mut main = None;
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    let mut calls = Vec::new();
+    for line in trace.lines() {
+        let Some((pid, rest)) = line.split_once(' ') else { continue };
+        if *main.get_or_insert(pid) != pid {
+            continue;
+        }
+        let rest = rest.trim_start();
+        let Some(open) = rest.find('(') else { continue };
+        let name = &rest[..open];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let n = counts.entry(name.to_string()).or_default();
+        *n += 1;
+        calls.push(Syscall { name: name.to_string(), idx: *n, line: rest.to_string() });
+    }
+    calls
+}
+
+/// Where to kill a run, from a dry run's main thread: the steps that lead
+/// to the rename (creating the unnamed temporary, its first, middle and last
+/// write, its fsync, the link, the rename itself, where the kill stops the
+/// call before it happens) and, in full mode, every call after the rename,
+/// up to exit_group; in quick mode the first two and the last of those.
+fn kill_points(calls: &[Syscall], full: bool) -> Vec<(String, usize)> {
+    let commit = calls
+        .iter()
+        .position(|c| RENAME_CALLS.contains(&c.name.as_str()) && c.line.ends_with("= 0"))
+        .expect("the dry run renames its output into place");
+    let mut points: Vec<&Syscall> = Vec::new();
+    if let Some(open) = calls[..commit].iter().find(|c| c.name == "openat" && c.line.contains("O_TMPFILE")) {
+        points.push(open);
+        let fd = open.line.rsplit("= ").next().unwrap_or("").trim().to_string();
+        let on_fd = |c: &&Syscall| c.line.split_once('(').is_some_and(|(_, a)| a.starts_with(&format!("{fd},")));
+        let writes: Vec<&Syscall> = calls[..commit]
+            .iter()
+            .filter(|c| ["write", "pwrite64", "writev"].contains(&c.name.as_str()))
+            .filter(on_fd)
+            .collect();
+        if let (Some(first), Some(last)) = (writes.first(), writes.last()) {
+            points.extend([*first, writes[writes.len() / 2], *last]);
+        }
+        points.extend(calls[..commit].iter().filter(|c| c.name == "fsync").filter(on_fd).take(1));
+    }
+    points.extend(calls[..commit].iter().filter(|c| c.name == "linkat").take(1));
+    points.push(&calls[commit]);
+    let after = &calls[commit + 1..];
+    if full {
+        points.extend(after);
+    } else {
+        points.extend(after.iter().take(2));
+        points.extend(after.last());
+    }
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for c in points {
+        if !out.iter().any(|(n, i)| *n == c.name && *i == c.idx) {
+            out.push((c.name.clone(), c.idx));
+        }
+    }
+    out
+}
+
+/// What the kill trials of one tool found.
+#[derive(Default)]
+struct Kills {
+    at_syscalls: u64,
+    at_random: u64,
+    ended_first: u64,
+    before_rename: u64,
+    after_rename: u64,
+    corrupt: u64,
+    disagree: u64,
+    link_window: u64,
+    residue: u64,
+    plaintext: u64,
+}
+
+impl Kills {
+    /// Judges the world after a run that died of SIGKILL; `renamed` is what
+    /// strace saw (None for a kill at a random moment, not traced).
+    fn judge(&mut self, w: &World, what: &str, renamed: Option<bool>) {
+        let outcome = w.judge();
+        match &outcome {
+            Outcome::OldKept => self.before_rename += 1,
+            Outcome::NewCommitted => self.after_rename += 1,
             Outcome::Corrupt(why) => {
-                corrupt += 1;
-                eprintln!("{name}: trial {i} (kill after {delay:?}): CORRUPT: {why}");
+                self.corrupt += 1;
+                eprintln!("{what}: CORRUPT: {why}");
+            }
+        }
+        if let Some(renamed) = renamed {
+            if (renamed && outcome != Outcome::NewCommitted) || (!renamed && outcome != Outcome::OldKept) {
+                self.disagree += 1;
+                eprintln!("{what}: strace says renamed={renamed}, the destination holds {outcome:?}");
             }
         }
         let r = w.residue();
         if !r.is_empty() {
-            eprintln!("{name}: trial {i} (kill after {delay:?}): residue {r:?}");
-            residue += r.len() as u64;
+            // The one documented window: the finished file linked under its
+            // hidden name and not yet renamed (ciphertext; README, Guarantees).
+            let hidden = |k: &String| k.starts_with(".backup.age.") && k.ends_with(".tmp");
+            if r.len() == 1 && hidden(&r[0]) && outcome == Outcome::OldKept {
+                self.link_window += 1;
+            } else {
+                eprintln!("{what}: residue {r:?}");
+                self.residue += r.len() as u64;
+            }
             for k in r {
                 let p = if let Some(t) = k.strip_prefix("tmp/") {
                     w.d.join("tmp").join(t)
@@ -155,67 +265,170 @@ fn kill_trials(name: &str, trials: usize, spawn: &dyn Fn(&World, usize) -> std::
                 let _ = std::fs::remove_file(p);
             }
         }
-        plaintext += (files_with_sqlite_header(&w.d.join("dest")).len()
+        self.plaintext += (files_with_sqlite_header(&w.d.join("dest")).len()
             + files_with_sqlite_header(&w.d.join("tmp")).len()) as u64;
     }
-    println!("{name}: {trials} SIGKILL trials over a {full:?} run: {old} old kept, {new} new committed, {corrupt} corrupt, {residue} residue");
-    record_figures(
-        &format!("crash {name}"),
-        &[
-            ("SIGKILL trials", trials as u64, None),
-            ("old backup kept", old, None),
-            ("new backup committed", new, None),
-            ("corrupt or truncated", corrupt, Some(0)),
-            ("residue files (O_TMPFILE)", residue, Some(0)),
-            ("plaintext files left", plaintext, Some(0)),
-        ],
-    );
-    assert_eq!(old + new, trials as u64);
 }
 
-fn trials() -> usize {
-    if full_suite() {
-        100
-    } else {
-        12
+/// SIGKILLs a tool while an older backup exists, at system calls (strace
+/// injects the signal there) and at random moments within each variant's
+/// own measured duration, and counts only the kills that landed: the
+/// process died of SIGKILL. A kill before the rename must leave the old
+/// backup, one after it the new one (the process still fsyncs the directory
+/// and exits), never a mix.
+fn kill_trials(name: &str, w: &World, variants: &[Variant]) {
+    let full = full_suite();
+    let mut k = Kills::default();
+    let mut durations = Vec::new();
+    let mut points = Vec::new();
+    for v in variants {
+        // Each variant's own duration, spawn to exit: the median of three runs.
+        let mut times: Vec<Duration> = (0..3)
+            .map(|_| {
+                w.reset();
+                let started = Instant::now();
+                let status = v.run(w, &[]).spawn().wait().unwrap();
+                assert!(status.success(), "{name} {}: reference run failed", v.label);
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        durations.push(times[1]);
+        assert_eq!(w.judge(), Outcome::NewCommitted, "{name} {}: a full run commits the new backup", v.label);
+        // The dry run that the kill points are aimed from.
+        w.reset();
+        let dry = w.d.join("dry.trace");
+        let strace = ["-f".to_string(), "-o".into(), dry.display().to_string()];
+        assert!(v.run(w, &strace).spawn().wait().unwrap().success(), "{name} {}: traced run failed", v.label);
+        let calls = main_thread_calls(&std::fs::read_to_string(&dry).unwrap());
+        let p = kill_points(&calls, full);
+        // Quick mode kills only the first variant at its system calls.
+        points.push(if full || points.is_empty() { p } else { Vec::new() });
     }
+    let mut not_at_syscall = Vec::new();
+    for (v, p) in variants.iter().zip(&points) {
+        for (call, when) in p {
+            w.reset();
+            let log = w.d.join("kill.trace");
+            let strace = [
+                "-f".to_string(),
+                "-o".into(),
+                log.display().to_string(),
+                "-e".into(),
+                format!("trace={call},{}", RENAME_CALLS.join(",")),
+                "-e".into(),
+                format!("inject={call}:signal=KILL:when={when}"),
+            ];
+            let status = wait_timeout(&mut v.run(w, &strace).spawn(), Duration::from_secs(120));
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let what = format!("{name} {}: kill at {call} #{when}", v.label);
+            if status.signal() != Some(9) || !log.contains("+++ killed by SIGKILL +++") {
+                eprintln!("{what}: the run was not killed (exit {status:?})");
+                not_at_syscall.push(what);
+                continue;
+            }
+            k.at_syscalls += 1;
+            let renamed = log.lines().any(|l| {
+                RENAME_CALLS.iter().any(|r| l.contains(&format!(" {r}(")) || l.contains(&format!("<... {r} resumed>")))
+                    && l.trim_end().ends_with("= 0")
+            });
+            k.judge(w, &what, Some(renamed));
+        }
+    }
+    // Random moments, spread over each variant's own duration, round robin;
+    // a run that ended before its kill is not counted, and another is drawn.
+    let mut rng = fixture::Rng::new(Instant::now().elapsed().as_nanos() as u64 ^ durations[0].as_nanos() as u64);
+    let target = if full { 100 } else { 12 };
+    let mut tries = 0;
+    while k.at_random < target && tries < target * 4 {
+        let vi = tries as usize % variants.len();
+        tries += 1;
+        w.reset();
+        let delay = uniform(&mut rng, durations[vi]);
+        let mut child = variants[vi].run(w, &[]).spawn();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let status = wait_timeout(&mut child, Duration::from_secs(60));
+        if status.signal() == Some(9) {
+            k.at_random += 1;
+            k.judge(w, &format!("{name} {}: kill after {delay:?}", variants[vi].label), None);
+        } else {
+            k.ended_first += 1;
+        }
+    }
+    let landed = k.at_syscalls + k.at_random;
+    let runs: Vec<String> =
+        variants.iter().zip(&durations).map(|(v, d)| format!("{} {:.0} ms", v.label, d.as_secs_f64() * 1e3)).collect();
+    println!(
+        "{name}: {landed} SIGKILLs landed ({} at system calls, {} at random moments; runs: {}); {} runs ended first; \
+         {} before the rename (old kept), {} after it (new in place), {} corrupt, {} disagree with the trace",
+        k.at_syscalls,
+        k.at_random,
+        runs.join(", "),
+        k.ended_first,
+        k.before_rename,
+        k.after_rename,
+        k.corrupt,
+        k.disagree
+    );
+    let need = if full { 100 } else { 12 };
+    record_figures_with(
+        &format!("crash {name}"),
+        &[
+            ("SIGKILLs that landed (the process died of the signal)", landed, Need::AtLeast(need)),
+            ("  at a system call (strace)", k.at_syscalls, Need::Any),
+            ("  at a random moment of the variant's run", k.at_random, Need::Any),
+            ("runs that ended before the kill (not counted)", k.ended_first, Need::Any),
+            ("killed before the rename: old backup kept", k.before_rename, Need::Any),
+            ("killed after the rename: new backup in place", k.after_rename, Need::AtLeast(1)),
+            ("corrupt or truncated", k.corrupt, Need::Exactly(0)),
+            ("destination disagrees with the traced rename", k.disagree, Need::Exactly(0)),
+            ("system-call kills that did not land", not_at_syscall.len() as u64, Need::Exactly(0)),
+            ("hidden name left by a kill between link and rename (documented)", k.link_window, Need::Any),
+            ("other files left in the destination or TMPDIR", k.residue, Need::Exactly(0)),
+            ("plaintext files left", k.plaintext, Need::Exactly(0)),
+        ],
+    );
+    assert_eq!(k.before_rename + k.after_rename + k.corrupt, landed);
+}
+
+fn kill_world() -> Option<World> {
+    if !have("age") || !have("sqlite3") || !have("strace") {
+        return None;
+    }
+    Some(world(if full_suite() { 40 << 20 } else { 8 << 20 }))
 }
 
 #[test]
 fn workmem_backup_killed_at_any_moment_leaves_old_or_new_backup_never_a_mix() {
-    kill_trials("workmem-backup", trials(), &|w, i| {
-        // Spread the trials over the ways of working.
-        let variant: &[&str] = match i % 3 {
-            0 => &[],
-            1 => &["--spool", "disk"],
-            _ => &["--method", "pages"],
-        };
-        run(WORKMEM_BACKUP, &w.d)
-            .args(["-q", "--db"])
-            .args([&w.db])
-            .args(["--to"])
-            .args([&w.dest])
-            .args(["--age-recipient", &w.keys.new_recipient])
-            .args(variant)
-            .env("TMPDIR", w.d.join("tmp"))
-            .spawn()
-    });
+    let Some(w) = kill_world() else { return };
+    let variant = |label, extra: &[&str]| {
+        let mut args: Vec<String> = vec!["-q".into(), "--db".into(), w.db.display().to_string(), "--to".into()];
+        args.extend([w.dest.display().to_string(), "--age-recipient".into(), w.keys.new_recipient.clone()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Variant { label, bin: WORKMEM_BACKUP, args, stdin: None }
+    };
+    let variants = [
+        variant("vacuum", &[]),
+        variant("--spool disk", &["--spool", "disk"]),
+        variant("--method pages", &["--method", "pages"]),
+    ];
+    kill_trials("workmem-backup", &w, &variants);
 }
 
 #[test]
 fn wm_seal_killed_at_any_moment_leaves_old_or_new_backup_never_a_mix() {
-    kill_trials("wm-seal", trials(), &|w, _| {
-        let snapshot = w.d.join("snapshot.db");
-        if !snapshot.exists() {
-            run(WM_SNAPSHOT, &w.d).args(["--db"]).args([&w.db]).args(["--to"]).args([&snapshot]).go().ok();
-        }
-        run(WM_SEAL, &w.d)
-            .args(["-q", "-r", &w.keys.new_recipient, "--to"])
-            .args([&w.dest])
-            .stdin_file(std::fs::File::open(&snapshot).unwrap())
-            .env("TMPDIR", w.d.join("tmp"))
-            .spawn()
-    });
+    let Some(w) = kill_world() else { return };
+    // Made once, before anything is timed.
+    let snapshot = w.d.join("snapshot.db");
+    run(WM_SNAPSHOT, &w.d).args(["--db"]).args([&w.db]).args(["--to"]).args([&snapshot]).go().ok();
+    let variant = |label, extra: &[&str]| {
+        let mut args: Vec<String> = vec!["-q".into(), "-r".into(), w.keys.new_recipient.clone(), "--to".into()];
+        args.push(w.dest.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Variant { label, bin: WM_SEAL, args, stdin: Some(snapshot.clone()) }
+    };
+    kill_trials("wm-seal", &w, &[variant("binary", &[]), variant("--armor", &["--armor"])]);
 }
 
 fn consistent(snap: &Path) -> Result<(), String> {
