@@ -72,15 +72,15 @@ bench: build
 	$(CARGO) build --release --locked --example wm-bench
 	WM_BENCH_BIN=$(WM_BENCH_BIN) WM_BENCH_DIR=$(WM_BENCH_DIR) $(RELEASE)/examples/wm-bench
 
-# The long reliability suite (issue 6): crash, fault, load and bad-input
-# trials at full counts, in release; ends with the table of figures.
+# The long reliability suite (issue 6): crash, fault, load, signal and
+# bad-input trials at full counts, in release; ends with the table of figures.
 # The modules of the integration-test crate, selected by their paths, and the
 # sections of the table they must all have recorded (a skipped or failed test
 # leaves its section out, and the table then fails). CI=true: a missing tool
 # fails the suite instead of skipping a test.
 RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_restore::
 RELIABILITY_SECTIONS = bad_inputs crash_wm-seal crash_workmem-backup crash_wm-restore faults load locks \
-	race restore secrets
+	race restore secrets signals
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
 	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential

@@ -1,21 +1,27 @@
 //! The reliability suite (issue 6): crash safety under SIGKILL, consistency
-//! under concurrent writers and locks, no plaintext or secrets touched, and
-//! every backup restorable with the real `age` and `sqlite3` CLIs.
+//! under concurrent writers and locks, interruption while at work, no
+//! plaintext or secrets touched, and every backup restorable with the real
+//! `age` and `sqlite3` CLIs.
 //!
-//! `make test` runs a quick subset; `make reliability` sets
-//! WM_RELIABILITY_FULL=1 for the full counts (100 kill trials per binary, 50
-//! snapshots per load scenario) in a release build. Figures go to the table
-//! printed at the end of `make reliability` (see harness::record_figures).
+//! Every figure counts only what happened: a kill that landed (the process
+//! died of SIGKILL), a snapshot during which the writer committed, a signal
+//! that found the tool at work, a traced run. `make test` runs a quick
+//! subset; `make reliability` sets WM_RELIABILITY_FULL=1 for the full counts
+//! (at least 100 landed kills per binary, 50 counted snapshots per load
+//! scenario) in a release build. Figures go to the table printed at the end
+//! of `make reliability` (see harness::record_figures_with).
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fixture;
 use crate::harness::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use rusqlite::Connection;
 
 /// Where a trial stands afterwards.
@@ -949,4 +955,377 @@ fn every_backup_restores_with_age_and_sqlite3() {
         }
     }
     record_figures("restore", &[("backups made", made, None), ("restored and checked", restored_ok, Some(made))]);
+}
+
+// ---------------------------------------------------------------------------
+// Signals while working
+// ---------------------------------------------------------------------------
+
+/// Where a signal trial's tool reads from.
+enum Input {
+    None,
+    /// A pipe the test writes the first `n` bytes of the file into, then
+    /// holds open: the tool cannot finish.
+    Pipe(PathBuf, usize),
+}
+
+/// What shows that the tool is at work, and how the signal is sure to find
+/// it there.
+enum Working {
+    /// Its output pipe gave this many bytes; the test reads no more, so the
+    /// tool cannot finish.
+    BytesOut(usize),
+    /// It holds an unnamed temporary with data in this directory (the
+    /// output being written): stopped with SIGSTOP there, then signalled.
+    TempIn(PathBuf),
+    /// It has read this many bytes (/proc/PID/io): stopped with SIGSTOP,
+    /// then signalled.
+    HasRead(u64),
+}
+
+struct SigCase {
+    label: String,
+    bin: &'static str,
+    args: Vec<String>,
+    input: Input,
+    working: Working,
+}
+
+/// The size of an unnamed file (O_TMPFILE, or unlinked) that `pid` has open
+/// in `dir`.
+fn unnamed_temp(pid: u32, dir: &Path) -> Option<u64> {
+    let prefix = format!("{}/", dir.display());
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let Ok(target) = std::fs::read_link(e.path()) else { continue };
+        let t = target.to_string_lossy();
+        if t.starts_with(&prefix) && t.ends_with(" (deleted)") {
+            return std::fs::metadata(e.path()).ok().map(|m| m.len());
+        }
+    }
+    None
+}
+
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next())
+}
+
+/// Polls until `working` holds, SIGSTOPs the process and checks again (it
+/// may have got past it meanwhile). True: stopped at work; false: it ended
+/// or moved on first, and runs on.
+fn stop_while(child: &mut Child, working: &dyn Fn(u32) -> bool) -> bool {
+    let pid = child.id();
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if working(pid) {
+            kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+            loop {
+                match proc_state(pid) {
+                    Some('T') => break,
+                    Some('Z') | None => return false,
+                    _ => std::thread::sleep(Duration::from_micros(100)),
+                }
+            }
+            if working(pid) {
+                return true;
+            }
+            kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+            return false;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the run never got to work");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// What a signal trial found.
+#[derive(Default)]
+struct Signalled {
+    runs: u64,
+    interrupted: u64,
+    left_behind: u64,
+    finished_first: u64,
+}
+
+/// Runs one case until the signal finds it at work (a run that finishes
+/// first is not counted and is run again), then checks the exit code, the
+/// message, and that nothing is left or changed.
+fn signal_trial(d: &Dir, c: &SigCase, sig: Signal, code: i32, t: &mut Signalled) {
+    let what = format!("{} {sig}", c.label);
+    let tmp = d.join("tmp");
+    for attempt in 0..20 {
+        let before = without_sqlite_own(d.tree());
+        let mut r = run(c.bin, d).args(&c.args).env("TMPDIR", &tmp);
+        let mut writer = None;
+        if let Input::Pipe(..) = c.input {
+            // Both ends close-on-exec; the child gets the reading end as stdin.
+            let (rd, wr) = std::io::pipe().unwrap();
+            r = r.stdin_file(std::fs::File::from(std::os::fd::OwnedFd::from(rd)));
+            writer = Some(wr);
+        }
+        r.command().stdout(Stdio::piped());
+        let mut child = r.spawn();
+        // The input pipe's writer: the first bytes, then held open.
+        let feeder = match &c.input {
+            Input::Pipe(p, n) => {
+                let mut stdin = writer.take().unwrap();
+                let data = std::fs::read(p).unwrap()[..*n].to_vec();
+                Some(std::thread::spawn(move || {
+                    let _ = std::io::Write::write_all(&mut stdin, &data);
+                    stdin
+                }))
+            }
+            _ => None,
+        };
+        let mut stdout = child.stdout.take().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let stopped = match &c.working {
+            Working::BytesOut(n) => {
+                // Read on a thread, so that a tool that never writes cannot hang the test.
+                let (tx, rx) = std::sync::mpsc::channel();
+                let n = *n;
+                std::thread::spawn(move || {
+                    let mut head = vec![0u8; n];
+                    let got = std::io::Read::read_exact(&mut stdout, &mut head);
+                    let _ = tx.send((got, stdout));
+                });
+                match rx.recv_timeout(Duration::from_secs(60)) {
+                    Ok((Ok(()), out)) => stdout = out,
+                    other => {
+                        let _ = child.kill();
+                        panic!("{what}: {n} bytes never came out: {:?}", other.map(|(r, _)| r));
+                    }
+                }
+                false
+            }
+            Working::TempIn(dir) => {
+                if !stop_while(&mut child, &|pid| unnamed_temp(pid, dir).is_some_and(|n| n > 0)) {
+                    wait_timeout(&mut child, Duration::from_secs(60));
+                    t.finished_first += 1;
+                    restore_world(d, &before);
+                    continue;
+                }
+                true
+            }
+            Working::HasRead(n) => {
+                if !stop_while(&mut child, &|pid| bytes_read(pid) >= *n) {
+                    wait_timeout(&mut child, Duration::from_secs(60));
+                    t.finished_first += 1;
+                    restore_world(d, &before);
+                    continue;
+                }
+                true
+            }
+        };
+        kill(pid, sig).unwrap();
+        if stopped {
+            kill(pid, Signal::SIGCONT).unwrap();
+        }
+        let signalled = Instant::now();
+        let status = wait_timeout(&mut child, Duration::from_secs(30));
+        let took = signalled.elapsed();
+        drop(stdout);
+        drop(feeder.map(|f| f.join().unwrap()));
+        let err = stderr_of(&mut child);
+        t.runs += 1;
+        let name = if sig == Signal::SIGINT { "SIGINT" } else { "SIGTERM" };
+        // Exited (not killed by the signal's default action), promptly, saying why.
+        if status.code() == Some(code)
+            && took < Duration::from_secs(5)
+            && err.contains(&format!("interrupted by {name}"))
+            && !err.contains("panicked")
+        {
+            t.interrupted += 1;
+        } else {
+            eprintln!("{what} (attempt {attempt}): {status:?} after {took:?}: {err}");
+        }
+        let after = without_sqlite_own(d.tree());
+        let left: Vec<String> =
+            std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.path().display().to_string()).collect();
+        if after != before || !left.is_empty() {
+            t.left_behind += 1;
+            eprintln!("{what}: left behind {left:?}, or changed the directory");
+            restore_world(d, &before);
+            for f in left {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        return;
+    }
+    panic!("{what}: the run always finished before it could be signalled at work");
+}
+
+/// A tree without SQLite's own -wal/-shm beside a WAL source (made by a
+/// reader's open, see DECISION_LOG.md) nor the test's own files.
+fn without_sqlite_own(mut t: Tree) -> Tree {
+    t.retain(|k, _| !k.ends_with("-shm") && !k.ends_with("-wal") && !k.starts_with("tmp/"));
+    t
+}
+
+/// After a run that finished (or misbehaved): the destinations back as they were.
+fn restore_world(d: &Dir, before: &Tree) {
+    for k in d.tree().keys() {
+        if !before.contains_key(k)
+            && !k.ends_with('/')
+            && !k.ends_with("-shm")
+            && !k.ends_with("-wal")
+            && !k.starts_with("tmp/")
+        {
+            let _ = std::fs::remove_file(d.join(k));
+        }
+    }
+    for (k, (_, _, sha)) in before {
+        if k.starts_with("dest/") && !k.ends_with('/') && sha256_file(&d.join(k)) != *sha {
+            panic!("{k} changed and cannot be put back");
+        }
+    }
+}
+
+#[test]
+fn every_tool_signalled_while_working_exits_130_or_143_and_leaves_nothing() {
+    if !have("age") {
+        return;
+    }
+    let d = Dir::new();
+    d.mkdir("tmp");
+    d.mkdir("dest");
+    d.mkdir("src");
+    let mib = if full_suite() { 40 } else { 16 };
+    let db = d.workmem_db("src/memory.db", mib << 20, true);
+    let (_, recipient) = d.age_key("keys/id.txt");
+    let snapshot = d.join("src/snapshot.db");
+    run(WM_SNAPSHOT, &d).args(["--db"]).args([&db]).args(["--to"]).args([&snapshot]).go().ok();
+    let backup = d.join("src/backup.age");
+    run(WM_SEAL, &d)
+        .args(["-q", "-r", &recipient, "--to"])
+        .args([&backup])
+        .stdin_file(std::fs::File::open(&snapshot).unwrap())
+        .go()
+        .ok();
+    // Older destinations, which an interrupted run must leave as they are.
+    std::fs::copy(&snapshot, d.join("dest/snap.db")).unwrap();
+    std::fs::copy(&backup, d.join("dest/backup.age")).unwrap();
+    // What wm-restore would replace: a database of its own, with a kept set's worth of files.
+    d.mkdir("live");
+    std::fs::copy(&snapshot, d.join("live/memory.db")).unwrap();
+    let dest = d.join("dest");
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let db_s = db.display().to_string();
+    let half = std::fs::metadata(&backup).unwrap().len() as usize / 2;
+    let mut cases = Vec::new();
+    for (method, spool) in [("vacuum", "auto"), ("vacuum", "disk"), ("pages", "auto")] {
+        let how = format!("--method {method} --spool {spool}");
+        let common = s(&["--db", &db_s, "--method", method, "--spool", spool]);
+        cases.push(SigCase {
+            label: format!("wm-snapshot {how} to stdout"),
+            bin: WM_SNAPSHOT,
+            args: common.clone(),
+            input: Input::None,
+            working: Working::BytesOut(256 << 10),
+        });
+        cases.push(SigCase {
+            label: format!("wm-snapshot {how} --to a file"),
+            bin: WM_SNAPSHOT,
+            args: [common.clone(), s(&["--to", "dest/snap.db"])].concat(),
+            input: Input::None,
+            working: Working::TempIn(dest.clone()),
+        });
+        let backup_args = [s(&["-q", "-r", &recipient]), common].concat();
+        cases.push(SigCase {
+            label: format!("workmem-backup {how} to stdout"),
+            bin: WORKMEM_BACKUP,
+            args: [backup_args.clone(), s(&["--to", "-"])].concat(),
+            input: Input::None,
+            working: Working::BytesOut(256 << 10),
+        });
+        cases.push(SigCase {
+            label: format!("workmem-backup {how} --to a file"),
+            bin: WORKMEM_BACKUP,
+            args: [backup_args, s(&["--to", "dest/backup.age"])].concat(),
+            input: Input::None,
+            working: Working::TempIn(dest.clone()),
+        });
+    }
+    let seal = s(&["-q", "-r", &recipient]);
+    cases.push(SigCase {
+        label: "wm-seal to stdout".into(),
+        bin: WM_SEAL,
+        args: seal.clone(),
+        input: Input::Pipe(snapshot.clone(), 12 << 20),
+        working: Working::BytesOut(256 << 10),
+    });
+    cases.push(SigCase {
+        label: "wm-seal --to a file".into(),
+        bin: WM_SEAL,
+        args: [seal, s(&["--to", "dest/backup.age"])].concat(),
+        input: Input::Pipe(snapshot.clone(), 12 << 20),
+        working: Working::TempIn(dest.clone()),
+    });
+    for spool in ["memory", "disk"] {
+        let verify = s(&["-q", "-i", "keys/id.txt", "--spool", spool]);
+        let restore = s(&["-q", "-i", "keys/id.txt", "--spool", spool, "--db", "live/memory.db"]);
+        cases.push(SigCase {
+            label: format!("wm-verify --spool {spool}, backup from a file"),
+            bin: WM_VERIFY,
+            args: [verify.clone(), vec![backup.display().to_string()]].concat(),
+            input: Input::None,
+            working: Working::HasRead(1 << 20),
+        });
+        cases.push(SigCase {
+            label: format!("wm-verify --spool {spool}, backup from a pipe"),
+            bin: WM_VERIFY,
+            args: verify,
+            input: Input::Pipe(backup.clone(), half),
+            working: Working::HasRead(1 << 20),
+        });
+        cases.push(SigCase {
+            label: format!("wm-restore --spool {spool}, backup from a file"),
+            bin: WM_RESTORE,
+            args: [restore.clone(), vec![backup.display().to_string()]].concat(),
+            input: Input::None,
+            working: Working::HasRead(1 << 20),
+        });
+        cases.push(SigCase {
+            label: format!("wm-restore --spool {spool}, backup from a pipe"),
+            bin: WM_RESTORE,
+            args: restore,
+            input: Input::Pipe(backup.clone(), half),
+            working: Working::HasRead(1 << 20),
+        });
+    }
+    let mut t = Signalled::default();
+    for c in &cases {
+        for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+            signal_trial(&d, c, sig, code, &mut t);
+        }
+    }
+    println!(
+        "signals: {} runs signalled at work ({} cases x SIGINT, SIGTERM), {} interrupted, {} left something, \
+         {} finished before they could be stopped (run again)",
+        t.runs,
+        cases.len(),
+        t.interrupted,
+        t.left_behind,
+        t.finished_first
+    );
+    record_figures_with(
+        "signals",
+        &[
+            (
+                "runs signalled while at work (every tool, output and input kind)",
+                t.runs,
+                Need::Exactly(cases.len() as u64 * 2),
+            ),
+            ("exited 130 or 143 within 5 s, naming the signal", t.interrupted, Need::Exactly(t.runs)),
+            ("left a temporary, a spool file or a changed destination", t.left_behind, Need::Exactly(0)),
+            ("runs that finished before the signal (not counted, run again)", t.finished_first, Need::Any),
+        ],
+    );
 }
