@@ -828,94 +828,236 @@ fn two_backups_racing_to_one_destination_leave_one_complete_backup() {
     );
 }
 
+/// One traced run of the secrets figure.
+struct SecretRun {
+    label: &'static str,
+    bin: &'static str,
+    args: Vec<String>,
+    stdin: Option<PathBuf>,
+    /// Identity files the run is given with -i, which it may open.
+    given: Vec<PathBuf>,
+    /// An identity named where a recipient belongs: the run must refuse it
+    /// (exit 1, the secret not echoed, nothing written).
+    mistaken: Option<PathBuf>,
+}
+
+/// The files a traced run opened, as absolute paths (relative ones against
+/// the run's directory; a path relative to another directory descriptor
+/// is taken against the run's directory too, which can only add matches).
+fn opened_paths(trace: &str, cwd: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for line in trace.lines() {
+        let Some(i) = ["open(", "openat(", "openat2("].iter().find_map(|c| line.find(c).map(|i| i + c.len())) else {
+            continue;
+        };
+        let rest = &line[i..];
+        let Some(q) = rest.find('"') else { continue };
+        let Some(len) = rest[q + 1..].find('"') else { continue };
+        let p = Path::new(&rest[q + 1..q + 1 + len]);
+        v.push(if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) });
+    }
+    v
+}
+
+/// Identity files lie where a careless tool might look: beside the
+/// recipients file, the database and the destination, in TMPDIR, in HOME
+/// (~/.ssh, the age and sops key files) and named by environment variables.
+/// Every run that makes a backup, and every reading run given one identity,
+/// is traced: no identity it was not given may be opened. Identities named
+/// where a recipient belongs are refused (they are opened: that is how they
+/// are recognised), never echoed, and nothing is written.
 #[test]
 fn no_secret_key_is_ever_opened_and_every_created_file_is_private() {
-    if !have("strace") || !have("age") {
+    if !have("strace") || !have("age") || !have("ssh-keygen") {
         return;
     }
     let d = Dir::new();
-    d.workmem_db("memory.db", 1 << 20, true);
-    let (identity, recipient) = d.age_key("identity.txt");
-    d.write("recipients.txt", format!("# team\n{recipient}\n"));
-    let trace = d.join("trace.txt");
-    let cases: Vec<(&str, Vec<String>)> = vec![
-        (
+    for sub in ["src", "keys", "dest", "tmp", "live", "home/.ssh", "home/.config/age", "home/.config/sops/age"] {
+        d.mkdir(sub);
+    }
+    d.workmem_db("src/memory.db", 1 << 20, true);
+    let (identity, recipient) = d.age_key("keys/identity.txt");
+    d.write("keys/recipients.txt", format!("# team\n{recipient}\n"));
+    let (ssh_key, _) = ssh_keygen(&d, "keys/id_ed25519", "", &["-t", "ed25519"]).expect("ssh-keygen ed25519");
+    let (home_ssh, _) = ssh_keygen(&d, "home/.ssh/id_ed25519", "", &["-t", "ed25519"]).expect("ssh-keygen ed25519");
+    let mut identities = vec![identity.clone(), ssh_key.clone(), home_ssh.clone()];
+    for name in [
+        "src/memory.db.key",
+        "dest/identity.txt",
+        "tmp/age-identity.txt",
+        "home/.config/age/keys.txt",
+        "home/.config/sops/age/keys.txt",
+    ] {
+        identities.push(d.age_key(name).0);
+    }
+    std::fs::copy(d.join("src/memory.db"), d.join("live/memory.db")).unwrap();
+    run(WM_SNAPSHOT, &d).args(["--db", "src/memory.db", "--to", "src/snapshot.db"]).go().ok();
+    let snapshot = d.join("src/snapshot.db");
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let make = |label, bin, args: &[&str]| SecretRun {
+        label,
+        bin,
+        args: s(args),
+        stdin: (bin == WM_SEAL).then(|| snapshot.clone()),
+        given: vec![],
+        mistaken: None,
+    };
+    let mut runs = vec![
+        make(
+            "workmem-backup -R",
             WORKMEM_BACKUP,
-            vec![
-                "-q".into(),
-                "--db".into(),
-                "memory.db".into(),
-                "--to".into(),
-                "a.age".into(),
-                "-R".into(),
-                "recipients.txt".into(),
+            &["-q", "--db", "src/memory.db", "--to", "dest/a.age", "-R", "keys/recipients.txt"],
+        ),
+        make(
+            "workmem-backup --spool disk",
+            WORKMEM_BACKUP,
+            &["-q", "--db", "src/memory.db", "--to", "dest/b.age", "--age-recipient", &recipient, "--spool", "disk"],
+        ),
+        make(
+            "workmem-backup --method pages --verify",
+            WORKMEM_BACKUP,
+            &[
+                "-q",
+                "--db",
+                "src/memory.db",
+                "--to",
+                "dest/c.age",
+                "-R",
+                "keys/recipients.txt",
+                "--method",
+                "pages",
+                "--verify",
             ],
         ),
-        (
+        make(
+            "workmem-backup -r SSH .pub beside its private key",
             WORKMEM_BACKUP,
-            vec![
-                "-q".into(),
-                "--db".into(),
-                "memory.db".into(),
-                "--to".into(),
-                "b.age".into(),
-                "--age-recipient".into(),
-                recipient.clone(),
-                "--spool".into(),
-                "disk".into(),
-            ],
+            &["-q", "--db", "src/memory.db", "--to", "dest/d.age", "-r", "keys/id_ed25519.pub"],
         ),
-        (WM_SNAPSHOT, vec!["--db".into(), "memory.db".into(), "--to".into(), "snap.db".into()]),
+        make("wm-seal -R", WM_SEAL, &["-q", "-R", "keys/recipients.txt", "--to", "dest/e.age"]),
+        make("wm-seal -r SSH .pub, armored to stdout", WM_SEAL, &["-q", "-r", "keys/id_ed25519.pub", "--armor"]),
+        make("wm-snapshot --to", WM_SNAPSHOT, &["--db", "src/memory.db", "--to", "dest/snap.db"]),
+        make("wm-snapshot to stdout", WM_SNAPSHOT, &["--db", "src/memory.db", "--method", "pages"]),
     ];
-    let mut opened_secret = 0;
-    for (bin, args) in &cases {
-        let status = std::process::Command::new("strace")
+    // Reading runs, given one identity each.
+    let mut given = |label, bin, args: &[&str], id: &Path| {
+        let mut r = make(label, bin, args);
+        r.given = vec![id.to_path_buf()];
+        runs.push(r);
+    };
+    given("wm-verify -i", WM_VERIFY, &["-q", "-i", "keys/identity.txt", "dest/a.age"], &identity);
+    given("wm-verify -i SSH key", WM_VERIFY, &["-q", "-i", "keys/id_ed25519", "dest/d.age"], &ssh_key);
+    given(
+        "wm-restore -i",
+        WM_RESTORE,
+        &["-q", "-i", "keys/identity.txt", "--db", "live/memory.db", "dest/b.age"],
+        &identity,
+    );
+    // Identities where recipients belong.
+    let mut mistaken = |label, bin, args: &[&str], id: &Path| {
+        let mut r = make(label, bin, args);
+        r.mistaken = Some(id.to_path_buf());
+        runs.push(r);
+    };
+    mistaken("wm-seal -R identity", WM_SEAL, &["-q", "-R", "keys/identity.txt", "--to", "dest/x.age"], &identity);
+    mistaken(
+        "workmem-backup --age-recipient identity",
+        WORKMEM_BACKUP,
+        &["-q", "--db", "src/memory.db", "--to", "dest/x.age", "--age-recipient", "keys/identity.txt"],
+        &identity,
+    );
+    mistaken(
+        "workmem-backup -r SSH private key",
+        WORKMEM_BACKUP,
+        &["-q", "--db", "src/memory.db", "--to", "dest/x.age", "-r", "keys/id_ed25519"],
+        &ssh_key,
+    );
+    let identities: Vec<PathBuf> = identities.iter().map(|p| p.canonicalize().unwrap()).collect();
+    let trace = d.join("trace.txt");
+    let (mut opened_secret, mut refused, mut traced, mut seen_handed) = (0u64, 0u64, 0u64, 0u64);
+    for r in &runs {
+        let before = d.tree();
+        let mut cmd = run("strace", &d)
             .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
-            .arg(&trace)
-            .arg(bin)
-            .args(args)
-            .current_dir(&d.path)
-            .env("TMPDIR", &d.path)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "{bin} {args:?}");
+            .args([&trace])
+            .args([r.bin])
+            .args(&r.args)
+            .env("TMPDIR", d.join("tmp"))
+            .env("HOME", d.join("home"))
+            .env("SOPS_AGE_KEY_FILE", d.join("home/.config/sops/age/keys.txt"))
+            .env("AGE_IDENTITY", d.join("home/.config/age/keys.txt"));
+        if let Some(p) = &r.stdin {
+            cmd = cmd.stdin_file(std::fs::File::open(p).unwrap());
+        }
+        let out = cmd.go();
+        traced += 1;
         let t = std::fs::read_to_string(&trace).unwrap();
-        if t.contains("identity.txt") {
+        let allowed: Vec<PathBuf> =
+            r.given.iter().chain(r.mistaken.iter()).map(|p| p.canonicalize().unwrap()).collect();
+        let opened: Vec<PathBuf> =
+            opened_paths(&t, &d.path).into_iter().filter_map(|p| p.canonicalize().ok()).collect();
+        // The trace does see identities opened: those the run was handed.
+        if !allowed.is_empty() && allowed.iter().all(|a| opened.contains(a)) {
+            seen_handed += 1;
+        }
+        let bad: Vec<&PathBuf> = opened.iter().filter(|p| identities.contains(p) && !allowed.contains(p)).collect();
+        if !bad.is_empty() {
             opened_secret += 1;
-            eprintln!("{bin} opened the identity file:\n{t}");
+            eprintln!("{}: opened identity files it was not given: {bad:?}", r.label);
+        }
+        match &r.mistaken {
+            None => assert_eq!(out.code(), 0, "{}: {}", r.label, out.stderr),
+            Some(id) => {
+                let secret = std::fs::read_to_string(id).unwrap();
+                let body: Vec<&str> =
+                    secret.lines().filter(|l| !l.starts_with('#') && !l.starts_with("-----")).collect();
+                let echoed = body.iter().any(|l| {
+                    l.len() >= 20
+                        && (out.stderr.contains(&l[8..20]) || String::from_utf8_lossy(&out.stdout).contains(&l[8..20]))
+                });
+                let mut after = d.tree();
+                after.remove("trace.txt");
+                let mut b = before.clone();
+                b.remove("trace.txt");
+                let unchanged = after
+                    .into_iter()
+                    .filter(|(k, _)| !k.ends_with("-shm") && !k.ends_with("-wal"))
+                    .collect::<Tree>()
+                    == b.into_iter().filter(|(k, _)| !k.ends_with("-shm") && !k.ends_with("-wal")).collect::<Tree>();
+                if out.code() == 1 && !echoed && unchanged {
+                    refused += 1;
+                } else {
+                    eprintln!(
+                        "{}: exit {}, echoed {echoed}, unchanged {unchanged}: {}",
+                        r.label,
+                        out.code(),
+                        out.stderr
+                    );
+                }
+            }
         }
     }
-    // wm-seal, fed the snapshot.
-    let status = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
-        .arg(&trace)
-        .arg(WM_SEAL)
-        .args(["-q", "-R", "recipients.txt", "--to", "c.age"])
-        .current_dir(&d.path)
-        .stdin(std::fs::File::open(d.join("snap.db")).unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    if std::fs::read_to_string(&trace).unwrap().contains("identity.txt") {
-        opened_secret += 1;
-    }
     let mut not_private = 0;
-    for f in ["a.age", "b.age", "snap.db", "c.age"] {
+    for f in ["dest/a.age", "dest/b.age", "dest/c.age", "dest/d.age", "dest/e.age", "dest/snap.db", "live/memory.db"] {
         if mode_of(&d.join(f)) != 0o600 {
             not_private += 1;
             eprintln!("{f} has mode {:o}", mode_of(&d.join(f)));
         }
     }
-    for f in ["a.age", "b.age", "c.age"] {
+    for f in ["dest/a.age", "dest/b.age", "dest/c.age", "dest/e.age"] {
         assert!(age_decrypt(&identity, &d.join(f)).is_ok(), "{f} decrypts");
     }
-    record_figures(
+    let mistakes = runs.iter().filter(|r| r.mistaken.is_some()).count() as u64;
+    let handed = runs.iter().filter(|r| r.mistaken.is_some() || !r.given.is_empty()).count() as u64;
+    record_figures_with(
         "secrets",
         &[
-            ("runs traced", 4, None),
-            ("secret key files opened", opened_secret, Some(0)),
-            ("created files not 0600", not_private, Some(0)),
+            ("runs traced, identity files lying beside and in HOME", traced, Need::Exactly(runs.len() as u64)),
+            ("identity files lying about", identities.len() as u64, Need::Any),
+            ("runs that opened an identity file they were not given", opened_secret, Need::Exactly(0)),
+            ("runs handed an identity whose trace shows it opened", seen_handed, Need::Exactly(handed)),
+            ("identities given as recipients: refused, not echoed, nothing written", refused, Need::Exactly(mistakes)),
+            ("created files not 0600", not_private, Need::Exactly(0)),
         ],
     );
 }
