@@ -3,7 +3,10 @@
 //! integrity_check`), measured side by side, interleaved,
 //! several runs each (7 by default), on workmem-shaped databases of about 10 MiB, 100 MiB
 //! and 1 GiB (cached in TARGET/bench/db). Prints a table and the ratios the
-//! performance issue sets targets for; writes them as JSON to TARGET/bench/.
+//! performance issue sets targets for; writes them as JSON to TARGET/bench/,
+//! and as Markdown, headed by the run's date, machine and commit, to
+//! TARGET/bench/latest.md (what the README's Performance section quotes).
+//! Exits 1 when a target is missed at the biggest size of the run, naming it.
 //!
 //! Per run: wall time, CPU time and peak RSS (wait4's rusage, which includes
 //! reaped children), and bytes written to storage (/proc/PID/io write_bytes
@@ -313,6 +316,11 @@ fn main() {
     }
     let machine = describe_machine();
     println!("wm-bench: {runs} interleaved runs per case; {machine}");
+    let started = utc_now();
+    // The targets are set for the biggest database (1 GiB by default), where
+    // process start-up no longer dominates; smaller sizes are for information.
+    let judged_at = sizes.iter().copied().max().unwrap_or(0);
+    let mut missed: Vec<String> = Vec::new();
 
     let mut json = String::from("{\n");
     let _ = writeln!(json, "  \"machine\": \"{}\",\n  \"runs\": {runs},", machine.replace('"', "'"));
@@ -553,8 +561,16 @@ fn main() {
         for (i, (name, v, target)) in ratios.iter().enumerate() {
             let t = match target {
                 Some((op, x)) => {
+                    // NaN (a case that did not run) meets nothing.
                     let ok = if *op == "<=" { *v <= *x } else { *v >= *x };
-                    format!("{op} {x} {}", if ok { "met" } else { "MISSED" })
+                    if mib != judged_at {
+                        format!("{op} {x} {} (judged at {judged_at} MiB)", if ok { "met" } else { "not met" })
+                    } else {
+                        if !ok {
+                            missed.push(format!("{mib} MiB: {name} = {v:.3}, target {op} {x}"));
+                        }
+                        format!("{op} {x} {}", if ok { "met" } else { "**MISSED**" })
+                    }
                 }
                 None => String::new(),
             };
@@ -565,6 +581,24 @@ fn main() {
         let _ = std::fs::remove_file(&raw);
     }
     json.push_str("  }\n}\n");
+    let commit = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let sizes_s = sizes.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
+    let verdict = if missed.is_empty() {
+        "every target met".to_string()
+    } else {
+        format!("{} target(s) MISSED: {}", missed.len(), missed.join("; "))
+    };
+    let report = format!(
+        "# make bench: run of {started}\n\n\
+         Machine: {machine}. Commit {commit}. {runs} interleaved runs per case after a warm-up, medians; \
+         sizes {sizes_s} MiB, targets judged at {judged_at} MiB. Result: {verdict}.\n{report}"
+    );
     println!("{report}");
     let stamp = Command::new("date")
         .arg("+%Y%m%dT%H%M%S")
@@ -577,6 +611,21 @@ fn main() {
     std::fs::write(root.join("latest.md"), &report).unwrap();
     let _ = std::fs::remove_dir_all(&out);
     println!("wm-bench: results in {} (and latest.json, latest.md)", path.display());
+    if !missed.is_empty() {
+        for m in &missed {
+            eprintln!("wm-bench: MISSED: {m}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// The time now in UTC, as `date -u` prints it (the run's name in latest.md).
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn describe_machine() -> String {

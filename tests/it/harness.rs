@@ -467,17 +467,42 @@ pub fn full_suite() -> bool {
 /// CARGO_TARGET_DIR moves it), rows of (figure, value, required value if any).
 /// `make reliability` prints them all as one table at the end.
 pub fn record_figures(section: &str, rows: &[(&str, u64, Option<u64>)]) {
+    let rows: Vec<(&str, u64, Need)> =
+        rows.iter().map(|&(name, value, must)| (name, value, must.map_or(Need::Any, Need::Exactly))).collect();
+    record_figures_with(section, &rows);
+}
+
+/// What a figure of the reliability table must be.
+#[derive(Clone, Copy, Debug)]
+pub enum Need {
+    /// For information.
+    Any,
+    Exactly(u64),
+    /// A count of real events that shows a promise: at least this many.
+    AtLeast(u64),
+}
+
+/// `record_figures` with lower bounds as well: the required column reads
+/// `N` (exactly) or `>=N` (at least), and scripts/reliability-table.sh
+/// checks both.
+pub fn record_figures_with(section: &str, rows: &[(&str, u64, Need)]) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
     std::fs::create_dir_all(&dir).unwrap();
     let mut text = String::new();
-    for (name, value, must) in rows {
-        let must = must.map(|m| m.to_string()).unwrap_or_default();
-        text.push_str(&format!("{section}\t{name}\t{value}\t{must}\n"));
+    for (name, value, need) in rows {
+        let need = match need {
+            Need::Any => String::new(),
+            Need::Exactly(m) => m.to_string(),
+            Need::AtLeast(m) => format!(">={m}"),
+        };
+        text.push_str(&format!("{section}\t{name}\t{value}\t{need}\n"));
     }
     std::fs::write(dir.join(format!("{}.tsv", section.replace([' ', '/'], "_"))), text).unwrap();
-    for (name, value, must) in rows {
-        if let Some(m) = must {
-            assert_eq!(value, m, "{section}: {name} must be {m}");
+    for (name, value, need) in rows {
+        match need {
+            Need::Any => {}
+            Need::Exactly(m) => assert_eq!(value, m, "{section}: {name} must be {m}"),
+            Need::AtLeast(m) => assert!(value >= m, "{section}: {name} must be at least {m}, is {value}"),
         }
     }
 }
@@ -745,6 +770,21 @@ pub fn assert_json_failure(out: &Out, prog: &str, code: i32, needle: &str) {
     assert!(!error.starts_with(&format!("{prog}:")), "no program prefix inside the object: {v}");
 }
 
+/// The way round an ssh-keygen that refuses small RSA keys makes a key that
+/// ssh-keygen itself reads as such.
+#[test]
+fn an_rsa_key_made_with_openssl_reads_as_one_of_that_size() {
+    if !have("openssl") || !have("ssh-keygen") {
+        return;
+    }
+    let d = Dir::new();
+    let (path, public) = ssh_rsa_public_by_openssl(&d, "small", 1024);
+    assert!(public.starts_with("ssh-rsa AAAAB3NzaC1yc2E"), "{public}");
+    let out = Command::new("ssh-keygen").arg("-l").arg("-f").arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("1024 ") && text.contains("(RSA)"), "{text}");
+}
+
 /// The children of other tests must not inherit a test's terminal: the
 /// fault-injection suite counts on the descriptors its tracees get.
 #[test]
@@ -761,4 +801,103 @@ fn a_pty_is_not_inherited_by_children_spawned_meanwhile() {
     let before = inherited();
     let (_controller, _terminal) = pty();
     assert_eq!(inherited(), before, "a child spawned while a pty is open gets no extra descriptor");
+}
+
+/// A directory on another file system than `near`, for as long as the value
+/// lives: /dev/shm where it is a file system of its own, else a tmpfs
+/// mounted for the test (root only; CI runs as root). Without either the
+/// test is skipped and the skip recorded, and with CI=true it fails.
+pub struct OtherFs {
+    dir: Option<tempfile::TempDir>,
+    mount: Option<tempfile::TempDir>,
+    pub path: PathBuf,
+}
+
+pub fn other_file_system(near: &Path) -> Option<OtherFs> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(near).unwrap().dev();
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && std::fs::metadata(shm).unwrap().dev() != dev {
+        if let Ok(t) = tempfile::Builder::new().prefix("wmother").tempdir_in(shm) {
+            let path = t.path().to_path_buf();
+            return Some(OtherFs { dir: Some(t), mount: None, path });
+        }
+    }
+    let point = tempfile::Builder::new().prefix("wmmount").tempdir().unwrap();
+    let mounted = nix::unistd::geteuid().is_root()
+        && Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs"])
+            .arg(point.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if mounted && std::fs::metadata(point.path()).unwrap().dev() != dev {
+        let path = point.path().to_path_buf();
+        return Some(OtherFs { dir: None, mount: Some(point), path });
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("no second file system: /dev/shm is on the same one and `mount -t tmpfs` needs root");
+    }
+    eprintln!("SKIPPED: no second file system (/dev/shm is not one, and mounting a tmpfs needs root)");
+    record_skip("no second file system", Skip::Test);
+    None
+}
+
+impl Drop for OtherFs {
+    fn drop(&mut self) {
+        drop(self.dir.take());
+        if let Some(point) = self.mount.take() {
+            let _ = Command::new("umount").arg(point.path()).status();
+        }
+    }
+}
+
+/// An SSH RSA public key of `bits` bits in `NAME.pub`, and its line: made
+/// by ssh-keygen, or, where ssh-keygen refuses the size (a policy may
+/// forbid RSA-1024), from an RSA key made by `openssl genrsa`, its modulus
+/// written out in SSH's wire format. A test needs only the public half.
+pub fn ssh_rsa_public(d: &Dir, name: &str, bits: u32) -> (PathBuf, String) {
+    if let Some((_, public)) = ssh_keygen(d, name, "", &["-t", "rsa", "-b", &bits.to_string()]) {
+        return (d.join(&format!("{name}.pub")), public);
+    }
+    ssh_rsa_public_by_openssl(d, name, bits)
+}
+
+fn ssh_rsa_public_by_openssl(d: &Dir, name: &str, bits: u32) -> (PathBuf, String) {
+    assert!(have("openssl"), "openssl is needed to make an RSA-{bits} key that ssh-keygen refuses");
+    let out = Command::new("sh")
+        .args(["-c", &format!("openssl genrsa {bits} 2>/dev/null | openssl rsa -noout -modulus")])
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.trim().strip_prefix("Modulus=").unwrap_or_else(|| panic!("openssl: {text:?}"));
+    let modulus: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    // string "ssh-rsa", mpint e, mpint n (a leading zero keeps it positive).
+    let mut blob = Vec::new();
+    let mut put = |bytes: &[u8]| {
+        blob.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        blob.extend_from_slice(bytes);
+    };
+    put(b"ssh-rsa");
+    put(&[0x01, 0x00, 0x01]);
+    put(&[&[0u8][..], &modulus].concat());
+    let public = format!("ssh-rsa {} wm-test", base64(&blob));
+    let path = d.write(&format!("{name}.pub"), format!("{public}\n"));
+    (path, public)
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
 }

@@ -634,9 +634,9 @@ fn after_a_power_cut_every_destination_holds_the_old_or_the_new_and_the_new_afte
         controls_tried
     );
     record_figures(
-        &format!("power loss ({})", kinds.join(", ")),
+        "power loss",
         &[
-            ("cuts", t.cuts, None),
+            (&format!("cuts (on {})", kinds.join(" and ")), t.cuts, None),
             ("  killed at a system call of the commit, then cut", t.at_syscalls, None),
             ("  killed at a random moment, then cut", t.at_random, None),
             ("  cut after the tool exited 0", t.after_exit, None),

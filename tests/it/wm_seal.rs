@@ -896,10 +896,9 @@ fn every_recipients_error_exits_1_names_its_source_and_creates_nothing() {
             cases.push((flag, s("ed"), vec![s("ed:1"), s("SSH private key"), s("pass the .pub")]));
         }
         cases.push(("-r", ec_r.clone(), vec![s("unsupported SSH key type ecdsa")]));
-        if let Some((_, small)) = ssh_keygen(&d, "rsa1024", "", &["-t", "rsa", "-b", "1024"]) {
-            cases.push(("-r", small, vec![s("shorter than 2048 bits")]));
-            cases.push(("-R", s("rsa1024.pub"), vec![s("rsa1024.pub:1"), s("shorter than 2048 bits")]));
-        }
+        let (_, small) = ssh_rsa_public(&d, "rsa1024", 1024);
+        cases.push(("-r", small, vec![s("shorter than 2048 bits")]));
+        cases.push(("-R", s("rsa1024.pub"), vec![s("rsa1024.pub:1"), s("shorter than 2048 bits")]));
     }
     let private_ed = std::fs::read_to_string(d.join("ed")).unwrap_or_default();
 

@@ -1230,22 +1230,16 @@ fn spool_on_another_file_system_than_the_destination_works() {
     if !have("age") || !have("sqlite3") {
         return;
     }
-    use std::os::unix::fs::MetadataExt;
     let fx = Fx::new(400_000, true);
-    let shm = Path::new("/dev/shm");
-    let other = shm.is_dir() && std::fs::metadata(shm).unwrap().dev() != std::fs::metadata(&fx.d.path).unwrap().dev();
-    if !other {
-        eprintln!("SKIPPED: /dev/shm is not a separate file system here");
-        return;
-    }
-    let spool = tempfile::Builder::new().prefix("wmspool").tempdir_in(shm).unwrap();
+    // /dev/shm where it is a file system of its own, else a tmpfs mounted here.
+    let Some(spool) = other_file_system(&fx.d.path) else { return };
     for method in METHODS {
         fx.run(&["-q", "--to", "memory.db.age", "--method", method, "--spool", "disk", "--tmpdir"])
-            .args([spool.path()])
+            .args([&spool.path])
             .go()
             .ok();
         fx.assert_restores("memory.db.age");
-        assert!(std::fs::read_dir(spool.path()).unwrap().next().is_none(), "nothing left in the spool directory");
+        assert!(std::fs::read_dir(&spool.path).unwrap().next().is_none(), "nothing left in the spool directory");
     }
 }
 
