@@ -439,7 +439,16 @@ pub fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
     let controller = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).expect("posix_openpt");
     nix::pty::grantpt(&controller).expect("grantpt");
     nix::pty::unlockpt(&controller).expect("unlockpt");
+    #[cfg(target_os = "linux")]
     let name = nix::pty::ptsname_r(&controller).expect("ptsname_r");
+    // No ptsname_r: ptsname's static buffer, one test at a time.
+    #[cfg(not(target_os = "linux"))]
+    let name = {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the lock keeps the other tests' threads out of ptsname.
+        unsafe { nix::pty::ptsname(&controller) }.expect("ptsname")
+    };
     // std opens with O_CLOEXEC.
     let terminal = std::fs::OpenOptions::new()
         .read(true)
@@ -448,6 +457,24 @@ pub fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
         .open(&name)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     (controller.into(), terminal)
+}
+
+/// A pipe whose ends no child inherits: other tests spawn children all the
+/// time, and an inherited write end would keep the pipe open. Without pipe2
+/// (macOS), close-on-exec is set just after, which leaves a short window.
+pub fn pipe_cloexec() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    #[cfg(not(target_vendor = "apple"))]
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
+    #[cfg(target_vendor = "apple")]
+    let (r, w) = {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        for fd in [&r, &w] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).expect("FD_CLOEXEC");
+        }
+        (r, w)
+    };
+    (r, w)
 }
 
 pub fn mode_of(p: &Path) -> u32 {

@@ -856,7 +856,8 @@ fn sweep_trial(f: &Fault, bin: Bin, tpl: &Template, full: bool) -> Row {
     for mib in (8..=128u64).step_by(step) {
         let d = trial_dir(tpl, bin);
         let limited = |mut r: Run| {
-            let bytes = mib << 20;
+            // rlim_t is u64 on Linux and macOS, i64 on FreeBSD.
+            let bytes = (mib << 20) as nix::libc::rlim_t;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
             unsafe {
                 r.command().pre_exec(move || {

@@ -76,7 +76,7 @@ fn set_mode(p: &Path, mode: u32) {
 }
 
 /// Runs `r` under umask `mask` (set between fork and exec).
-fn with_umask(mut r: Run, mask: u32) -> Run {
+fn with_umask(mut r: Run, mask: nix::libc::mode_t) -> Run {
     let m = Mode::from_bits_truncate(mask);
     // SAFETY: umask(2) is async-signal-safe and touches no memory.
     unsafe {
