@@ -1,27 +1,29 @@
 //! Where data goes: standard output or a durable, atomic file ([`Sink`]),
 //! and the rule that a destination is never the source database.
 //!
-//! [`AtomicFile`] writes into an unnamed `O_TMPFILE` in the destination's own
-//! directory (so that even SIGKILL leaves nothing behind), mode 0600 from the
-//! start whatever the umask; [`AtomicFile::commit`] fsyncs it, links it under
-//! a hidden name, renames that over the destination and fsyncs the directory.
-//! Until the rename, an existing destination keeps its old content. On file
-//! systems without `O_TMPFILE` a hidden named temporary takes its place and is
-//! removed on any failure or interruption (not on SIGKILL: say so in the docs).
+//! [`AtomicFile`] writes into a temporary in the destination's own directory,
+//! mode 0600 from the start whatever the umask: an unnamed `O_TMPFILE` where
+//! the system has one (Linux: even SIGKILL leaves nothing behind), else a
+//! hidden `.NAME.<hex>.tmp`, removed on any failure or interruption but not
+//! on SIGKILL. [`AtomicFile::commit`] fsyncs it (`F_FULLFSYNC` on Apple
+//! systems, see [`platform::full_sync`]), gives an unnamed file that hidden
+//! name, renames it over the destination and fsyncs the directory. Until the
+//! rename, an existing destination keeps its old content.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{self, AtFlags, OFlag};
+use nix::fcntl::{self, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd;
 
+use crate::platform;
 use crate::signals::{Cancel, CancelWrite};
 use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
 
@@ -286,15 +288,15 @@ impl AtomicFile {
             fcntl::open(&dest.dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|e| OutputError::Directory { path: dest.dir.clone(), source: e.into() })?,
         );
-        let mode = Mode::from_bits_truncate(FILE_MODE);
-        let (fd, temp) = match fcntl::openat(&dir, ".", OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC, mode) {
-            Ok(fd) => (fd, None),
-            // No O_TMPFILE on this file system (or kernel): a hidden named temporary.
-            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
+        let unnamed = platform::open_unnamed(dir.as_fd(), Path::new("."), OFlag::O_WRONLY)
+            .map_err(|e| OutputError::Create { dir: dest.dir.clone(), source: e })?;
+        let (fd, temp) = match unnamed {
+            Some(fd) => (fd, None),
+            // No unnamed files on this system or file system: a hidden named temporary.
+            None => {
                 let (fd, name) = create_named_temp(&dir, &dest)?;
                 (fd, Some(name))
             }
-            Err(e) => return Err(OutputError::Create { dir: dest.dir.clone(), source: e.into() }),
         };
         let file = File::from(fd);
         let out = AtomicFile { file, dir, dest, temp, committed: false, written: 0, flushed_to: 0 };
@@ -313,37 +315,35 @@ impl AtomicFile {
     /// does this itself; call it first to [`AtomicFile::read_back`] what is on disk.
     pub fn sync(&mut self) -> Result<(), OutputError> {
         let path = self.dest.path.clone();
-        self.file.sync_all().map_err(|e| OutputError::Sync { path, source: e })
+        platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path, source: e })
     }
 
     /// A reader over everything written, from the first byte. After
-    /// [`AtomicFile::sync`] the cached pages are dropped first (they are
-    /// clean), so that the reads come from the device, not from memory.
+    /// [`AtomicFile::sync`] the cached pages are dropped first where the
+    /// system can (Linux: they are clean), so that the reads come from the
+    /// device, not from memory.
     pub fn read_back(&self) -> Result<ReadBack, OutputError> {
         // The writer is write-only: open the same inode again, for reading.
-        let fd = match &self.temp {
+        let file = match &self.temp {
             Some(name) => fcntl::openat(
                 &self.dir,
                 name.as_os_str(),
                 OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
                 Mode::empty(),
-            ),
-            None => fcntl::open(
-                format!("/proc/self/fd/{}", self.file.as_raw_fd()).as_str(),
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ),
+            )
+            .map(File::from)
+            .map_err(io::Error::from),
+            None => platform::reopen_read(&self.file),
         };
-        let file = File::from(fd.map_err(|e| OutputError::Sync { path: self.dest.path.clone(), source: e.into() })?);
-        // Advice only: a file system without it still reads correctly.
-        let _ = fcntl::posix_fadvise(&file, 0, 0, fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        let file = file.map_err(|e| OutputError::Sync { path: self.dest.path.clone(), source: e })?;
+        platform::drop_cache(&file);
         Ok(ReadBack { file, pos: 0 })
     }
 
     /// fsync the data, put the file in place, fsync the directory.
     pub fn commit(mut self) -> Result<(), OutputError> {
         let path = self.dest.path.clone();
-        self.file.sync_all().map_err(|e| OutputError::Sync { path: path.clone(), source: e })?;
+        platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path: path.clone(), source: e })?;
         let temp = match self.temp.take() {
             Some(name) => name,
             None => self.link_unnamed()?,
@@ -354,28 +354,15 @@ impl AtomicFile {
             .map_err(|e| OutputError::Rename { path: path.clone(), source: e.into() })?;
         self.temp = None;
         self.committed = true;
-        self.dir.sync_all().map_err(|e| OutputError::SyncDir { dir: self.dest.dir.clone(), source: e })?;
+        platform::full_sync(&self.dir).map_err(|e| OutputError::SyncDir { dir: self.dest.dir.clone(), source: e })?;
         Ok(())
     }
 
-    /// Gives the `O_TMPFILE` a hidden name next to the destination.
+    /// Gives the unnamed file a hidden name next to the destination.
     fn link_unnamed(&self) -> Result<OsString, OutputError> {
-        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
         for _ in 0..16 {
             let name = temp_name(&self.dest.name);
-            let linked = unistd::linkat(
-                fcntl::AT_FDCWD,
-                proc_path.as_str(),
-                &self.dir,
-                name.as_os_str(),
-                AtFlags::AT_SYMLINK_FOLLOW,
-            )
-            .or_else(|e| match e {
-                // No /proc: AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, but try.
-                Errno::ENOENT => unistd::linkat(&self.file, "", &self.dir, name.as_os_str(), AtFlags::AT_EMPTY_PATH),
-                other => Err(other),
-            });
-            match linked {
+            match platform::link_unnamed(&self.file, &self.dir, name.as_os_str()) {
                 Ok(()) => return Ok(name),
                 Err(Errno::EEXIST) => continue,
                 Err(e) => return Err(OutputError::Rename { path: self.dest.path.clone(), source: e.into() }),
@@ -395,7 +382,7 @@ fn create_named_temp(dir: &File, dest: &Destination) -> Result<(OwnedFd, OsStrin
             dir,
             name.as_os_str(),
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::from_bits_truncate(FILE_MODE),
+            platform::private_mode(),
         ) {
             Ok(fd) => return Ok((fd, name)),
             Err(Errno::EEXIST) => continue,
@@ -436,24 +423,17 @@ impl Write for AtomicFile {
         self.file.write(buf)
     }
 
-    /// Also starts the disk writing early: left alone, the kernel keeps a
-    /// backup of a gigabyte dirty in memory until the final fsync, which then
-    /// waits for all of it; asking for writeback (`sync_file_range`, no wait)
-    /// every 8 MiB overlaps the disk with the encryption instead. The fsync in
-    /// [`AtomicFile::commit`] is what makes the file durable, as before.
+    /// Also starts the disk writing early where the system can (Linux): left
+    /// alone, the kernel keeps a backup of a gigabyte dirty in memory until
+    /// the final fsync, which then waits for all of it; asking for writeback
+    /// (`sync_file_range`, no wait) every 8 MiB overlaps the disk with the
+    /// encryption instead. The fsync in [`AtomicFile::commit`] is what makes
+    /// the file durable, as before.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.file.write_all(buf)?;
         self.written += buf.len() as u64;
         if self.written - self.flushed_to >= WRITEBACK_WINDOW {
-            // SAFETY: a plain syscall on our own descriptor; failure is harmless.
-            unsafe {
-                nix::libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.flushed_to as i64,
-                    (self.written - self.flushed_to) as i64,
-                    nix::libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+            platform::start_writeback(&self.file, self.flushed_to, self.written - self.flushed_to);
             self.flushed_to = self.written;
         }
         Ok(())
@@ -474,15 +454,12 @@ impl Drop for AtomicFile {
     }
 }
 
-/// Best effort: grows a pipe's buffer to 1 MiB (the unprivileged maximum by
-/// default), so that the two halves of a pipeline wake each other up 16 times
-/// less often than with the 64 KiB default. Not a pipe, or refused: nothing.
+/// Best effort: grows a pipe's buffer to 1 MiB where the system can (Linux;
+/// the unprivileged maximum by default), so that the two halves of a
+/// pipeline wake each other up 16 times less often than with the 64 KiB
+/// default. Not a pipe, refused, or another system: nothing.
 pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
-    let fd = fd.as_fd();
-    let is_fifo = nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO);
-    if is_fifo {
-        let _ = fcntl::fcntl(fd, fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
-    }
+    platform::widen_pipe(fd.as_fd());
 }
 
 /// Where data goes: standard output, or a file that appears only when complete.
