@@ -9,18 +9,23 @@
 //! systems, see [`platform::full_sync`]), gives an unnamed file that hidden
 //! name, renames it over the destination and fsyncs the directory. Until the
 //! rename, an existing destination keeps its old content.
+//!
+//! The writer holds an `flock` on its temporary from creation until after the
+//! rename, so a hidden temporary that nobody holds was left by a killed run:
+//! the next run into the same directory removes it ([`AtomicFile::create`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{self, OFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{self, Mode};
 use nix::unistd;
 
 use crate::platform;
@@ -281,17 +286,24 @@ pub struct AtomicFile {
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 impl AtomicFile {
-    /// Creates the temporary in the destination's directory. This is also the
-    /// honest test that the directory is writable: call it before expensive work.
+    /// Creates the temporary in the destination's directory, locked, after
+    /// removing the hidden temporaries killed runs left there. This is also
+    /// the honest test that the directory is writable: call it before
+    /// expensive work.
     pub fn create(dest: Destination) -> Result<AtomicFile, OutputError> {
         let dir = File::from(
             fcntl::open(&dest.dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|e| OutputError::Directory { path: dest.dir.clone(), source: e.into() })?,
         );
+        sweep_leftovers(&dir, &dest.dir);
         let unnamed = platform::open_unnamed(dir.as_fd(), Path::new("."), OFlag::O_WRONLY)
             .map_err(|e| OutputError::Create { dir: dest.dir.clone(), source: e })?;
         let (fd, temp) = match unnamed {
-            Some(fd) => (fd, None),
+            Some(fd) => {
+                // Locked before it has a name, so that it is never seen unlocked.
+                try_lock(&fd);
+                (fd, None)
+            }
             // No unnamed files on this system or file system: a hidden named temporary.
             None => {
                 let (fd, name) = create_named_temp(&dir, &dest)?;
@@ -340,7 +352,8 @@ impl AtomicFile {
         Ok(ReadBack { file, pos: 0 })
     }
 
-    /// fsync the data, put the file in place, fsync the directory.
+    /// fsync the data, put the file in place, fsync the directory. The lock
+    /// taken at creation is held until after the rename (until drop).
     pub fn commit(mut self) -> Result<(), OutputError> {
         let path = self.dest.path.clone();
         platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path: path.clone(), source: e })?;
@@ -375,32 +388,115 @@ impl AtomicFile {
     }
 }
 
+/// A hidden temporary, created `O_EXCL`, locked, and still under its name.
 fn create_named_temp(dir: &File, dest: &Destination) -> Result<(OwnedFd, OsString), OutputError> {
     for _ in 0..16 {
         let name = temp_name(&dest.name);
-        match fcntl::openat(
+        let fd = match fcntl::openat(
             dir,
             name.as_os_str(),
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
             platform::private_mode(),
         ) {
-            Ok(fd) => return Ok((fd, name)),
+            Ok(fd) => fd,
             Err(Errno::EEXIST) => continue,
             Err(e) => return Err(OutputError::Create { dir: dest.dir.clone(), source: e.into() }),
+        };
+        // Until it is locked, another run's sweep may take the new file for a
+        // leftover and remove it: lock it, then check that the name is still
+        // this file's. Lost to a sweep (removed, or being removed): another name.
+        match try_lock(&fd) {
+            Lock::Held | Lock::Unsupported if still_named(dir, &name, &fd) => return Ok((fd, name)),
+            _ => continue,
         }
     }
     Err(OutputError::Create { dir: dest.dir.clone(), source: io::Error::from_raw_os_error(Errno::EEXIST as i32) })
 }
 
+/// Random hex digits in a temporary's name.
+const TEMP_HEX: usize = 12;
+
 /// `.NAME.<random>.tmp`: hidden, beside the destination, never a name a user picks.
 fn temp_name(dest_name: &OsStr) -> OsString {
-    let mut rnd = [0u8; 6];
+    let mut rnd = [0u8; TEMP_HEX / 2];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd);
     let suffix: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
     let mut n = OsString::from(".");
     n.push(dest_name);
     n.push(format!(".{suffix}.tmp"));
     n
+}
+
+/// Exactly the names [`temp_name`] makes, for any destination name.
+fn is_temp_name(name: &OsStr) -> bool {
+    let Some(rest) = name.as_bytes().strip_prefix(b".").and_then(|r| r.strip_suffix(b".tmp")) else {
+        return false;
+    };
+    let Some(split) = rest.len().checked_sub(TEMP_HEX + 1).filter(|&at| at > 0) else {
+        return false;
+    };
+    let (hex, dot) = (&rest[split + 1..], rest[split]);
+    dot == b'.' && hex.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// What an `flock` attempt found.
+enum Lock {
+    Held,
+    /// Another open file description holds it: a live writer, or a sweep.
+    Busy,
+    /// The file system does not lock (some network file systems): then no
+    /// sweep can lock either, and none removes anything.
+    Unsupported,
+}
+
+/// An exclusive `flock`, without waiting. It belongs to the open file
+/// description: held until the descriptor is closed, also on SIGKILL.
+fn try_lock(fd: &impl AsRawFd) -> Lock {
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { nix::libc::flock(fd.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) } == 0 {
+            return Lock::Held;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            Errno::EWOULDBLOCK => return Lock::Busy,
+            _ => return Lock::Unsupported,
+        }
+    }
+}
+
+/// `name` in `dir` is still the file open as `fd` (not removed, not replaced).
+fn still_named(dir: &File, name: &OsStr, fd: &impl AsFd) -> bool {
+    match (stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW), stat::fstat(fd)) {
+        (Ok(by_name), Ok(open)) => by_name.st_dev == open.st_dev && by_name.st_ino == open.st_ino,
+        _ => false,
+    }
+}
+
+/// Removes the hidden temporaries that killed runs left in `dir` (at
+/// `path`): files named exactly as [`temp_name`] names them (for any
+/// destination), regular, owned by us, and that nobody holds locked. A
+/// writer holds its lock from creation until after its rename, so a live
+/// temporary is never touched; the name is checked again once the lock is
+/// ours, so that only the locked file is removed. Best effort: whatever
+/// cannot be read, opened or locked is left alone.
+fn sweep_leftovers(dir: &File, path: &Path) {
+    let Ok(entries) = std::fs::read_dir(path) else { return };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { nix::libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !is_temp_name(&name) {
+            continue;
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let Ok(fd) = fcntl::openat(dir, name.as_os_str(), flags, Mode::empty()) else { continue };
+        let ours =
+            stat::fstat(&fd).is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG && st.st_uid == me);
+        if ours && matches!(try_lock(&fd), Lock::Held) && still_named(dir, &name, &fd) {
+            let _ = unistd::unlinkat(dir, name.as_os_str(), unistd::UnlinkatFlags::NoRemoveDir);
+        }
+    }
 }
 
 /// Reads an [`AtomicFile`] by position, leaving the writer's offset alone.
@@ -577,6 +673,85 @@ mod tests {
         let mut f = AtomicFile::create(Destination::resolve(&dest).unwrap()).unwrap();
         f.write_all(b"abandoned").unwrap();
         drop(f);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        assert_eq!(listing(d.path()), vec!["out.age"]);
+    }
+
+    #[test]
+    fn only_our_exact_temporary_names_are_candidates() {
+        for yes in [".out.age.0123456789ab.tmp", ".x.ffffffffffff.tmp", ".a.b.c.000000000000.tmp"] {
+            assert!(is_temp_name(OsStr::new(yes)), "{yes}");
+        }
+        assert!(is_temp_name(&temp_name(OsStr::new("memory.db.age"))), "what temp_name makes");
+        for no in [
+            "out.age.0123456789ab.tmp",
+            "..0123456789ab.tmp",
+            ".out.age.0123456789AB.tmp",
+            ".out.age.0123456789a.tmp",
+            ".out.age.0123456789abc.tmp",
+            ".out.age-0123456789ab.tmp",
+            ".out.age.0123456789ab.tmp.bak",
+            ".out.age.0123456789ab.TMP",
+            ".0123456789ab.tmp",
+            "memory.db.age",
+        ] {
+            assert!(!is_temp_name(OsStr::new(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_removes_unheld_leftovers_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = File::open(d.path()).unwrap();
+        let leftovers = [".out.age.0123456789ab.tmp", ".other.db.age.00000000000f.tmp"];
+        for name in leftovers {
+            std::fs::write(d.path().join(name), b"ciphertext").unwrap();
+        }
+        let keep = ["out.age", ".out.age.0123456789ab.tmp.bak", ".out.age.XYZ.tmp", "notes.txt"];
+        for name in keep {
+            std::fs::write(d.path().join(name), b"user data").unwrap();
+        }
+        std::fs::create_dir(d.path().join(".dir.0123456789ab.tmp")).unwrap();
+        symlink("notes.txt", d.path().join(".link.0123456789ab.tmp")).unwrap();
+        sweep_leftovers(&dir, d.path());
+        let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+        want.extend([".dir.0123456789ab.tmp".to_string(), ".link.0123456789ab.tmp".to_string()]);
+        want.sort();
+        assert_eq!(listing(d.path()), want, "leftovers gone; directories, symlinks and other names untouched");
+        assert_eq!(std::fs::read(d.path().join("notes.txt")).unwrap(), b"user data", "not through the symlink");
+    }
+
+    #[test]
+    fn a_held_named_temporary_survives_a_sweep_until_its_writer_is_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = Destination::resolve(&d.path().join("out.age")).unwrap();
+        let dir = File::open(d.path()).unwrap();
+        let (fd, name) = create_named_temp(&dir, &dest).unwrap();
+        assert!(is_temp_name(&name));
+        sweep_leftovers(&dir, d.path());
+        assert!(d.path().join(&name).exists(), "its writer holds it: another run never removes it");
+        // The writer is killed: the kernel closes its descriptors, the lock goes.
+        drop(fd);
+        sweep_leftovers(&dir, d.path());
+        assert!(!d.path().join(&name).exists(), "left by a dead writer: the next run removes it");
+    }
+
+    #[test]
+    fn a_temporary_that_gets_its_name_before_the_rename_is_held_all_along() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out.age");
+        let mut f = AtomicFile::create(Destination::resolve(&dest).unwrap()).unwrap();
+        f.write_all(b"new").unwrap();
+        // The window a SIGKILL can hit: named (linked, on Linux), not yet renamed.
+        let name = match f.temp.clone() {
+            Some(name) => name,
+            None => f.link_unnamed().unwrap(),
+        };
+        let other = AtomicFile::create(Destination::resolve(&d.path().join("other.age")).unwrap()).unwrap();
+        assert!(d.path().join(&name).exists(), "another run's sweep leaves a live temporary alone");
+        drop(other);
+        f.temp = Some(name.clone());
+        f.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
         assert_eq!(listing(d.path()), vec!["out.age"]);
     }

@@ -18,6 +18,32 @@ pub const WM_SEAL: &str = env!("CARGO_BIN_EXE_wm-seal");
 pub const WORKMEM_BACKUP: &str = env!("CARGO_BIN_EXE_workmem-backup");
 pub const WM_VERIFY: &str = env!("CARGO_BIN_EXE_wm-verify");
 
+/// The binaries run the Linux fast paths (`O_TMPFILE`, …); false when they
+/// were built with the `portable` feature, or for another system: then
+/// their temporary has a name from the start (see the README's Guarantees).
+pub const LINUX_FAST_PATHS: bool = wmbackup::platform::LINUX_FAST_PATHS;
+
+/// A hidden temporary's name as the README gives it: `.NAME.<12 hex>.tmp`.
+pub fn is_hidden_temp(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else { return false };
+    match rest.rsplit_once('.') {
+        Some((dest, hex)) => {
+            !dest.is_empty() && hex.len() == 12 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        }
+        None => false,
+    }
+}
+
+/// The names in `dir` that are hidden temporaries.
+pub fn hidden_temps(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.retain(|n| is_hidden_temp(n));
+    v.sort();
+    v
+}
+
 /// A temporary directory that is the test's whole world.
 pub struct Dir {
     _tmp: tempfile::TempDir,
