@@ -23,17 +23,22 @@ build:
 release: build
 
 # Unit tests, integration tests (the real binaries against the real age and
-# sqlite3 CLIs), then lint: fmt, clippy, man pages. The last line names the
-# tools the tests did not find and counts the tests they skipped.
+# sqlite3 CLIs), twice: with the Linux fast paths, then with the paths macOS
+# and FreeBSD take (the `portable` feature); then lint: fmt, clippy in both
+# modes, man pages. The last line names the tools the tests did not find and
+# counts the tests they skipped.
 test:
 	rm -rf $(TEST_TMP)/skips
 	$(CARGO) test --workspace --locked --all-targets -- --test-threads=2
+	@echo "make test: once more with the portable paths (--features portable)"
+	$(CARGO) test --workspace --locked --all-targets --features portable -- --test-threads=2
 	$(MAKE) lint
 	@sh scripts/skipped.sh $(TEST_TMP)/skips "make test"
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --locked --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --locked --all-targets --features portable -- -D warnings
 	@if command -v mandoc >/dev/null 2>&1; then \
 		for p in man/*.1; do mandoc -Tlint -W warning $$p || exit 1; done; \
 	elif [ "$$CI" = true ]; then echo "mandoc is required when CI=true" >&2; exit 1; \
