@@ -13,7 +13,7 @@ RELEASE  = $(TARGET_DIR)/release
 TEST_TMP = $(TARGET_DIR)/tmp
 DEMO     = $(TARGET_DIR)/demo
 
-.PHONY: all build release test lint demo install uninstall bench reliability clean
+.PHONY: all build release test lint demo install uninstall bench reliability cross clean
 
 all: build
 
@@ -77,6 +77,12 @@ reliability: build
 	WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked --test it -- --test-threads=1 $(RELIABILITY_TESTS)
 	@echo; sh scripts/reliability-table.sh $(TEST_TMP)/reliability | tee $(TARGET_DIR)/reliability.md
 	@sh scripts/skipped.sh $(TEST_TMP)/skips "make reliability"
+
+# The cross-builds CI proves (.ci/run installs zig, cargo-zigbuild and the
+# targets): clippy of everything, and the binaries, for both Macs and FreeBSD.
+CROSS_TARGETS ?= aarch64-apple-darwin x86_64-apple-darwin x86_64-unknown-freebsd
+cross:
+	sh scripts/cross-check.sh $(CROSS_TARGETS)
 
 clean:
 	$(CARGO) clean

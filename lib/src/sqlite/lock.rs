@@ -46,7 +46,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let _ = set(&self.file, nix::libc::F_UNLCK as i16, self.start, self.len);
+        let _ = set(&self.file, nix::libc::F_UNLCK as _, self.start, self.len);
     }
 }
 
@@ -72,7 +72,7 @@ pub fn wal_index(file: File) -> Result<Held, LockError> {
 }
 
 fn take(file: File, start: i64, len: i64) -> Result<Held, LockError> {
-    match set(&file, nix::libc::F_WRLCK as i16, start, len) {
+    match set(&file, nix::libc::F_WRLCK as _, start, len) {
         Ok(()) => Ok(Held { file, start, len }),
         Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EAGAIN | nix::libc::EACCES)) => Err(LockError::Busy),
         Err(e) => Err(LockError::Io(e)),
