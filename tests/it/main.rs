@@ -7,6 +7,7 @@
 mod fixture;
 mod harness;
 
+mod launchd;
 mod man;
 mod reliability;
 mod reliability_faults;
