@@ -179,6 +179,11 @@ extern "C" fn ignore_poke(_: nix::libc::c_int) {}
 /// The thread that does the work and may sit in a blocking system call.
 struct Worker(nix::libc::pthread_t);
 
+// SAFETY: a pthread_t only names a thread, and pthread_kill may be called
+// with it from any thread. (It is an integer on glibc and macOS, but a
+// pointer on musl, which the compiler cannot know to be shareable.)
+unsafe impl Send for Worker {}
+
 impl Worker {
     fn poke(&self) {
         // SAFETY: the thread is the process's main thread, alive until exit.
