@@ -13,7 +13,7 @@ RELEASE  = $(TARGET_DIR)/release
 TEST_TMP = $(TARGET_DIR)/tmp
 DEMO     = $(TARGET_DIR)/demo
 
-.PHONY: all build release test lint demo install uninstall bench reliability cross clean
+.PHONY: all build release test lint demo install uninstall bench reliability cross dist clean
 
 all: build
 
@@ -83,6 +83,14 @@ reliability: build
 CROSS_TARGETS ?= aarch64-apple-darwin x86_64-apple-darwin x86_64-unknown-freebsd
 cross:
 	sh scripts/cross-check.sh $(CROSS_TARGETS)
+
+# Release archives (ripgrep's layout) and SHA256SUMS in $(DIST), built with
+# zig like the cross-builds: static Linux binaries (musl), both Macs, FreeBSD.
+VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST         ?= $(TARGET_DIR)/dist/$(VERSION)
+DIST_TARGETS ?= x86_64-unknown-linux-musl aarch64-unknown-linux-musl $(CROSS_TARGETS)
+dist:
+	sh scripts/dist.sh $(DIST) $(DIST_TARGETS)
 
 clean:
 	$(CARGO) clean
