@@ -17,7 +17,7 @@ RELEASE  = $(TARGET_DIR)/release
 TEST_TMP = $(TARGET_DIR)/tmp
 DEMO     = $(TARGET_DIR)/demo
 
-.PHONY: all build release test lint demo install uninstall bench reliability fuzz clean
+.PHONY: all build release test lint demo install uninstall bench reliability fuzz cross dist clean
 
 all: build
 
@@ -27,17 +27,22 @@ build:
 release: build
 
 # Unit tests, integration tests (the real binaries against the real age and
-# sqlite3 CLIs), then lint: fmt, clippy, man pages. The last line names the
-# tools the tests did not find and counts the tests they skipped.
+# sqlite3 CLIs), twice: with the Linux fast paths, then with the paths macOS
+# and FreeBSD take (the `portable` feature); then lint: fmt, clippy in both
+# modes, man pages. The last line names the tools the tests did not find and
+# counts the tests they skipped.
 test:
 	rm -rf $(TEST_TMP)/skips
 	$(CARGO) test --workspace --locked --all-targets -- --test-threads=2
+	@echo "make test: once more with the portable paths (--features portable)"
+	$(CARGO) test --workspace --locked --all-targets --features portable -- --test-threads=2
 	$(MAKE) lint
 	@sh scripts/skipped.sh $(TEST_TMP)/skips "make test"
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --locked --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --locked --all-targets --features portable -- -D warnings
 	@if command -v mandoc >/dev/null 2>&1; then \
 		for p in man/*.1; do mandoc -Tlint -W warning $$p || exit 1; done; \
 	elif [ "$$CI" = true ]; then echo "mandoc is required when CI=true" >&2; exit 1; \
@@ -101,6 +106,20 @@ reliability: build
 WM_FUZZ_CASES ?= 200000
 fuzz:
 	WM_FUZZ_CASES=$(WM_FUZZ_CASES) $(CARGO) test --release --locked -p wmbackup --lib -- fuzz
+
+# The cross-builds CI proves (.ci/run installs zig, cargo-zigbuild and the
+# targets): clippy of everything, and the binaries, for both Macs and FreeBSD.
+CROSS_TARGETS ?= aarch64-apple-darwin x86_64-apple-darwin x86_64-unknown-freebsd
+cross:
+	sh scripts/cross-check.sh $(CROSS_TARGETS)
+
+# Release archives (ripgrep's layout) and SHA256SUMS in $(DIST), built with
+# zig like the cross-builds: static Linux binaries (musl), both Macs, FreeBSD.
+VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST         ?= $(TARGET_DIR)/dist/$(VERSION)
+DIST_TARGETS ?= x86_64-unknown-linux-musl aarch64-unknown-linux-musl $(CROSS_TARGETS)
+dist:
+	sh scripts/dist.sh $(DIST) $(DIST_TARGETS)
 
 clean:
 	$(CARGO) clean

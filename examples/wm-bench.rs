@@ -11,7 +11,7 @@
 //! Per run: wall time, CPU time and peak RSS (wait4's rusage, which includes
 //! reaped children), and bytes written to storage (/proc/PID/io write_bytes
 //! minus cancelled_write_bytes, read while the process is a zombie so that its
-//! reaped children are included).
+//! reaped children are included; Linux only, 0 elsewhere).
 //!
 //! Environment: WM_BENCH_RUNS (default 7), WM_BENCH_SIZES (MiB, default
 //! "10,100,1024"; empty for none), WM_BENCH_ONLY (comma-separated prefixes of
@@ -32,9 +32,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use nix::sys::wait::{waitid, Id, WaitPidFlag};
-use nix::unistd::Pid;
 
 /// A ratio's name, value, and target (comparison, bound) if the issue sets one.
 type Ratio = (String, f64, Option<(&'static str, f64)>);
@@ -119,26 +116,43 @@ fn measure(script: &str, out: &Path) -> Result<Sample, String> {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
         s
     });
-    // Wait for the exit without reaping: /proc/PID/io is still there.
-    waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+    let exited = exit_and_bytes_written(pid, start)?;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
+    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaping our own child with valid out-pointers.
+    unsafe { nix::libc::wait4(pid, &mut status, 0, &mut ru) };
+    let (wall, written) = exited.unwrap_or_else(|| (start.elapsed(), 0));
+    let err = err_reader.join().unwrap_or_default();
+    if !(nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0) {
+        return Err(format!("{script}: failed: {err}"));
+    }
+    let tv = |t: nix::libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    // ru_maxrss is in KiB, but in bytes on Apple systems.
+    let maxrss_kib = if cfg!(target_vendor = "apple") { ru.ru_maxrss as u64 / 1024 } else { ru.ru_maxrss as u64 };
+    Ok(Sample { wall, cpu: tv(ru.ru_utime) + tv(ru.ru_stime), maxrss_kib, written })
+}
+
+/// Linux: waits for the exit without reaping, while /proc/PID/io is still
+/// there, and returns the wall time and the bytes the process tree wrote.
+#[cfg(target_os = "linux")]
+fn exit_and_bytes_written(pid: i32, start: Instant) -> Result<Option<(Duration, u64)>, String> {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
         .map_err(|e| format!("waitid: {e}"))?;
     let wall = start.elapsed();
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
     let field = |name: &str| {
         io.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<u64>().unwrap_or(0))).unwrap_or(0)
     };
-    let written = field("write_bytes:").saturating_sub(field("cancelled_write_bytes:"));
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
-    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: reaping our own child with valid out-pointers.
-    unsafe { nix::libc::wait4(pid, &mut status, 0, &mut ru) };
-    let err = err_reader.join().unwrap_or_default();
-    if !(nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0) {
-        return Err(format!("{script}: failed: {err}"));
-    }
-    let tv = |t: nix::libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok(Sample { wall, cpu: tv(ru.ru_utime) + tv(ru.ru_stime), maxrss_kib: ru.ru_maxrss as u64, written })
+    Ok(Some((wall, field("write_bytes:").saturating_sub(field("cancelled_write_bytes:")))))
+}
+
+/// Elsewhere there is no /proc: the wall time is taken when the child is
+/// reaped, and the bytes written are not measured.
+#[cfg(not(target_os = "linux"))]
+fn exit_and_bytes_written(_pid: i32, _start: Instant) -> Result<Option<(Duration, u64)>, String> {
+    Ok(None)
 }
 
 fn sh(cmd: &str) {

@@ -2,8 +2,9 @@
 //!
 //! Data flows one way, and each floor only uses the floors below it:
 //!
-//! 1. [`stop`], [`buffer`]: the ground every module stands on (how a run
-//!    stops, how causes are worded, the [`stop::Failure`] trait).
+//! 1. [`stop`], [`buffer`], [`platform`]: the ground every module stands on
+//!    (how a run stops, how causes are worded, the [`stop::Failure`] trait;
+//!    where Linux and the other Unixes differ, written once).
 //! 2. [`signals`], [`progress`], then [`run`]: one run's context.
 //! 3. [`report`]: what the tools report, as plain serde data.
 //! 4. [`sqlite`]: find the database, open it read-only, take a consistent
@@ -27,6 +28,7 @@ pub mod error;
 pub mod hash;
 pub mod metrics;
 pub mod output;
+pub mod platform;
 pub mod progress;
 pub mod prune;
 pub mod report;

@@ -1,27 +1,34 @@
 //! Where data goes: standard output or a durable, atomic file ([`Sink`]),
 //! and the rule that a destination is never the source database.
 //!
-//! [`AtomicFile`] writes into an unnamed `O_TMPFILE` in the destination's own
-//! directory (so that even SIGKILL leaves nothing behind), mode 0600 from the
-//! start whatever the umask; [`AtomicFile::commit`] fsyncs it, links it under
-//! a hidden name, renames that over the destination and fsyncs the directory.
-//! Until the rename, an existing destination keeps its old content. On file
-//! systems without `O_TMPFILE` a hidden named temporary takes its place and is
-//! removed on any failure or interruption (not on SIGKILL: say so in the docs).
+//! [`AtomicFile`] writes into a temporary in the destination's own directory,
+//! mode 0600 from the start whatever the umask: an unnamed `O_TMPFILE` where
+//! the system has one (Linux: even SIGKILL leaves nothing behind), else a
+//! hidden `.NAME.<hex>.tmp`, removed on any failure or interruption but not
+//! on SIGKILL. [`AtomicFile::commit`] fsyncs it (`F_FULLFSYNC` on Apple
+//! systems, see [`platform::full_sync`]), gives an unnamed file that hidden
+//! name, renames it over the destination and fsyncs the directory. Until the
+//! rename, an existing destination keeps its old content.
+//!
+//! The writer holds an `flock` on its temporary from creation until after the
+//! rename, so a hidden temporary that nobody holds was left by a killed run:
+//! the next run into the same directory removes it ([`AtomicFile::create`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{self, Mode};
 use nix::unistd;
 
+use crate::platform;
 use crate::signals::{Cancel, CancelWrite};
 use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
 
@@ -285,22 +292,29 @@ pub struct AtomicFile {
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 impl AtomicFile {
-    /// Creates the temporary in the destination's directory. This is also the
-    /// honest test that the directory is writable: call it before expensive work.
+    /// Creates the temporary in the destination's directory, locked, after
+    /// removing the hidden temporaries killed runs left there. This is also
+    /// the honest test that the directory is writable: call it before
+    /// expensive work.
     pub fn create(dest: Destination) -> Result<AtomicFile, OutputError> {
         let dir = File::from(
             fcntl::open(&dest.dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|e| OutputError::Directory { path: dest.dir.clone(), source: e.into() })?,
         );
-        let mode = Mode::from_bits_truncate(FILE_MODE);
-        let (fd, temp) = match fcntl::openat(&dir, ".", OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC, mode) {
-            Ok(fd) => (fd, None),
-            // No O_TMPFILE on this file system (or kernel): a hidden named temporary.
-            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
+        sweep_leftovers(&dir, &dest.dir);
+        let unnamed = platform::open_unnamed(dir.as_fd(), Path::new("."), OFlag::O_WRONLY)
+            .map_err(|e| OutputError::Create { dir: dest.dir.clone(), source: e })?;
+        let (fd, temp) = match unnamed {
+            Some(fd) => {
+                // Locked before it has a name, so that it is never seen unlocked.
+                try_lock(&fd);
+                (fd, None)
+            }
+            // No unnamed files on this system or file system: a hidden named temporary.
+            None => {
                 let (fd, name) = create_named_temp(&dir, &dest)?;
                 (fd, Some(name))
             }
-            Err(e) => return Err(OutputError::Create { dir: dest.dir.clone(), source: e.into() }),
         };
         let file = File::from(fd);
         let out = AtomicFile { file, dir, dest, temp, committed: false, no_replace: false, written: 0, flushed_to: 0 };
@@ -344,37 +358,36 @@ impl AtomicFile {
     /// does this itself; call it first to [`AtomicFile::read_back`] what is on disk.
     pub fn sync(&mut self) -> Result<(), OutputError> {
         let path = self.dest.path.clone();
-        self.file.sync_all().map_err(|e| OutputError::Sync { path, source: e })
+        platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path, source: e })
     }
 
     /// A reader over everything written, from the first byte. After
-    /// [`AtomicFile::sync`] the cached pages are dropped first (they are
-    /// clean), so that the reads come from the device, not from memory.
+    /// [`AtomicFile::sync`] the cached pages are dropped first where the
+    /// system can (Linux: they are clean), so that the reads come from the
+    /// device, not from memory.
     pub fn read_back(&self) -> Result<ReadBack, OutputError> {
         // The writer is write-only: open the same inode again, for reading.
-        let fd = match &self.temp {
+        let file = match &self.temp {
             Some(name) => fcntl::openat(
                 &self.dir,
                 name.as_os_str(),
                 OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
                 Mode::empty(),
-            ),
-            None => fcntl::open(
-                format!("/proc/self/fd/{}", self.file.as_raw_fd()).as_str(),
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ),
+            )
+            .map(File::from)
+            .map_err(io::Error::from),
+            None => platform::reopen_read(&self.file),
         };
-        let file = File::from(fd.map_err(|e| OutputError::Sync { path: self.dest.path.clone(), source: e.into() })?);
-        // Advice only: a file system without it still reads correctly.
-        let _ = fcntl::posix_fadvise(&file, 0, 0, fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        let file = file.map_err(|e| OutputError::Sync { path: self.dest.path.clone(), source: e })?;
+        platform::drop_cache(&file);
         Ok(ReadBack { file, pos: 0 })
     }
 
-    /// fsync the data, put the file in place, fsync the directory.
+    /// fsync the data, put the file in place, fsync the directory. The lock
+    /// taken at creation is held until after the rename (until drop).
     pub fn commit(mut self) -> Result<(), OutputError> {
         let path = self.dest.path.clone();
-        self.file.sync_all().map_err(|e| OutputError::Sync { path: path.clone(), source: e })?;
+        platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path: path.clone(), source: e })?;
         let temp = match self.temp.take() {
             Some(name) => name,
             None => self.link_unnamed()?,
@@ -383,7 +396,7 @@ impl AtomicFile {
         self.temp = Some(temp.clone());
         match self.no_replace {
             false => fcntl::renameat(&self.dir, temp.as_os_str(), &self.dir, self.dest.name.as_os_str()),
-            true => rename_noreplace(&self.dir, &temp, &self.dest.name),
+            true => platform::rename_noreplace(&self.dir, &temp, &self.dest.name),
         }
         .map_err(|e| match e {
             Errno::EEXIST if self.no_replace => OutputError::Exists(path.clone()),
@@ -391,28 +404,15 @@ impl AtomicFile {
         })?;
         self.temp = None;
         self.committed = true;
-        self.dir.sync_all().map_err(|e| OutputError::SyncDir { dir: self.dest.dir.clone(), source: e })?;
+        platform::full_sync(&self.dir).map_err(|e| OutputError::SyncDir { dir: self.dest.dir.clone(), source: e })?;
         Ok(())
     }
 
-    /// Gives the `O_TMPFILE` a hidden name next to the destination.
+    /// Gives the unnamed file a hidden name next to the destination.
     fn link_unnamed(&self) -> Result<OsString, OutputError> {
-        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
         for _ in 0..16 {
             let name = temp_name(&self.dest.name);
-            let linked = unistd::linkat(
-                fcntl::AT_FDCWD,
-                proc_path.as_str(),
-                &self.dir,
-                name.as_os_str(),
-                AtFlags::AT_SYMLINK_FOLLOW,
-            )
-            .or_else(|e| match e {
-                // No /proc: AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, but try.
-                Errno::ENOENT => unistd::linkat(&self.file, "", &self.dir, name.as_os_str(), AtFlags::AT_EMPTY_PATH),
-                other => Err(other),
-            });
-            match linked {
+            match platform::link_unnamed(&self.file, &self.dir, name.as_os_str()) {
                 Ok(()) => return Ok(name),
                 Err(Errno::EEXIST) => continue,
                 Err(e) => return Err(OutputError::Rename { path: self.dest.path.clone(), source: e.into() }),
@@ -425,63 +425,115 @@ impl AtomicFile {
     }
 }
 
-/// Renames `from` to `to` inside `dir` unless `to` exists (then EEXIST):
-/// `renameat2(RENAME_NOREPLACE)` on Linux; elsewhere, or on a file system
-/// without it, a hard link (which never replaces a name) and an unlink.
-fn rename_noreplace(dir: &File, from: &OsStr, to: &OsStr) -> Result<(), Errno> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let c = |s: &OsStr| std::ffi::CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL);
-        let (f, t) = (c(from)?, c(to)?);
-        // SAFETY: two NUL-terminated names, both relative to our own directory descriptor.
-        let r = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_renameat2,
-                dir.as_raw_fd(),
-                f.as_ptr(),
-                dir.as_raw_fd(),
-                t.as_ptr(),
-                nix::libc::RENAME_NOREPLACE,
-            )
-        };
-        match Errno::result(r) {
-            Ok(_) => return Ok(()),
-            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    unistd::linkat(dir, from, dir, to, AtFlags::empty())?;
-    let _ = unistd::unlinkat(dir, from, unistd::UnlinkatFlags::NoRemoveDir);
-    Ok(())
-}
-
+/// A hidden temporary, created `O_EXCL`, locked, and still under its name.
 fn create_named_temp(dir: &File, dest: &Destination) -> Result<(OwnedFd, OsString), OutputError> {
     for _ in 0..16 {
         let name = temp_name(&dest.name);
-        match fcntl::openat(
+        let fd = match fcntl::openat(
             dir,
             name.as_os_str(),
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::from_bits_truncate(FILE_MODE),
+            platform::private_mode(),
         ) {
-            Ok(fd) => return Ok((fd, name)),
+            Ok(fd) => fd,
             Err(Errno::EEXIST) => continue,
             Err(e) => return Err(OutputError::Create { dir: dest.dir.clone(), source: e.into() }),
+        };
+        // Until it is locked, another run's sweep may take the new file for a
+        // leftover and remove it: lock it, then check that the name is still
+        // this file's. Lost to a sweep (removed, or being removed): another name.
+        match try_lock(&fd) {
+            Lock::Held | Lock::Unsupported if still_named(dir, &name, &fd) => return Ok((fd, name)),
+            _ => continue,
         }
     }
     Err(OutputError::Create { dir: dest.dir.clone(), source: io::Error::from_raw_os_error(Errno::EEXIST as i32) })
 }
 
+/// Random hex digits in a temporary's name.
+const TEMP_HEX: usize = 12;
+
 /// `.NAME.<random>.tmp`: hidden, beside the destination, never a name a user picks.
 fn temp_name(dest_name: &OsStr) -> OsString {
-    let mut rnd = [0u8; 6];
+    let mut rnd = [0u8; TEMP_HEX / 2];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd);
     let suffix: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
     let mut n = OsString::from(".");
     n.push(dest_name);
     n.push(format!(".{suffix}.tmp"));
     n
+}
+
+/// Exactly the names [`temp_name`] makes, for any destination name.
+fn is_temp_name(name: &OsStr) -> bool {
+    let Some(rest) = name.as_bytes().strip_prefix(b".").and_then(|r| r.strip_suffix(b".tmp")) else {
+        return false;
+    };
+    let Some(split) = rest.len().checked_sub(TEMP_HEX + 1).filter(|&at| at > 0) else {
+        return false;
+    };
+    let (hex, dot) = (&rest[split + 1..], rest[split]);
+    dot == b'.' && hex.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// What an `flock` attempt found.
+enum Lock {
+    Held,
+    /// Another open file description holds it: a live writer, or a sweep.
+    Busy,
+    /// The file system does not lock (some network file systems): then no
+    /// sweep can lock either, and none removes anything.
+    Unsupported,
+}
+
+/// An exclusive `flock`, without waiting. It belongs to the open file
+/// description: held until the descriptor is closed, also on SIGKILL.
+fn try_lock(fd: &impl AsRawFd) -> Lock {
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { nix::libc::flock(fd.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) } == 0 {
+            return Lock::Held;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            Errno::EWOULDBLOCK => return Lock::Busy,
+            _ => return Lock::Unsupported,
+        }
+    }
+}
+
+/// `name` in `dir` is still the file open as `fd` (not removed, not replaced).
+fn still_named(dir: &File, name: &OsStr, fd: &impl AsFd) -> bool {
+    match (stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW), stat::fstat(fd)) {
+        (Ok(by_name), Ok(open)) => by_name.st_dev == open.st_dev && by_name.st_ino == open.st_ino,
+        _ => false,
+    }
+}
+
+/// Removes the hidden temporaries that killed runs left in `dir` (at
+/// `path`): files named exactly as [`temp_name`] names them (for any
+/// destination), regular, owned by us, and that nobody holds locked. A
+/// writer holds its lock from creation until after its rename, so a live
+/// temporary is never touched; the name is checked again once the lock is
+/// ours, so that only the locked file is removed. Best effort: whatever
+/// cannot be read, opened or locked is left alone.
+fn sweep_leftovers(dir: &File, path: &Path) {
+    let Ok(entries) = std::fs::read_dir(path) else { return };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { nix::libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !is_temp_name(&name) {
+            continue;
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let Ok(fd) = fcntl::openat(dir, name.as_os_str(), flags, Mode::empty()) else { continue };
+        let ours =
+            stat::fstat(&fd).is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG && st.st_uid == me);
+        if ours && matches!(try_lock(&fd), Lock::Held) && still_named(dir, &name, &fd) {
+            let _ = unistd::unlinkat(dir, name.as_os_str(), unistd::UnlinkatFlags::NoRemoveDir);
+        }
+    }
 }
 
 /// Reads an [`AtomicFile`] by position, leaving the writer's offset alone.
@@ -504,24 +556,17 @@ impl Write for AtomicFile {
         self.file.write(buf)
     }
 
-    /// Also starts the disk writing early: left alone, the kernel keeps a
-    /// backup of a gigabyte dirty in memory until the final fsync, which then
-    /// waits for all of it; asking for writeback (`sync_file_range`, no wait)
-    /// every 8 MiB overlaps the disk with the encryption instead. The fsync in
-    /// [`AtomicFile::commit`] is what makes the file durable, as before.
+    /// Also starts the disk writing early where the system can (Linux): left
+    /// alone, the kernel keeps a backup of a gigabyte dirty in memory until
+    /// the final fsync, which then waits for all of it; asking for writeback
+    /// (`sync_file_range`, no wait) every 8 MiB overlaps the disk with the
+    /// encryption instead. The fsync in [`AtomicFile::commit`] is what makes
+    /// the file durable, as before.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.file.write_all(buf)?;
         self.written += buf.len() as u64;
         if self.written - self.flushed_to >= WRITEBACK_WINDOW {
-            // SAFETY: a plain syscall on our own descriptor; failure is harmless.
-            unsafe {
-                nix::libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.flushed_to as i64,
-                    (self.written - self.flushed_to) as i64,
-                    nix::libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+            platform::start_writeback(&self.file, self.flushed_to, self.written - self.flushed_to);
             self.flushed_to = self.written;
         }
         Ok(())
@@ -542,15 +587,12 @@ impl Drop for AtomicFile {
     }
 }
 
-/// Best effort: grows a pipe's buffer to 1 MiB (the unprivileged maximum by
-/// default), so that the two halves of a pipeline wake each other up 16 times
-/// less often than with the 64 KiB default. Not a pipe, or refused: nothing.
+/// Best effort: grows a pipe's buffer to 1 MiB where the system can (Linux;
+/// the unprivileged maximum by default), so that the two halves of a
+/// pipeline wake each other up 16 times less often than with the 64 KiB
+/// default. Not a pipe, refused, or another system: nothing.
 pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
-    let fd = fd.as_fd();
-    let is_fifo = nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO);
-    if is_fifo {
-        let _ = fcntl::fcntl(fd, fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
-    }
+    platform::widen_pipe(fd.as_fd());
 }
 
 /// Where data goes: standard output, or a file that appears only when complete.
@@ -704,6 +746,85 @@ mod tests {
         f.commit().unwrap();
         assert_eq!(std::fs::read(&fresh).unwrap(), b"third");
         assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn only_our_exact_temporary_names_are_candidates() {
+        for yes in [".out.age.0123456789ab.tmp", ".x.ffffffffffff.tmp", ".a.b.c.000000000000.tmp"] {
+            assert!(is_temp_name(OsStr::new(yes)), "{yes}");
+        }
+        assert!(is_temp_name(&temp_name(OsStr::new("memory.db.age"))), "what temp_name makes");
+        for no in [
+            "out.age.0123456789ab.tmp",
+            "..0123456789ab.tmp",
+            ".out.age.0123456789AB.tmp",
+            ".out.age.0123456789a.tmp",
+            ".out.age.0123456789abc.tmp",
+            ".out.age-0123456789ab.tmp",
+            ".out.age.0123456789ab.tmp.bak",
+            ".out.age.0123456789ab.TMP",
+            ".0123456789ab.tmp",
+            "memory.db.age",
+        ] {
+            assert!(!is_temp_name(OsStr::new(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_removes_unheld_leftovers_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = File::open(d.path()).unwrap();
+        let leftovers = [".out.age.0123456789ab.tmp", ".other.db.age.00000000000f.tmp"];
+        for name in leftovers {
+            std::fs::write(d.path().join(name), b"ciphertext").unwrap();
+        }
+        let keep = ["out.age", ".out.age.0123456789ab.tmp.bak", ".out.age.XYZ.tmp", "notes.txt"];
+        for name in keep {
+            std::fs::write(d.path().join(name), b"user data").unwrap();
+        }
+        std::fs::create_dir(d.path().join(".dir.0123456789ab.tmp")).unwrap();
+        symlink("notes.txt", d.path().join(".link.0123456789ab.tmp")).unwrap();
+        sweep_leftovers(&dir, d.path());
+        let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+        want.extend([".dir.0123456789ab.tmp".to_string(), ".link.0123456789ab.tmp".to_string()]);
+        want.sort();
+        assert_eq!(listing(d.path()), want, "leftovers gone; directories, symlinks and other names untouched");
+        assert_eq!(std::fs::read(d.path().join("notes.txt")).unwrap(), b"user data", "not through the symlink");
+    }
+
+    #[test]
+    fn a_held_named_temporary_survives_a_sweep_until_its_writer_is_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = Destination::resolve(&d.path().join("out.age")).unwrap();
+        let dir = File::open(d.path()).unwrap();
+        let (fd, name) = create_named_temp(&dir, &dest).unwrap();
+        assert!(is_temp_name(&name));
+        sweep_leftovers(&dir, d.path());
+        assert!(d.path().join(&name).exists(), "its writer holds it: another run never removes it");
+        // The writer is killed: the kernel closes its descriptors, the lock goes.
+        drop(fd);
+        sweep_leftovers(&dir, d.path());
+        assert!(!d.path().join(&name).exists(), "left by a dead writer: the next run removes it");
+    }
+
+    #[test]
+    fn a_temporary_that_gets_its_name_before_the_rename_is_held_all_along() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out.age");
+        let mut f = AtomicFile::create(Destination::resolve(&dest).unwrap()).unwrap();
+        f.write_all(b"new").unwrap();
+        // The window a SIGKILL can hit: named (linked, on Linux), not yet renamed.
+        let name = match f.temp.clone() {
+            Some(name) => name,
+            None => f.link_unnamed().unwrap(),
+        };
+        let other = AtomicFile::create(Destination::resolve(&d.path().join("other.age")).unwrap()).unwrap();
+        assert!(d.path().join(&name).exists(), "another run's sweep leaves a live temporary alone");
+        drop(other);
+        f.temp = Some(name.clone());
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        assert_eq!(listing(d.path()), vec!["out.age"]);
     }
 
     #[test]

@@ -519,7 +519,7 @@ impl BackupDir {
             }
         }
         if !deleted.is_empty() {
-            if let Err(e) = self.dir.sync_all() {
+            if let Err(e) = crate::platform::full_sync(&self.dir) {
                 result = result.and(Err(PruneError::SyncDir { path: self.path.clone(), source: e }));
             }
         }

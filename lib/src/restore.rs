@@ -48,6 +48,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::age::open::Key;
 use crate::clock::Utc;
 use crate::output::{AtomicFile, Destination, OutputError};
+use crate::platform;
 use crate::report::{Kept, Restoration, Verification, Written};
 use crate::run::Run;
 use crate::spool::plain::{Image, WriteError};
@@ -331,36 +332,13 @@ fn take_within(target: &Path, wait: std::time::Duration, run: &Run) -> Result<(S
     }
 }
 
-/// Another process with a file of the set open, as far as `/proc` shows
-/// (the processes of other users are not visible to an unprivileged user).
-#[cfg(target_os = "linux")]
+/// Another process with a file of the set open, as far as the system shows.
 fn holder(set: &Set) -> Option<(u32, String)> {
     let ids: Vec<(u64, u64)> = set.members().map(|m| (m.meta.dev(), m.meta.ino())).collect();
-    if ids.is_empty() {
-        return None;
+    match ids.is_empty() {
+        true => None,
+        false => platform::file_holder(&ids),
     }
-    let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            if let Ok(m) = std::fs::metadata(fd.path()) {
-                if ids.contains(&(m.dev(), m.ino())) {
-                    let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                    return Some((pid, comm.trim().to_string()));
-                }
-            }
-        }
-    }
-    None
-}
-
-#[cfg(not(target_os = "linux"))]
-fn holder(_set: &Set) -> Option<(u32, String)> {
-    None
 }
 
 /// Restores the backup read from `input` over `target`. The report says what
@@ -657,7 +635,7 @@ fn swap_steps(
         })?;
         done.push(Done::Linked(kept.clone()));
     }
-    dir.sync_all().map_err(step("fsync directory", &set.dir))?;
+    platform::full_sync(dir).map_err(step("fsync directory", &set.dir))?;
     if let Some(old) = old {
         // Locked before it has the target's name, until the end of the swap.
         let _old_locked = hold(old.file(), &set.target)?;
@@ -675,7 +653,7 @@ fn swap_steps(
         let kept = plan.links.iter().find(|(f, _)| *f == m.path).map(|(_, k)| k.clone()).unwrap_or_default();
         done.push(Done::Unlinked { name: m.path.clone(), kept });
     }
-    dir.sync_all().map_err(step("fsync directory", &set.dir))?;
+    platform::full_sync(dir).map_err(step("fsync directory", &set.dir))?;
     new.commit().map_err(|e| match e {
         OutputError::Rename { path, source } | OutputError::Sync { path, source } => {
             step("put the restored database in place", &path)(source)
@@ -705,7 +683,7 @@ fn undo(dir: &File, target: &Path, done: Vec<Done>) -> Result<(), String> {
             });
         }
     }
-    let _ = dir.sync_all();
+    let _ = platform::full_sync(dir);
     if left.is_empty() {
         Ok(())
     } else {

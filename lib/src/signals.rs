@@ -19,9 +19,13 @@ use std::time::Duration;
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
+use crate::platform;
 use crate::stop::Stop;
 
 const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+/// How often a fired token pokes the working thread, and so how late a
+/// second signal may be seen where there is no `sigtimedwait`.
+const POKE_PERIOD: Duration = Duration::from_millis(50);
 
 /// A cancellation token shared by every stage of a run.
 #[derive(Clone)]
@@ -40,7 +44,7 @@ struct Inner {
 impl Cancel {
     /// A token that only fires when [`Cancel::trigger`] is called.
     pub fn manual() -> io::Result<Cancel> {
-        let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let (wake_r, wake_w) = platform::wake_pipe()?;
         Ok(Cancel {
             inner: Arc::new(Inner {
                 signal: AtomicI32::new(0),
@@ -59,7 +63,8 @@ impl Cancel {
     /// signal is merely recorded, and `poll` only helps before the write
     /// starts. So once fired, the watcher also pokes the calling thread with
     /// SIGURG (a no-op handler installed without SA_RESTART) every 50 ms:
-    /// the blocked call returns EINTR, and the work sees the token.
+    /// the blocked call returns EINTR, and the work sees the token. Between
+    /// pokes it waits for a second signal ([`platform::wait_signal`]).
     pub fn on_signals() -> io::Result<Cancel> {
         let cancel = Cancel::manual()?;
         let mut set = SigSet::empty();
@@ -81,7 +86,7 @@ impl Cancel {
             watcher.trigger(sig as i32);
             loop {
                 worker.poke();
-                match wait_timeout(&set, Duration::from_millis(50)) {
+                match platform::wait_signal(&set, POKE_PERIOD) {
                     None => continue,
                     Some(second) => {
                         // Second signal: die by it, as an impatient user expects.
@@ -174,6 +179,11 @@ extern "C" fn ignore_poke(_: nix::libc::c_int) {}
 /// The thread that does the work and may sit in a blocking system call.
 struct Worker(nix::libc::pthread_t);
 
+// SAFETY: a pthread_t only names a thread, and pthread_kill may be called
+// with it from any thread. (It is an integer on glibc and macOS, but a
+// pointer on musl, which the compiler cannot know to be shareable.)
+unsafe impl Send for Worker {}
+
 impl Worker {
     fn poke(&self) {
         // SAFETY: the thread is the process's main thread, alive until exit.
@@ -181,14 +191,6 @@ impl Worker {
             nix::libc::pthread_kill(self.0, nix::libc::SIGURG);
         }
     }
-}
-
-/// `sigtimedwait`: the next of `set`'s signals, or `None` after `timeout`.
-fn wait_timeout(set: &SigSet, timeout: Duration) -> Option<Signal> {
-    let ts = nix::libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
-    // SAFETY: valid set and timespec; a NULL siginfo is allowed.
-    let rc = unsafe { nix::libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
-    Signal::try_from(rc).ok()
 }
 
 /// Registration of a SQLite connection with a [`Cancel`]; removed on drop.

@@ -20,6 +20,32 @@ pub const WM_VERIFY: &str = env!("CARGO_BIN_EXE_wm-verify");
 pub const WM_RESTORE: &str = env!("CARGO_BIN_EXE_wm-restore");
 pub const WM_PRUNE: &str = env!("CARGO_BIN_EXE_wm-prune");
 
+/// The binaries run the Linux fast paths (`O_TMPFILE`, …); false when they
+/// were built with the `portable` feature, or for another system: then
+/// their temporary has a name from the start (see the README's Guarantees).
+pub const LINUX_FAST_PATHS: bool = wmbackup::platform::LINUX_FAST_PATHS;
+
+/// A hidden temporary's name as the README gives it: `.NAME.<12 hex>.tmp`.
+pub fn is_hidden_temp(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else { return false };
+    match rest.rsplit_once('.') {
+        Some((dest, hex)) => {
+            !dest.is_empty() && hex.len() == 12 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        }
+        None => false,
+    }
+}
+
+/// The names in `dir` that are hidden temporaries.
+pub fn hidden_temps(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.retain(|n| is_hidden_temp(n));
+    v.sort();
+    v
+}
+
 /// A temporary directory that is the test's whole world.
 pub struct Dir {
     _tmp: tempfile::TempDir,
@@ -441,7 +467,16 @@ pub fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
     let controller = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).expect("posix_openpt");
     nix::pty::grantpt(&controller).expect("grantpt");
     nix::pty::unlockpt(&controller).expect("unlockpt");
+    #[cfg(target_os = "linux")]
     let name = nix::pty::ptsname_r(&controller).expect("ptsname_r");
+    // No ptsname_r: ptsname's static buffer, one test at a time.
+    #[cfg(not(target_os = "linux"))]
+    let name = {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the lock keeps the other tests' threads out of ptsname.
+        unsafe { nix::pty::ptsname(&controller) }.expect("ptsname")
+    };
     // std opens with O_CLOEXEC.
     let terminal = std::fs::OpenOptions::new()
         .read(true)
@@ -450,6 +485,24 @@ pub fn pty() -> (std::os::fd::OwnedFd, std::fs::File) {
         .open(&name)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     (controller.into(), terminal)
+}
+
+/// A pipe whose ends no child inherits: other tests spawn children all the
+/// time, and an inherited write end would keep the pipe open. Without pipe2
+/// (macOS), close-on-exec is set just after, which leaves a short window.
+pub fn pipe_cloexec() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    #[cfg(not(target_vendor = "apple"))]
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
+    #[cfg(target_vendor = "apple")]
+    let (r, w) = {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        for fd in [&r, &w] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).expect("FD_CLOEXEC");
+        }
+        (r, w)
+    };
+    (r, w)
 }
 
 pub fn mode_of(p: &Path) -> u32 {

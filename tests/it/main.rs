@@ -8,7 +8,7 @@ mod fixture;
 mod harness;
 
 mod interop_pq;
-
+mod launchd;
 mod man;
 mod powerloss;
 mod reliability;

@@ -89,7 +89,8 @@ impl Bin {
 /// Which file a fault aims at, found in the dry run.
 #[derive(Debug, Clone, Copy)]
 enum Target {
-    /// The unnamed temporary in the destination directory (O_TMPFILE|O_WRONLY).
+    /// The temporary in the destination directory: O_TMPFILE|O_WRONLY, or
+    /// with the portable paths the hidden name created O_EXCL|O_WRONLY.
     Output,
     /// The destination directory itself (O_DIRECTORY).
     DestDir,
@@ -101,7 +102,8 @@ enum Target {
     StdinData,
     /// The disk spool: the descriptor the snapshot's first page is written to.
     SpoolData,
-    /// `--verify` reading the finished backup back (`/proc/self/fd/N`, read-only).
+    /// `--verify` reading the finished backup back, read-only: through
+    /// `/proc/self/fd/N`, or with the portable paths by its hidden name.
     ReadBack,
 }
 
@@ -225,10 +227,6 @@ fn faults(full: bool) -> Vec<Fault> {
             .expect(Expect::Fail(&["rename", "permission denied"])),
         fault("rename EXDEV", RENAMES, "EXDEV", Pick::FirstOf(&["rename", "renameat", "renameat2"]), ALL)
             .expect(Expect::Fail(&["rename", "cross-device link"])),
-        fault("linkat EACCES", "linkat", "EACCES", Pick::FirstOf(&["linkat"]), ALL)
-            .expect(Expect::Fail(&["rename", "permission denied"])),
-        fault("linkat EXDEV", "linkat", "EXDEV", Pick::FirstOf(&["linkat"]), ALL)
-            .expect(Expect::Fail(&["rename", "cross-device link"])),
         // Memory.
         fault("mmap ENOMEM, every mmap once the threads run", "mmap", "ENOMEM", Pick::AfterThreads, ALL)
             .expect(Expect::Either(&[])),
@@ -293,6 +291,17 @@ fn faults(full: bool) -> Vec<Fault> {
         )
         .expect(Expect::Succeed),
     ];
+    // Naming the unnamed temporary: only the Linux paths have one.
+    if LINUX_FAST_PATHS {
+        v.push(
+            fault("linkat EACCES", "linkat", "EACCES", Pick::FirstOf(&["linkat"]), ALL)
+                .expect(Expect::Fail(&["rename", "permission denied"])),
+        );
+        v.push(
+            fault("linkat EXDEV", "linkat", "EXDEV", Pick::FirstOf(&["linkat"]), ALL)
+                .expect(Expect::Fail(&["rename", "cross-device link"])),
+        );
+    }
     // Both methods, --check and armored output, and interrupted writes.
     for (args, label) in [(&["--method", "pages"][..], "--method pages"), (&["--check"][..], "--check")] {
         v.push(
@@ -549,13 +558,22 @@ fn locate(calls: &[Call], target: Target) -> Option<(usize, String)> {
             .map(|p| (p, calls[p].fd().to_string()))
     };
     match target {
-        Target::Output => opened(&|c| c.args.contains("O_TMPFILE") && c.args.contains("O_WRONLY")),
+        Target::Output if LINUX_FAST_PATHS => opened(&|c| c.args.contains("O_TMPFILE") && c.args.contains("O_WRONLY")),
+        Target::Output => {
+            opened(&|c| c.args.contains(".tmp\"") && c.args.contains("O_EXCL") && c.args.contains("O_WRONLY"))
+        }
         Target::DestDir => opened(&|c| c.args.contains("O_DIRECTORY") && c.args.contains("/dest\"")),
         Target::Source => opened(&|c| c.args.contains("memory.db\"") && c.args.contains("O_NOFOLLOW")),
         Target::SourceHeader => opened(&|c| c.args.contains("memory.db\"") && !c.args.contains("O_NOFOLLOW")),
         Target::StdinData => data("read"),
         Target::SpoolData => data("pwrite64"),
-        Target::ReadBack => opened(&|c| c.args.contains("/proc/self/fd/") && c.args.contains("O_RDONLY")),
+        Target::ReadBack if LINUX_FAST_PATHS => {
+            opened(&|c| c.args.contains("/proc/self/fd/") && c.args.contains("O_RDONLY"))
+        }
+        // Not the sweep's opens of leftovers (O_NONBLOCK): a trial has none.
+        Target::ReadBack => {
+            opened(&|c| c.args.contains(".tmp\"") && c.args.contains("O_RDONLY") && !c.args.contains("O_NONBLOCK"))
+        }
     }
 }
 
@@ -879,7 +897,8 @@ fn sweep_trial(f: &Fault, bin: Bin, tpl: &Template, full: bool) -> Row {
     for mib in (8..=128u64).step_by(step) {
         let d = trial_dir(tpl, bin);
         let limited = |mut r: Run| {
-            let bytes = mib << 20;
+            // rlim_t is u64 on Linux and macOS, i64 on FreeBSD.
+            let bytes = (mib << 20) as nix::libc::rlim_t;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
             unsafe {
                 r.command().pre_exec(move || {

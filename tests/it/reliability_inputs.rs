@@ -29,7 +29,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
 use crate::harness::*;
-use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -695,8 +694,8 @@ fn execute(c: &Case, t: &Template, d: &Dir) -> Result<Out, String> {
 /// it forwards the first 256 KiB, SIGKILLs wm-snapshot, forwards what was
 /// still in the pipe, and closes wm-seal's input.
 fn killed_upstream(c: &Case, d: &Dir, args: &[String]) -> Result<Out, String> {
-    let (from_snap, snap_out) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
-    let (seal_in, to_seal) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+    let (from_snap, snap_out) = pipe_cloexec();
+    let (seal_in, to_seal) = pipe_cloexec();
     let mut snap = run(WM_SNAPSHOT, d)
         .args(["--db", "src/big.db"])
         .env("TMPDIR", d.join("tmp"))

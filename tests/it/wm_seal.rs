@@ -76,7 +76,7 @@ fn set_mode(p: &Path, mode: u32) {
 }
 
 /// Runs `r` under umask `mask` (set between fork and exec).
-fn with_umask(mut r: Run, mask: u32) -> Run {
+fn with_umask(mut r: Run, mask: nix::libc::mode_t) -> Run {
     let m = Mode::from_bits_truncate(mask);
     // SAFETY: umask(2) is async-signal-safe and touches no memory.
     unsafe {
@@ -480,18 +480,25 @@ fn sigkill_mid_stream_leaves_only_the_old_backup() {
     let status = wait_timeout(&mut child, Duration::from_secs(10));
     drop(feeder.join().unwrap());
     assert_eq!(status.signal(), Some(9), "killed");
-    if temp.ends_with("(deleted)") {
+    let unnamed = temp.ends_with("(deleted)");
+    assert!(LINUX_FAST_PATHS || !unnamed, "only the Linux paths make unnamed files: {temp}");
+    if unnamed {
         // O_TMPFILE: the half-written file had no name, so nothing can remain.
         eprintln!("SIGKILL with {size} bytes in {temp}");
         o.assert_intact(&before, &format!("SIGKILL with {size} bytes in the unnamed temporary {temp}"));
     } else {
-        // The named fallback (file systems without O_TMPFILE) is left behind by
-        // SIGKILL, as documented: exactly that one hidden file, nothing else.
+        // The named temporary (portable paths, or a file system without
+        // O_TMPFILE) is left behind by SIGKILL, as documented: exactly that
+        // one hidden file, nothing else, until the next run removes it.
         let names = listing(&o.d.join("out"));
-        eprintln!("SIGKILL left the named temporary {temp} (no O_TMPFILE here): {names:?}");
+        eprintln!("SIGKILL left the named temporary {temp}: {names:?}");
         assert_eq!(names.len(), 2, "{names:?}");
-        assert!(names[0].starts_with(".backup.age.") && names[0].ends_with(".tmp"), "{names:?}");
-        assert_decrypts_to(&o.old_id, &o.backup(), &o.old_plain, "SIGKILL, fallback temporary");
+        assert!(is_hidden_temp(&names[0]) && names[0].starts_with(".backup.age."), "{names:?}");
+        assert_decrypts_to(&o.old_id, &o.backup(), &o.old_plain, "SIGKILL, named temporary");
+        let next = bytes(5000, 41);
+        seal(&o.d, &["-r", &o.new_r, "--to", BACKUP], &next).ok();
+        assert_eq!(listing(&o.d.join("out")), vec!["backup.age"], "the next run removed the leftover");
+        assert_decrypts_to(&o.new_id, &o.backup(), &next, "the next run's backup");
     }
 }
 
@@ -554,13 +561,29 @@ fn commit_fsyncs_the_file_renames_it_into_place_then_fsyncs_the_directory() {
     let out_dir = std::fs::canonicalize(d.join("out")).unwrap().display().to_string();
     let dir_open = find(0, &|l| l.contains(&format!("\"{out_dir}\"")) && l.contains("O_DIRECTORY"), "directory open");
     let dir_fd = fd_of(lines[dir_open]);
-    let tmp_open = find(dir_open, &|l| l.contains("O_TMPFILE") || l.contains("O_EXCL"), "temporary's creation");
+    // Linux: an unnamed file, named (linkat) just before the rename; portable
+    // paths: a hidden name from the start, created O_EXCL, and no linkat.
+    let created = |l: &str| {
+        if LINUX_FAST_PATHS {
+            l.contains("O_TMPFILE")
+        } else {
+            l.contains("O_EXCL") && l.contains("\".backup.age.")
+        }
+    };
+    let tmp_open = find(dir_open, &created, "temporary's creation");
     assert!(lines[tmp_open].contains("0600"), "created 0600: {}", lines[tmp_open]);
     let tmp_fd = fd_of(lines[tmp_open]);
     let synced = |fd: &str, l: &str| l.contains(&format!("fsync({fd})")) || l.contains(&format!("fdatasync({fd})"));
     let file_sync = find(tmp_open, &|l| synced(&tmp_fd, l), "fsync of the temporary");
     let rename = find(0, &|l| l.contains("rename") && l.contains("\"backup.age\""), "rename into place");
     assert!(file_sync < rename, "the data is durable before the rename:\n{text}");
+    let linked = lines.iter().position(|l| l.contains("linkat("));
+    if LINUX_FAST_PATHS {
+        assert!(linked.is_some_and(|at| file_sync < at && at < rename), "linked after the fsync:\n{text}");
+    } else {
+        assert_eq!(linked, None, "the portable paths never link:\n{text}");
+        assert!(!text.contains("O_TMPFILE"), "the portable paths make no unnamed file:\n{text}");
+    }
     find(rename, &|l| synced(&dir_fd, l), "fsync of the directory after the rename");
 }
 

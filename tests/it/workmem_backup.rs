@@ -689,6 +689,32 @@ fn an_interrupted_run_reports_the_signal_that_came() {
     }
 }
 
+/// A run stuck in a call that no signal ends (opening an `--env-file` FIFO
+/// nobody writes to: the standard library retries EINTR) takes the first
+/// signal as a request to stop, which it cannot act on; the second kills it
+/// the default way. The Linux paths wait for it with `sigtimedwait`, the
+/// portable ones poll `sigpending` every 50 ms: both are run here.
+#[test]
+fn a_second_signal_kills_a_run_that_cannot_stop() {
+    use std::os::unix::process::ExitStatusExt;
+    let fx = Fx::new(100_000, false);
+    nix::unistd::mkfifo(&fx.d.join("env.fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut child = fx.run(&["--to", "memory.db.age", "--env-file", "env.fifo"]).spawn();
+    let pid = Pid::from_raw(child.id() as i32);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "blocked opening the FIFO");
+    kill(pid, Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the first signal only asks the run to stop");
+    kill(pid, Signal::SIGINT).unwrap();
+    let signalled = Instant::now();
+    let status = wait_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(Signal::SIGINT as i32), "killed by the second signal: {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(1), "at once: {:?}", signalled.elapsed());
+    assert!(!fx.d.join("memory.db.age").exists(), "nothing committed");
+    assert!(hidden_temps(&fx.d.path).is_empty(), "no temporary was made yet");
+}
+
 // ---------------------------------------------------------------------------
 // 2. Flags
 // ---------------------------------------------------------------------------

@@ -19,6 +19,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::platform;
+
 /// Reads of a spool and writes to the output go in pieces this big.
 pub const IO_CHUNK: usize = 1 << 20;
 /// Head-room on top of the database size before we call memory "comfortable".
@@ -66,14 +68,16 @@ pub struct Unusable {
 
 impl Place {
     /// The one rule. `auto` takes memory when the plaintext, of about
-    /// `estimate` bytes, fits comfortably (plus 64 MiB, within half of
-    /// `MemAvailable`), else disk; an unknown size or unknown memory means disk.
+    /// `estimate` bytes, fits comfortably (plus 64 MiB, within half of the
+    /// available memory: `MemAvailable` on Linux, see
+    /// [`platform::mem_available`]), else disk; an unknown size or unknown
+    /// memory means disk.
     pub fn choose(&self, estimate: Option<u64>) -> SpoolKind {
         match (self.mode, estimate) {
             (SpoolMode::Memory, _) => SpoolKind::Memory,
             (SpoolMode::Disk, _) => SpoolKind::Disk,
             (SpoolMode::Auto, None | Some(0)) => SpoolKind::Disk,
-            (SpoolMode::Auto, Some(bytes)) => match mem_available() {
+            (SpoolMode::Auto, Some(bytes)) => match platform::mem_available() {
                 Some(avail) if bytes.saturating_add(MEMORY_MARGIN) <= avail / 2 => SpoolKind::Memory,
                 _ => SpoolKind::Disk,
             },
@@ -104,13 +108,6 @@ impl Place {
         let dir = self.dir();
         vfs::unnamed_file(&dir).map(drop).map_err(|source| Unusable { dir, source })
     }
-}
-
-fn mem_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 #[cfg(test)]

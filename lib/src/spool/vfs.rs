@@ -2,11 +2,13 @@
 //!
 //! `VACUUM INTO` needs a file name to write to; a name in a directory is a
 //! plaintext copy of the database that SIGKILL would leave behind. Instead,
-//! the spool is an `O_TMPFILE` (never linked anywhere) registered here under a
-//! made-up name such as `/wm-spool-4242-1`; `VACUUM INTO
-//! 'file:/wm-spool-4242-1?vfs=wmspool'` then writes into it through this VFS.
-//! Journals SQLite creates beside it are unnamed temporaries too. When the
-//! process dies, for any reason, the kernel frees every byte.
+//! the spool is an unnamed file (an `O_TMPFILE` never linked anywhere, or,
+//! where there is none, a file unlinked the moment it is created, still
+//! empty) registered here under a made-up name such as `/wm-spool-4242-1`;
+//! `VACUUM INTO 'file:/wm-spool-4242-1?vfs=wmspool'` then writes into it
+//! through this VFS. Journals SQLite creates beside it are unnamed
+//! temporaries too. When the process dies, for any reason, the kernel frees
+//! every byte.
 //!
 //! Locking is not needed: a spool is only ever used by this process, one
 //! connection at a time. `xSync` does nothing: the spool never has to survive
@@ -24,8 +26,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::errno::Errno;
 use nix::fcntl::{self, OFlag};
-use nix::sys::stat::Mode;
 use rusqlite::ffi;
+
+use crate::platform;
 
 pub const VFS_NAME: &CStr = c"wmspool";
 
@@ -45,14 +48,13 @@ fn lock() -> std::sync::MutexGuard<'static, Registry> {
     registry().lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Creates an unnamed temporary file in `dir`: `O_TMPFILE` where the file
-/// system has it, else a named file unlinked at once (it is empty until then).
+/// Creates an unnamed temporary file in `dir`: `O_TMPFILE` where the system
+/// and file system have it, else a named file unlinked at once (it is empty
+/// until then: a SIGKILL in between leaves an empty `.wm-spool-PID-N`).
 pub fn unnamed_file(dir: &Path) -> io::Result<File> {
-    let mode = Mode::from_bits_truncate(0o600);
-    match fcntl::open(dir, OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC, mode) {
-        Ok(fd) => return Ok(File::from(fd)),
-        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {}
-        Err(e) => return Err(e.into()),
+    let mode = platform::private_mode();
+    if let Some(fd) = platform::open_unnamed(fcntl::AT_FDCWD, dir, OFlag::O_RDWR)? {
+        return Ok(File::from(fd));
     }
     static N: AtomicU64 = AtomicU64::new(0);
     loop {

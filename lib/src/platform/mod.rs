@@ -1,0 +1,151 @@
+//! Where the Unixes differ, and the one switch that chooses.
+//!
+//! Linux has calls the other Unixes lack: unnamed files (`O_TMPFILE`) and
+//! linking them by descriptor, a writeback hint (`sync_file_range`), page
+//! cache advice (`posix_fadvise`), wider pipes (`F_SETPIPE_SZ`), `pipe2` and
+//! `sigtimedwait`. The Linux half uses them; the portable half is what macOS
+//! and FreeBSD run: an equivalent where correctness needs one, nothing where
+//! the call was only an optimisation. Both halves have the same functions,
+//! so the rooms that use them (`output`, `spool`, `signals`) read the same
+//! everywhere, and each difference is written once, here.
+//!
+//! The `portable` cargo feature takes the portable half on Linux too, so
+//! that the tests exercise, on every run, the code a Mac runs.
+//!
+//! Durability ([`full_sync`]) is the one difference that follows the vendor
+//! rather than the switch: Apple's `fsync` leaves the data in the drive's
+//! cache, and only `F_FULLFSYNC` flushes it.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::Mode;
+use nix::unistd;
+
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+#[path = "linux.rs"]
+mod imp;
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+#[path = "portable.rs"]
+mod imp;
+
+pub use imp::*;
+
+/// True when the Linux fast paths are compiled in: Linux, without the
+/// `portable` feature. The tests read it to know which guarantees to check.
+pub const LINUX_FAST_PATHS: bool = cfg!(all(target_os = "linux", not(feature = "portable")));
+
+/// The name of the paths compiled in, for messages and `--version`-like reports.
+pub const PATHS: &str = if LINUX_FAST_PATHS { "linux" } else { "portable" };
+
+/// 0600: read and write for the owner, nothing for anyone else.
+pub(crate) fn private_mode() -> Mode {
+    Mode::S_IRUSR | Mode::S_IWUSR
+}
+
+/// Renames `from` to `to` inside `dir` unless `to` exists (then EEXIST),
+/// the way [`rename_noreplace`] takes where the kernel or the file system
+/// has no `RENAME_NOREPLACE`: a hard link (which never replaces a name),
+/// then the old name removed.
+fn link_then_unlink(dir: &File, from: &OsStr, to: &OsStr) -> Result<(), Errno> {
+    unistd::linkat(dir, from, dir, to, AtFlags::empty())?;
+    let _ = unistd::unlinkat(dir, from, unistd::UnlinkatFlags::NoRemoveDir);
+    Ok(())
+}
+
+/// Makes what was written to `file` (a file or a directory) durable: on
+/// Apple systems `F_FULLFSYNC`, which also flushes the drive's own cache,
+/// falling back to `fsync` where the file system does not support it (some
+/// network and FUSE file systems); elsewhere `fsync`, which flushes the
+/// drive's cache by itself on Linux and FreeBSD.
+pub fn full_sync(file: &File) -> io::Result<()> {
+    #[cfg(target_vendor = "apple")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        let call = |rc: nix::libc::c_int| if rc == -1 { Err(io::Error::last_os_error()) } else { Ok(()) };
+        // SAFETY: plain fcntl and fsync calls on a descriptor we own.
+        fall_back_when_unsupported(
+            || call(unsafe { nix::libc::fcntl(fd, nix::libc::F_FULLFSYNC) }),
+            || call(unsafe { nix::libc::fsync(fd) }),
+        )
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        file.sync_all()
+    }
+}
+
+/// Runs `full`, retrying EINTR; when the file system says it cannot do that
+/// (ENOTSUP, EOPNOTSUPP, EINVAL, ENOTTY), runs `plain` instead. Any other
+/// error is the answer: an I/O error is never hidden behind a weaker sync.
+#[cfg(any(target_vendor = "apple", test))]
+fn fall_back_when_unsupported(
+    mut full: impl FnMut() -> io::Result<()>,
+    mut plain: impl FnMut() -> io::Result<()>,
+) -> io::Result<()> {
+    use nix::libc::{EINTR, EINVAL, ENOTSUP, ENOTTY, EOPNOTSUPP};
+    let retry = |f: &mut dyn FnMut() -> io::Result<()>| loop {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(EINTR) => continue,
+            other => return other,
+        }
+    };
+    match retry(&mut full) {
+        Err(e) if matches!(e.raw_os_error(), Some(c) if [ENOTSUP, EOPNOTSUPP, EINVAL, ENOTTY].contains(&c)) => {
+            retry(&mut plain)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn os(code: i32) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(code))
+    }
+
+    #[test]
+    fn a_full_sync_the_file_system_cannot_do_falls_back_to_fsync_but_an_io_error_is_reported() {
+        use nix::libc::{EINTR, EINVAL, EIO, ENOTSUP};
+        let plain_calls = Cell::new(0);
+        let plain = || {
+            plain_calls.set(plain_calls.get() + 1);
+            Ok(())
+        };
+        assert!(fall_back_when_unsupported(|| Ok(()), plain).is_ok());
+        assert_eq!(plain_calls.get(), 0, "a full sync that works is enough");
+        for unsupported in [ENOTSUP, EINVAL] {
+            assert!(fall_back_when_unsupported(|| os(unsupported), plain).is_ok());
+        }
+        assert_eq!(plain_calls.get(), 2, "unsupported: fsync instead");
+        let e = fall_back_when_unsupported(|| os(EIO), plain).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(EIO), "an I/O error is the answer");
+        assert_eq!(plain_calls.get(), 2, "and no weaker sync hides it");
+        let tries = Cell::new(0);
+        let interrupted_once = || {
+            tries.set(tries.get() + 1);
+            if tries.get() == 1 {
+                os(EINTR)
+            } else {
+                Ok(())
+            }
+        };
+        assert!(fall_back_when_unsupported(interrupted_once, plain).is_ok());
+        assert_eq!((tries.get(), plain_calls.get()), (2, 2), "EINTR is retried, not a reason to fall back");
+    }
+
+    #[test]
+    fn full_sync_syncs_a_file_and_a_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let f = File::create(d.path().join("f")).unwrap();
+        full_sync(&f).unwrap();
+        full_sync(&File::open(d.path()).unwrap()).unwrap();
+    }
+}
