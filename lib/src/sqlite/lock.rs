@@ -96,7 +96,10 @@ fn set(file: &File, kind: i16, start: i64, len: i64) -> io::Result<()> {
     }
 }
 
-#[cfg(test)]
+/// Within one process only open-file-description locks conflict with
+/// SQLite's own. The classic locks of the portable paths see other
+/// processes only, which the wm-restore integration tests show.
+#[cfg(all(test, target_os = "linux", not(feature = "portable")))]
 mod tests {
     use super::*;
     use rusqlite::Connection;
@@ -105,10 +108,6 @@ mod tests {
         std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap()
     }
 
-    /// Within one process: only open-file-description locks conflict with
-    /// SQLite's own there. The classic locks of the portable paths see
-    /// other processes only, which the wm-restore integration tests show.
-    #[cfg(all(target_os = "linux", not(feature = "portable")))]
     #[test]
     fn an_idle_wal_connection_is_seen_and_a_held_lock_keeps_new_ones_out() {
         let d = tempfile::tempdir().unwrap();
