@@ -114,6 +114,24 @@ pub trait Outcome: Serialize {
     fn set_outcome(&mut self, exit: u8, error: Option<String>);
 }
 
+/// A report's `seconds`: the time since `started`, to the millisecond.
+pub fn seconds_since(started: std::time::Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// The reports that end with `exit` and `error`.
+macro_rules! outcome {
+    ($($report:ty),*) => {$(
+        impl Outcome for $report {
+            fn set_outcome(&mut self, exit: u8, error: Option<String>) {
+                self.exit = exit;
+                self.error = error;
+            }
+        }
+    )*};
+}
+outcome!(Failed, Backup, Prune);
+
 /// `--json` of a run that failed before it made anything: the tool, its
 /// exit status and the one-line error (usage errors included).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -122,13 +140,6 @@ pub struct Failed {
     pub version: String,
     pub exit: u8,
     pub error: Option<String>,
-}
-
-impl Outcome for Failed {
-    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
-        self.exit = exit;
-        self.error = error;
-    }
 }
 
 /// `--json` of workmem-backup, wm-seal and wm-snapshot: one backup written.
@@ -166,13 +177,6 @@ pub struct Backup {
     /// Older backups deleted by `--keep-*`.
     pub pruned: Vec<String>,
     pub warnings: Vec<String>,
-}
-
-impl Outcome for Backup {
-    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
-        self.exit = exit;
-        self.error = error;
-    }
 }
 
 /// The live database a snapshot was taken of, as it was when opened.
@@ -220,13 +224,6 @@ pub struct Prune {
     pub deleted: Vec<String>,
     /// Names shaped like a backup's that were not counted, and why.
     pub skipped: Vec<SkippedInfo>,
-}
-
-impl Outcome for Prune {
-    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
-        self.exit = exit;
-        self.error = error;
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -19,7 +19,7 @@ use common::{human, note, seconds, stderr_is_terminal, Common};
 use keep::KeepArgs;
 use wmbackup::clock::Utc;
 use wmbackup::prune::{self, BackupDir, Listing, PruneError};
-use wmbackup::report::{KeptInfo, PolicyInfo, Prune, SkippedInfo};
+use wmbackup::report::{self, KeptInfo, PolicyInfo, Prune, SkippedInfo};
 use wmbackup::run::Run;
 use wmbackup::signals::{Cancel, CancelRead};
 use wmbackup::Error;
@@ -149,7 +149,7 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
     };
     if let Some(r) = report.as_mut() {
         r.finished = Utc::now().rfc3339();
-        r.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        r.seconds = report::seconds_since(started);
     }
     // What was deleted is said even when a later deletion failed.
     print_names(&printed)?;

@@ -16,19 +16,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use backup::{print_json, Backup};
+use backup::{print_json, ReadArgs, Reading};
 use clap::Parser;
 use common::{human, note, seconds, Common};
 use progress::ProgressBar;
-use spool::SpoolArg;
-use wmbackup::age::identity;
 use wmbackup::age::open::Key;
 use wmbackup::report::Restoration;
 use wmbackup::restore::{self, RestoreError};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
 use wmbackup::sqlite::resolve;
-use wmbackup::verify;
 use wmbackup::Error;
 
 /// How to hand the backup over on standard input.
@@ -48,9 +45,8 @@ const PROG: &str = "wm-restore";
     after_help = "Exit status: 0 restored (or, with --dry-run, would be), 1 not restored (nothing changed), 2 usage error.\n\nExamples:\n  wm-restore -i key.txt memory.db.age\n  rclone cat remote:memory.db.age | wm-restore -i key.txt --db /srv/workmem/memory.db\n  wm-restore -i key.txt --dry-run memory.db.age\n\nSee wm-restore(1)."
 )]
 struct Cli {
-    /// Decrypt with the identities in FILE: age-keygen output or an SSH private key (repeatable; - is standard input)
-    #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
-    identity: Vec<PathBuf>,
+    #[command(flatten)]
+    read: ReadArgs,
 
     /// Database to restore [default: $MEMORY_DB_PATH, else memory.db beside this program, else ./memory.db]
     #[arg(long, value_name = "PATH")]
@@ -59,14 +55,6 @@ struct Cli {
     /// Load variables (MEMORY_DB_PATH) from a .env file first; the process environment wins
     #[arg(long, value_name = "PATH")]
     env_file: Option<PathBuf>,
-
-    /// Where the decrypted database waits while it is verified
-    #[arg(long, value_enum, default_value = "auto")]
-    spool: SpoolArg,
-
-    /// Directory for a disk spool [default: $TMPDIR, else /tmp]
-    #[arg(long, value_name = "DIR")]
-    tmpdir: Option<PathBuf>,
 
     /// How long to wait for a connection that holds the database locked before giving up
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -99,15 +87,10 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let started = Instant::now();
-    let backup = Backup::named(cli.backup.as_deref(), &cli.identity)?;
-    let name = backup.name.clone();
     let target = db::resolve(cli.db.as_deref(), cli.env_file.as_deref(), PROG, cli.quiet, resolve::resolve_db_target)?;
-    let identities = identity::collect(&cli.identity, cancel)?;
-    let vopts = verify::Options { spool: spool::place(cli.spool, cli.tmpdir.as_ref()), size_hint: None };
-    vopts.validate().map_err(|e| Error::about(&name, e))?;
-    let (input, size_hint) = backup.open(cancel, PIPE_HINT)?;
+    let Reading { name, identities, input, opts: vopts } = cli.read.open(cli.backup.as_deref(), cancel, PIPE_HINT)?;
     let opts = restore::Options {
-        verify: verify::Options { size_hint, ..vopts },
+        verify: vopts,
         dry_run: cli.dry_run,
         now: None,
         busy_timeout: Duration::from_millis(cli.busy_timeout),

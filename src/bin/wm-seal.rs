@@ -20,7 +20,7 @@ use wmbackup::clock::Utc;
 use wmbackup::hash::Hashing;
 use wmbackup::progress::Progress;
 use wmbackup::prune::{self, Judged};
-use wmbackup::report::{Backup, RecipientInfo};
+use wmbackup::report::{self, Backup};
 use wmbackup::run::Run;
 use wmbackup::signals::{Cancel, CancelRead};
 use wmbackup::Error;
@@ -110,15 +110,12 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
         version: json::version(),
         started: started_at.rfc3339(),
         finished: Utc::now().rfc3339(),
-        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        seconds: report::seconds_since(started),
         snapshot_bytes: stats.plaintext,
         ciphertext_bytes: Some(stats.ciphertext),
         sha256: sha256.unwrap_or_default(),
         destination: target.display().to_string(),
-        recipients: recipients
-            .iter()
-            .map(|r| RecipientInfo { kind: r.kind.to_string(), fingerprint: r.fingerprint.clone() })
-            .collect(),
+        recipients: recipients.iter().map(|r| r.info()).collect(),
         armored: cli.armor,
         warnings: collected.warnings,
         ..Backup::default()

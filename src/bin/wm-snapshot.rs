@@ -24,7 +24,7 @@ use wmbackup::clock::Utc;
 use wmbackup::hash::Hashing;
 use wmbackup::progress::Progress;
 use wmbackup::prune;
-use wmbackup::report::{Backup, SourceInfo};
+use wmbackup::report::{self, Backup};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
 use wmbackup::spool::IO_CHUNK;
@@ -100,13 +100,8 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
         version: json::version(),
         started: started_at.rfc3339(),
         finished: Utc::now().rfc3339(),
-        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-        source: source_info.map(|(page_size, page_count, mode)| SourceInfo {
-            path: source.path().display().to_string(),
-            page_size,
-            page_count,
-            journal_mode: mode.into(),
-        }),
+        seconds: report::seconds_since(started),
+        source: source_info,
         method: Some(snap.method.to_string()),
         spool: snap.spool.map(|k| k.to_string()),
         snapshot_bytes: snap.bytes,

@@ -14,12 +14,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use backup::{print_json, Backup};
+use backup::{print_json, ReadArgs, Reading};
 use clap::Parser;
 use common::{human, note, seconds, Common};
 use progress::ProgressBar;
-use spool::SpoolArg;
-use wmbackup::age::identity;
 use wmbackup::age::open::Key;
 use wmbackup::report::Verification;
 use wmbackup::run::Run;
@@ -44,17 +42,8 @@ const PROG: &str = "wm-verify";
     after_help = "Exit status: 0 restorable, 1 not restorable (or could not tell), 2 usage error.\n\nExamples:\n  wm-verify -i key.txt memory.db.age\n  rclone cat remote:memory.db.age | wm-verify -i key.txt\n  wm-verify -i ~/.ssh/id_ed25519 --against ~/.workmem/memory.db --json memory.db.age\n\nSee wm-verify(1)."
 )]
 struct Cli {
-    /// Decrypt with the identities in FILE: age-keygen output or an SSH private key (repeatable; - is standard input)
-    #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
-    identity: Vec<PathBuf>,
-
-    /// Where the decrypted database waits while it is checked
-    #[arg(long, value_enum, default_value = "auto")]
-    spool: SpoolArg,
-
-    /// Directory for a disk spool [default: $TMPDIR, else /tmp]
-    #[arg(long, value_name = "DIR")]
-    tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    read: ReadArgs,
 
     /// Show the live database's row counts beside the backup's, and the difference
     #[arg(long, value_name = "DB")]
@@ -87,13 +76,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let started = Instant::now();
-    let backup = Backup::named(cli.backup.as_deref(), &cli.identity)?;
-    let name = backup.name.clone();
-    let identities = identity::collect(&cli.identity, cancel)?;
-    let opts = verify::Options { spool: spool::place(cli.spool, cli.tmpdir.as_ref()), size_hint: None };
-    opts.validate().map_err(|e| Error::about(&name, e))?;
-    let (input, size_hint) = backup.open(cancel, PIPE_HINT)?;
-    let opts = verify::Options { size_hint, ..opts };
+    let Reading { name, identities, input, opts } = cli.read.open(cli.backup.as_deref(), cancel, PIPE_HINT)?;
 
     let (progress, bar) = ProgressBar::start(cli.quiet || cli.json, |phase| phase);
     let run = Run::new(cancel.clone(), progress);

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, CommandFactory, Parser};
 use common::{human, note, seconds, Common};
 use keep::KeepArgs;
 use progress::ProgressBar;
@@ -35,7 +35,7 @@ use wmbackup::hash::Hashing;
 use wmbackup::metrics::{self, MetricsFile};
 use wmbackup::output::AtomicFile;
 use wmbackup::prune::{self, Policy};
-use wmbackup::report::{Backup, RecipientInfo, SourceInfo};
+use wmbackup::report::{self, Backup};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
 use wmbackup::sqlite::snapshot::{self, Options};
@@ -45,58 +45,6 @@ use wmbackup::verify;
 use wmbackup::Error;
 
 const PROG: &str = "workmem-backup";
-
-/// Long flags that Go's flag package let `workmem backup` users spell with one dash.
-const GO_LONG: &[&str] = &[
-    "to",
-    "db",
-    "env-file",
-    "age-recipient",
-    "recipients-file",
-    "armor",
-    "method",
-    "spool",
-    "tmpdir",
-    "busy-timeout",
-    "check",
-    "verify",
-    "quiet",
-    "keep-last",
-    "keep-hourly",
-    "keep-daily",
-    "keep-weekly",
-    "keep-monthly",
-    "keep-yearly",
-    "keep-within",
-    "json",
-    "metrics-file",
-    "completions",
-    "help",
-    "version",
-];
-/// Flags whose next argument is a value, never to be rewritten (short ones included).
-const GO_VALUE: &[&str] = &[
-    "to",
-    "db",
-    "env-file",
-    "age-recipient",
-    "recipients-file",
-    "method",
-    "spool",
-    "tmpdir",
-    "busy-timeout",
-    "keep-last",
-    "keep-hourly",
-    "keep-daily",
-    "keep-weekly",
-    "keep-monthly",
-    "keep-yearly",
-    "keep-within",
-    "metrics-file",
-    "completions",
-    "r",
-    "R",
-];
 
 /// Back up the workmem memory database: a consistent snapshot, age-encrypted,
 /// written atomically and durably. A drop-in for `workmem backup`.
@@ -151,7 +99,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let args = accept_go_style(std::env::args_os(), GO_LONG, GO_VALUE);
+    let (long, takes_value) = go_style_names();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let takes_value: Vec<&str> = takes_value.iter().map(String::as_str).collect();
+    let args = accept_go_style(std::env::args_os(), &long, &takes_value);
     let cli: Cli = json::parse_args(PROG, args);
     json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }
@@ -256,22 +207,14 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
         tool: PROG.into(),
         version: json::version(),
         started: started_at.rfc3339(),
-        source: source_info.map(|(page_size, page_count, mode)| SourceInfo {
-            path: source.path().display().to_string(),
-            page_size,
-            page_count,
-            journal_mode: mode.into(),
-        }),
+        source: source_info,
         method: Some(snap.method.to_string()),
         spool: snap.spool.map(|k| k.to_string()),
         snapshot_bytes: snap.bytes,
         ciphertext_bytes: Some(stats.ciphertext),
         sha256: sha256.unwrap_or_default(),
         destination: target.display().to_string(),
-        recipients: recipients
-            .iter()
-            .map(|r| RecipientInfo { kind: r.kind.to_string(), fingerprint: r.fingerprint.clone() })
-            .collect(),
+        recipients: recipients.iter().map(|r| r.info()).collect(),
         armored: cli.armor,
         verified: verified.is_some(),
         warnings,
@@ -291,7 +234,7 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
         false => Ok(Vec::new()),
     };
     r.finished = Utc::now().rfc3339();
-    r.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    r.seconds = report::seconds_since(started);
     match pruned {
         Ok(names) => {
             if pruning {
@@ -348,6 +291,28 @@ fn verify_written(
     Ok(format!(", verified (integrity_check ok, {tables} tables counted, {} FTS5 queried)", report.fts5.len()))
 }
 
+/// Every long flag of this command, and every flag (long or short) whose
+/// next argument is its value and never to be rewritten: from clap's own
+/// definition, so that a new flag can never be forgotten here.
+fn go_style_names() -> (Vec<String>, Vec<String>) {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let (mut long, mut takes_value) = (Vec::new(), Vec::new());
+    for a in cmd.get_arguments() {
+        let value = a.get_action().takes_values();
+        if let Some(l) = a.get_long() {
+            long.push(l.to_string());
+            if value {
+                takes_value.push(l.to_string());
+            }
+        }
+        if let Some(c) = a.get_short().filter(|_| value) {
+            takes_value.push(c.to_string());
+        }
+    }
+    (long, takes_value)
+}
+
 /// Go's flag package accepted `-to` as well as `--to`; so do we, for the
 /// long flags a `workmem backup` user may have in a script.
 fn accept_go_style(args: impl IntoIterator<Item = OsString>, long: &[&str], takes_value: &[&str]) -> Vec<OsString> {
@@ -379,6 +344,20 @@ fn accept_go_style(args: impl IntoIterator<Item = OsString>, long: &[&str], take
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_long_flag_is_accepted_go_style_and_only_value_flags_take_the_next_argument() {
+        let (long, value) = go_style_names();
+        for f in ["to", "db", "age-recipient", "keep-daily", "metrics-file", "json", "verify", "help", "version"] {
+            assert!(long.iter().any(|l| l == f), "{f} in {long:?}");
+        }
+        for f in ["to", "db", "R", "r", "keep-within", "metrics-file"] {
+            assert!(value.iter().any(|v| v == f), "{f} takes a value: {value:?}");
+        }
+        for f in ["json", "verify", "armor", "q", "help"] {
+            assert!(!value.iter().any(|v| v == f), "{f} takes no value: {value:?}");
+        }
+    }
 
     #[test]
     fn go_style_flags_become_double_dash_but_values_stay() {

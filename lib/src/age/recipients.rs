@@ -28,6 +28,7 @@ use nix::errno::Errno;
 use zeroize::Zeroizing;
 
 use super::pq::HybridRecipient;
+use crate::report::RecipientInfo;
 use crate::signals::{open_read, Cancel, CancelRead};
 use crate::stop::{io_cause, Failure, Hint, Stop};
 
@@ -88,6 +89,11 @@ pub struct Recipient {
 impl Recipient {
     pub fn new(key: Box<dyn age::Recipient + Send + Sync>, kind: Kind) -> Recipient {
         Recipient { key, kind, fingerprint: String::new() }
+    }
+
+    /// How reports name it: its type and fingerprint, never the key.
+    pub fn info(&self) -> RecipientInfo {
+        RecipientInfo { kind: self.kind.to_string(), fingerprint: self.fingerprint.clone() }
     }
 }
 

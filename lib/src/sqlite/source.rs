@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{ffi, Connection, ErrorCode, OpenFlags};
 
+use crate::report::SourceInfo;
 use crate::signals::Cancel;
 use crate::sqlite::header::{DbHeader, HeaderError, HEADER_LEN};
 use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
@@ -216,10 +217,11 @@ impl Source {
         Ok(size.max(0) as u64 * count.max(0) as u64)
     }
 
-    /// Page size, page count and journal mode, as they are now: for reports.
-    /// The mode is "wal" or "rollback": which rollback journal writers use
-    /// (delete, truncate, persist) is theirs to choose per connection.
-    pub fn info(&self) -> Result<(u64, u64, &'static str), SourceError> {
+    /// The path, page size, page count and journal mode, as they are now:
+    /// for reports. The mode is "wal" or "rollback": which rollback journal
+    /// writers use (delete, truncate, persist) is theirs to choose per
+    /// connection.
+    pub fn info(&self) -> Result<SourceInfo, SourceError> {
         let (size, count, mode): (i64, i64, String) = self
             .conn
             .query_row(
@@ -228,8 +230,12 @@ impl Source {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|e| self.error("read source", e))?;
-        let mode = if mode.eq_ignore_ascii_case("wal") { "wal" } else { "rollback" };
-        Ok((size.max(0) as u64, count.max(0) as u64, mode))
+        Ok(SourceInfo {
+            path: self.path().display().to_string(),
+            page_size: size.max(0) as u64,
+            page_count: count.max(0) as u64,
+            journal_mode: if mode.eq_ignore_ascii_case("wal") { "wal" } else { "rollback" }.into(),
+        })
     }
 
     pub(crate) fn connection_mut(&mut self) -> &mut Connection {

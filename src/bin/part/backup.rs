@@ -1,25 +1,67 @@
 //! The age file that wm-verify and wm-restore read: a named file, or
-//! standard input; and their JSON report on standard output.
+//! standard input; the flags that say how; and their JSON report on
+//! standard output.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use clap::Args;
+use wmbackup::age::identity::{self, Identity};
 use wmbackup::age::open::OpenError;
 use wmbackup::signals::{open_read, Cancel, CancelRead};
-use wmbackup::verify::VerifyError;
+use wmbackup::verify::{self, VerifyError};
 use wmbackup::Error;
 
 use super::input;
+use super::spool::{self, SpoolArg};
+
+/// Who decrypts the backup, and where its plaintext waits while it is checked.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// Decrypt with the identities in FILE: age-keygen output or an SSH private key (repeatable; - is standard input)
+    #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
+    pub identity: Vec<PathBuf>,
+
+    /// Where the decrypted database waits while it is checked
+    #[arg(long, value_enum, default_value = "auto")]
+    pub spool: SpoolArg,
+
+    /// Directory for a disk spool [default: $TMPDIR, else /tmp]
+    #[arg(long, value_name = "DIR")]
+    pub tmpdir: Option<PathBuf>,
+}
+
+/// A backup ready to be read: its name, the identities, the reader, and
+/// the verification's options (the size known when it is a file).
+pub struct Reading {
+    pub name: String,
+    pub identities: Vec<Identity>,
+    pub input: Box<dyn BufRead>,
+    pub opts: verify::Options,
+}
+
+impl ReadArgs {
+    /// Checks the flags, reads the identities and opens `backup` (standard
+    /// input for `-` or nothing; `pipe_hint` says how to pipe one in).
+    pub fn open(&self, backup: Option<&Path>, cancel: &Cancel, pipe_hint: &str) -> Result<Reading, Error> {
+        let backup = Backup::named(backup, &self.identity)?;
+        let identities = identity::collect(&self.identity, cancel)?;
+        let opts = verify::Options { spool: spool::place(self.spool, self.tmpdir.as_ref()), size_hint: None };
+        opts.validate().map_err(|e| Error::about(&backup.name, e))?;
+        let (input, size_hint) = backup.open(cancel, pipe_hint)?;
+        Ok(Reading { name: backup.name, identities, input, opts: verify::Options { size_hint, ..opts } })
+    }
+}
 
 /// The backup as the user named it: `BACKUP`, or standard input for `-`
 /// or nothing. An identity cannot come from standard input too.
-pub struct Backup {
+struct Backup {
     pub name: String,
     path: Option<PathBuf>,
 }
 
 impl Backup {
-    pub fn named(backup: Option<&Path>, identities: &[PathBuf]) -> Result<Backup, Error> {
+    fn named(backup: Option<&Path>, identities: &[PathBuf]) -> Result<Backup, Error> {
         let path = backup.filter(|p| *p != Path::new("-")).map(Path::to_path_buf);
         if path.is_none() && identities.iter().any(|p| p == Path::new("-")) {
             return Err(Error::usage(
@@ -33,7 +75,7 @@ impl Backup {
 
     /// A buffered reader that a signal interrupts, and the size when the
     /// backup is a regular file. `pipe_hint` says how to pipe one in.
-    pub fn open(&self, cancel: &Cancel, pipe_hint: &str) -> Result<(Box<dyn BufRead>, Option<u64>), Error> {
+    fn open(&self, cancel: &Cancel, pipe_hint: &str) -> Result<(Box<dyn BufRead>, Option<u64>), Error> {
         let unreadable = |e: io::Error| Error::about(&self.name, VerifyError::Open(OpenError::Read(e)));
         let (file, size) = match &self.path {
             Some(p) => {
