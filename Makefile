@@ -90,7 +90,7 @@ bench: build
 # test.
 RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_restore:: powerloss::
 RELIABILITY_SECTIONS = bad_inputs crash_wm-seal crash_workmem-backup crash_wm-restore crash_wm-prune_--delete \
-	faults load locks race restore secrets signals power_loss
+	faults leftovers load locks race restore secrets signals power_loss
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
 	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential
