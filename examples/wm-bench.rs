@@ -9,7 +9,8 @@
 //! Exits 1 when a target is missed at the biggest size of the run, naming it.
 //!
 //! Per run: wall time, CPU time and peak RSS (wait4's rusage, which includes
-//! reaped children), and bytes written to storage (/proc/PID/io write_bytes
+//! reaped children; the peak taken by a small launcher, see `measure_child`),
+//! and bytes written to storage (/proc/PID/io write_bytes
 //! minus cancelled_write_bytes, read while the process is a zombie so that its
 //! reaped children are included; Linux only, 0 elsewhere).
 //!
@@ -101,14 +102,20 @@ fn measure(script: &str, out: &Path) -> Result<Sample, String> {
         }
     }
     let _ = Command::new("sync").status();
+    // Not in `out`: case P measures what is in its directory.
+    let rss_file = std::env::temp_dir().join(format!("wm-bench-maxrss-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&rss_file);
     let start = Instant::now();
-    let child = Command::new("bash")
-        .args(["-o", "pipefail", "-c", script])
+    let exe = std::env::current_exe().map_err(|e| format!("the benchmark's own path: {e}"))?;
+    let child = Command::new(exe)
+        .arg(MEASURE_CHILD)
+        .arg(&rss_file)
+        .arg(script)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("spawn bash: {e}"))?;
+        .map_err(|e| format!("spawn the measuring launcher: {e}"))?;
     let pid = child.id() as i32;
     let mut stderr = child.stderr.expect("piped");
     let err_reader = std::thread::spawn(move || {
@@ -117,20 +124,58 @@ fn measure(script: &str, out: &Path) -> Result<Sample, String> {
         s
     });
     let exited = exit_and_bytes_written(pid, start)?;
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
-    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: reaping our own child with valid out-pointers.
-    unsafe { nix::libc::wait4(pid, &mut status, 0, &mut ru) };
+    let (status, ru) = reap(pid);
     let (wall, written) = exited.unwrap_or_else(|| (start.elapsed(), 0));
     let err = err_reader.join().unwrap_or_default();
     if !(nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0) {
         return Err(format!("{script}: failed: {err}"));
     }
     let tv = |t: nix::libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    // ru_maxrss is in KiB, but in bytes on Apple systems.
-    let maxrss_kib = if cfg!(target_vendor = "apple") { ru.ru_maxrss as u64 / 1024 } else { ru.ru_maxrss as u64 };
+    let maxrss_kib = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| format!("{script}: the launcher left no peak RSS in {}", rss_file.display()))?;
+    let _ = std::fs::remove_file(&rss_file);
     Ok(Sample { wall, cpu: tv(ru.ru_utime) + tv(ru.ru_stime), maxrss_kib, written })
+}
+
+/// The argument that makes this program the launcher of one measured run.
+const MEASURE_CHILD: &str = "--measure-child";
+
+/// Waits for `pid` and returns its wait status and rusage (its own and its
+/// reaped descendants').
+fn reap(pid: i32) -> (i32, nix::libc::rusage) {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
+    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaping our own child with valid out-pointers.
+    unsafe { nix::libc::wait4(pid, &mut status, 0, &mut ru) };
+    (status, ru)
+}
+
+/// The launcher: runs `bash -o pipefail -c SCRIPT`, writes the peak RSS of
+/// that process tree (KiB) to RSS_FILE, and exits as bash did. A child's
+/// ru_maxrss starts from its parent's resident size at the fork (exec keeps
+/// the high-water mark), so a run started by the benchmark itself would
+/// count the benchmark's own memory; started by this freshly executed,
+/// small process, it counts only the shell and what it runs.
+fn measure_child(rss_file: &Path, script: &str) -> ! {
+    let child = match Command::new("bash").args(["-o", "pipefail", "-c", script]).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wm-bench: spawn bash: {e}");
+            std::process::exit(1);
+        }
+    };
+    let (status, ru) = reap(child.id() as i32);
+    // ru_maxrss is in KiB, but in bytes on Apple systems.
+    let kib = if cfg!(target_vendor = "apple") { ru.ru_maxrss as u64 / 1024 } else { ru.ru_maxrss as u64 };
+    if let Err(e) = std::fs::write(rss_file, format!("{kib}\n")) {
+        eprintln!("wm-bench: {}: {e}", rss_file.display());
+        std::process::exit(1);
+    }
+    let code = if nix::libc::WIFEXITED(status) { nix::libc::WEXITSTATUS(status) } else { 1 };
+    std::process::exit(code)
 }
 
 /// Linux: waits for the exit without reaping, while /proc/PID/io is still
@@ -287,6 +332,10 @@ fn prune_bench(bin: &Path, root: &Path, runs: usize) -> (String, String) {
 }
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 4 && args[1] == MEASURE_CHILD {
+        measure_child(Path::new(&args[2]), &args[3].to_string_lossy());
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     let root = std::env::var_os("WM_BENCH_DIR").map_or_else(|| target.join("bench"), PathBuf::from);
     let runs: usize = std::env::var("WM_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
