@@ -9,7 +9,7 @@ BASHDIR  = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR   = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 FISHDIR  = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 CARGO   ?= cargo
-BINS     = wm-snapshot wm-seal workmem-backup wm-verify wm-restore wm-prune
+BINS     = wm-snapshot wm-seal workmem-backup wm-verify wm-restore wm-prune wm-keygen
 # Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself decides.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 RELEASE  = $(TARGET_DIR)/release

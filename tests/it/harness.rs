@@ -19,6 +19,7 @@ pub const WORKMEM_BACKUP: &str = env!("CARGO_BIN_EXE_workmem-backup");
 pub const WM_VERIFY: &str = env!("CARGO_BIN_EXE_wm-verify");
 pub const WM_RESTORE: &str = env!("CARGO_BIN_EXE_wm-restore");
 pub const WM_PRUNE: &str = env!("CARGO_BIN_EXE_wm-prune");
+pub const WM_KEYGEN: &str = env!("CARGO_BIN_EXE_wm-keygen");
 
 /// The binaries run the Linux fast paths (`O_TMPFILE`, …); false when they
 /// were built with the `portable` feature, or for another system: then

@@ -16,6 +16,7 @@ mod reliability_faults;
 mod reliability_inputs;
 mod reliability_restore;
 mod secrets;
+mod wm_keygen;
 mod wm_prune;
 mod wm_restore;
 mod wm_seal;

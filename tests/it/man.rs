@@ -10,13 +10,14 @@ use std::process::Command;
 use crate::harness::{have, run, Dir};
 
 /// Each binary with its page, man/<name>.1.
-const BINS: [(&str, &str); 6] = [
+const BINS: [(&str, &str); 7] = [
     ("wm-snapshot", env!("CARGO_BIN_EXE_wm-snapshot")),
     ("wm-seal", env!("CARGO_BIN_EXE_wm-seal")),
     ("workmem-backup", env!("CARGO_BIN_EXE_workmem-backup")),
     ("wm-verify", env!("CARGO_BIN_EXE_wm-verify")),
     ("wm-restore", env!("CARGO_BIN_EXE_wm-restore")),
     ("wm-prune", env!("CARGO_BIN_EXE_wm-prune")),
+    ("wm-keygen", env!("CARGO_BIN_EXE_wm-keygen")),
 ];
 
 /// The sections every page must have, as `.SH` lines.

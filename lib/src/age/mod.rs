@@ -8,6 +8,7 @@ pub mod format;
 #[cfg(test)]
 mod fuzz;
 pub mod identity;
+pub mod keygen;
 pub mod open;
 pub mod pq;
 pub mod recipients;
