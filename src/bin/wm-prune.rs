@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use common::{human, note, seconds, stderr_is_terminal, Common};
+use common::{count, human, note, seconds, stderr_is_terminal, Common};
 use keep::KeepArgs;
 use wmbackup::clock::Utc;
 use wmbackup::prune::{self, BackupDir, Listing, PruneError};
@@ -171,8 +171,8 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
             PROG,
             false,
             &format!(
-                "{input}: {} backups: {} kept, {what}, in {}",
-                plan.kept.len() + plan.dropped.len(),
+                "{input}: {}: {} kept, {what}, in {}",
+                count((plan.kept.len() + plan.dropped.len()) as u64, "backup", "backups"),
                 plan.kept.len(),
                 seconds(started.elapsed())
             ),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use backup::{print_json, ReadArgs, Reading};
 use clap::Parser;
-use common::{human, note, seconds, Common};
+use common::{count, human, note, seconds, Common};
 use progress::ProgressBar;
 use wmbackup::age::open::Key;
 use wmbackup::report::Restoration;
@@ -128,9 +128,9 @@ fn human_report(r: &Restoration, started: Instant) -> String {
     match &r.kept {
         Some(k) => {
             s += &format!(
-                "\n  {would:<10} {} ({} file(s), {}): open it with sqlite3 as it was",
+                "\n  {would:<10} {} ({}, {}): open it with sqlite3 as it was",
                 k.name,
-                k.files.len(),
+                count(k.files.len() as u64, "file", "files"),
                 human(k.bytes)
             );
         }
@@ -145,10 +145,10 @@ fn human_report(r: &Restoration, started: Instant) -> String {
     }
     let v = &r.verification;
     s += &format!(
-        "\n  verified   integrity_check {}, {} tables counted, {} FTS5 table(s) queried",
+        "\n  verified   integrity_check {}, {} counted, {} queried",
         v.integrity_check.as_deref().unwrap_or("-"),
-        v.tables.len(),
-        v.fts5.len()
+        count(v.tables.len() as u64, "table", "tables"),
+        count(v.fts5.len() as u64, "FTS5 table", "FTS5 tables")
     );
     if r.dry_run {
         s += "\n  dry run: nothing was changed";

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{ArgGroup, Parser};
-use common::{human, note, seconds, stderr_is_terminal, Common};
+use common::{count, human, note, seconds, stderr_is_terminal, Common};
 use wmbackup::age::recipients;
 use wmbackup::age::seal::{self, StreamOptions};
 use wmbackup::clock::Utc;
@@ -125,11 +125,11 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
             PROG,
             cli.quiet,
             &format!(
-                "sealed {} into {} ({}) for {} recipient(s) in {}",
+                "sealed {} into {} ({}) for {} in {}",
                 human(stats.plaintext),
                 target.display(),
                 human(stats.ciphertext),
-                recipients.len(),
+                count(recipients.len() as u64, "recipient", "recipients"),
                 seconds(started.elapsed())
             ),
         );

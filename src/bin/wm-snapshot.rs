@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use common::{human, note, seconds, stderr_is_terminal, Common};
+use common::{count, human, note, seconds, stderr_is_terminal, Common};
 use snapshot_args::SnapshotArgs;
 use wmbackup::clock::Utc;
 use wmbackup::hash::Hashing;
@@ -115,9 +115,9 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
             PROG,
             cli.quiet,
             &format!(
-                "{} ({} pages) from {} to {} via {}, in {}",
+                "{} ({}) from {} to {} via {}, in {}",
                 human(snap.bytes),
-                snap.pages,
+                count(snap.pages, "page", "pages"),
                 source.path().display(),
                 target.display(),
                 snap.how(),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use backup::{print_json, ReadArgs, Reading};
 use clap::Parser;
-use common::{human, note, seconds, Common};
+use common::{count, human, note, seconds, Common};
 use progress::ProgressBar;
 use wmbackup::age::open::Key;
 use wmbackup::report::Verification;
@@ -122,9 +122,9 @@ fn human_report(name: &str, r: &Verification, started: Instant) -> String {
     }
     for f in &r.fts5 {
         s += &format!(
-            "\n  fts5       {} answers queries ({} rows for a term of its index)",
+            "\n  fts5       {} answers queries ({} for a term of its index)",
             f.table,
-            f.hits.unwrap_or(0)
+            count(f.hits.unwrap_or(0), "row", "rows")
         );
     }
     let width = r.tables.iter().map(|t| t.name.len()).max().unwrap_or(5).max(5);

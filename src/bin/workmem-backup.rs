@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{ArgGroup, CommandFactory, Parser};
-use common::{human, note, seconds, Common};
+use common::{count, human, note, seconds, Common};
 use keep::KeepArgs;
 use progress::ProgressBar;
 use snapshot_args::SnapshotArgs;
@@ -238,7 +238,7 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
     match pruned {
         Ok(names) => {
             if pruning {
-                summary += &format!("; pruned {} older backup(s)", names.len());
+                summary += &format!("; pruned {}", count(names.len() as u64, "older backup", "older backups"));
             }
             r.pruned = names;
             note(PROG, quiet, &format!("{summary} in {}", seconds(started.elapsed())));
@@ -287,8 +287,9 @@ fn verify_written(
     let (report, result) = verify::verify(Box::new(input), Key::FileKey(file_key), &vopts, run);
     // The temporary is dropped on error: an older backup at `target` stays.
     result.map_err(|e| Error::about(&format!("verify: {} (new backup, not put in place)", target.display()), e))?;
-    let tables = report.tables.len();
-    Ok(format!(", verified (integrity_check ok, {tables} tables counted, {} FTS5 queried)", report.fts5.len()))
+    let tables = count(report.tables.len() as u64, "table", "tables");
+    let fts5 = count(report.fts5.len() as u64, "FTS5 table", "FTS5 tables");
+    Ok(format!(", verified (integrity_check ok, {tables} counted, {fts5} queried)"))
 }
 
 /// Every long flag of this command, and every flag (long or short) whose

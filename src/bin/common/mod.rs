@@ -209,6 +209,14 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// `1 row`, `2 rows`: the count and the word that goes with it.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    match n.into() {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
 pub fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
