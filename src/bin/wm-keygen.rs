@@ -18,7 +18,7 @@ use clap::Parser;
 use common::{note, Common};
 use wmbackup::age::keygen::{self, Kind};
 use wmbackup::clock::Utc;
-use wmbackup::output::{OutputError, Sink};
+use wmbackup::output::{AtomicFile, Destination, OutputError};
 use wmbackup::signals::{open_read, Cancel, CancelRead};
 use wmbackup::stop::{Failure, Hint};
 use wmbackup::Error;
@@ -160,9 +160,10 @@ fn write_new(path: &Path, text: &[u8]) -> Result<(), Error> {
         OutputError::Exists(_) => exists(path),
         other => other.into(),
     };
-    let mut sink = Sink::open_new(path, None).map_err(map)?;
-    sink.write_all(text).map_err(|e| Error::writing(path, e))?;
-    sink.commit().map_err(map)
+    let mut file = AtomicFile::create_new(Destination::resolve(path).map_err(map)?).map_err(map)?;
+    file.write_all(text).map_err(|e| Error::writing(path, e))?;
+    file.commit().map_err(map)?;
+    Ok(())
 }
 
 fn write_stdout(text: &[u8]) -> Result<(), Error> {

@@ -46,7 +46,7 @@ struct Cli {
     recipients_file: Vec<PathBuf>,
 
     /// Write to PATH (temporary in its directory, fsync, rename, fsync directory); a directory (DIR/) gets a new STEM-YYYYMMDDTHHMMSSZ.db.age; - or absent is standard output
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'o', visible_alias = "output", value_name = "PATH")]
     to: Option<PathBuf>,
 
     /// The STEM of the names --to DIR/ gives [default: backup]

@@ -44,7 +44,7 @@ struct Cli {
     snap: SnapshotArgs,
 
     /// Write to PATH (atomically: temporary, fsync, rename) instead of standard output; a directory (DIR/) gets a new STEM-YYYYMMDDTHHMMSSZ.db; - is standard output
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'o', visible_alias = "output", value_name = "PATH")]
     to: Option<PathBuf>,
 
     /// Print one JSON object on standard error instead of the summary (also on failure)

@@ -57,11 +57,17 @@ const PROG: &str = "workmem-backup";
 )]
 struct Cli {
     /// Destination file, e.g. memory.db.age; a directory (DIR/) gets a new STEM-YYYYMMDDTHHMMSSZ.db.age; - is standard output
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'o', visible_alias = "output", value_name = "PATH")]
     to: PathBuf,
 
     /// Encrypt to VALUE: an existing recipients file, else an age1... or ssh-ed25519/ssh-rsa public key (repeatable)
-    #[arg(long = "age-recipient", short = 'r', value_name = "VALUE", allow_hyphen_values = true)]
+    #[arg(
+        long = "age-recipient",
+        short = 'r',
+        visible_alias = "recipient",
+        value_name = "VALUE",
+        allow_hyphen_values = true
+    )]
     age_recipient: Vec<String>,
 
     /// Encrypt to every recipient listed in FILE, one per line (repeatable)

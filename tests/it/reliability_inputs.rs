@@ -450,7 +450,7 @@ fn catalogue() -> Vec<Case> {
             L,
             &["--to", "dest/new.age", "-r", "age1notakey"],
             1,
-            "neither an existing file nor a valid recipient",
+            "age1notakey: not a valid age public key",
         ),
         case(
             "malformed recipients file",
@@ -471,7 +471,7 @@ fn catalogue() -> Vec<Case> {
             L,
             &["--to", "dest/new.age", "-r", "{TRUNCATED}"],
             1,
-            "neither an existing file nor a valid recipient",
+            "not a valid age public key: bad checksum",
         ),
         case(
             "truncated key in a recipients file",

@@ -365,7 +365,7 @@ fn bad_recipients_are_refused_before_any_work_with_one_clear_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--age-recipient", "bogus"], "neither an existing file nor a valid recipient"),
         (vec!["-r", "./no-such-keys.txt"], "neither an existing file nor a valid recipient"),
-        (vec!["--age-recipient", truncated], "neither an existing file nor a valid recipient"),
+        (vec!["--age-recipient", truncated], "not a valid age public key: bad checksum"),
         (vec!["--age-recipient", &secret], "age-keygen -y"),
         (vec!["--age-recipient", "adir"], "is a directory"),
         (vec!["--age-recipient", "bad-line.txt"], "bad-line.txt:2"),

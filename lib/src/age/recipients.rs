@@ -250,6 +250,9 @@ impl fmt::Display for RecipientsError {
         use RecipientsError::*;
         match self {
             Bad { origin, problem } => write!(f, "recipient: {origin}: {problem}"),
+            Neither { flag, value: Some(v), .. } if starts_with_ignore_case(v, "age1") && !v.contains('/') => {
+                write!(f, "recipient: {flag} {v}: not a valid age public key: {}", bech32_problem(v))
+            }
             Neither { flag, value: Some(v), .. } => {
                 write!(f, "recipient: {flag} {v:?}: neither an existing file nor a valid recipient")
             }
@@ -300,6 +303,9 @@ impl Failure for RecipientsError {
         use RecipientsError::*;
         match self {
             Bad { problem, .. } => problem.hint(),
+            Neither { value: Some(v), .. } if starts_with_ignore_case(v, "age1") && !v.contains('/') => {
+                Some("copy the public key again from wm-keygen -y IDENTITY (or age-keygen -y)".into())
+            }
             Neither { .. } => Some("give an age1... or ssh-... public key, or the path of a recipients file".into()),
             Mixed { .. } => {
                 Some("encrypt to post-quantum recipients only, or make a second backup for the classic ones".into())
@@ -314,21 +320,50 @@ impl Failure for RecipientsError {
     }
 }
 
-/// A value the user gave, shown only when it looks like a mistyped path and
-/// nothing like key material: a directory that exists (or none) and a file
-/// name with no run of 20 or more characters that keys are made of (Bech32,
-/// base64, and the near-misses: `_`, `-`). A mistyped secret key is never
-/// repeated, in whatever case or spelling; a path in a missing directory is
-/// not repeated either, since base64 has slashes too.
+/// A value the user gave, as a message may show it: anything but what looks
+/// like secret key material (a secret key in any case or spelling, a plugin
+/// identity, a private key block), which is never repeated. File names and
+/// public keys are not secrets; a long one is shortened to its two ends.
 pub fn shown(v: &str) -> Option<String> {
-    let path = Path::new(v);
-    let name = path.file_name()?.to_str()?;
-    let keyish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '=');
-    let longest_run = name.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);
-    let pathish = v.contains('/') || v.contains('.');
-    let dir_exists = path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.is_dir());
-    (pathish && dir_exists && longest_run < 20 && v.chars().count() <= 200 && !v.chars().any(char::is_whitespace))
-        .then(|| v.to_string())
+    if secret_shaped(v) || v.chars().any(char::is_control) {
+        return None;
+    }
+    let chars: Vec<char> = v.chars().collect();
+    if chars.len() <= 100 {
+        return Some(v.to_string());
+    }
+    let (head, tail): (String, String) = (chars[..24].iter().collect(), chars[chars.len() - 8..].iter().collect());
+    Some(format!("{head}...{tail} ({} characters)", chars.len()))
+}
+
+/// Secret material, or what a damaged secret key still looks like: the
+/// words SECRET or PRIVATE in any case, or 20 upper-case letters and digits
+/// in a row (secret keys are upper-case Bech32; public keys lower-case).
+pub fn secret_shaped(v: &str) -> bool {
+    let upper = v.to_ascii_uppercase();
+    let longest_upper =
+        v.split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit())).map(str::len).max().unwrap_or(0);
+    looks_secret(v).is_some() || upper.contains("SECRET") || upper.contains("PRIVATE") || longest_upper >= 20
+}
+
+/// What is wrong with a value shaped like an age public key (`age1...`)
+/// that does not parse: for a typo, the Bech32 checksum.
+fn bech32_problem(v: &str) -> &'static str {
+    use bech32::primitives::decode::UncheckedHrpstring;
+    /// Bech32 without its 90-character limit, as age writes long keys.
+    enum Bech32Long {}
+    impl bech32::Checksum for Bech32Long {
+        type MidstateRepr = u32;
+        const CODE_LENGTH: usize = usize::MAX;
+        const CHECKSUM_LENGTH: usize = bech32::Bech32::CHECKSUM_LENGTH;
+        const GENERATOR_SH: [u32; 5] = bech32::Bech32::GENERATOR_SH;
+        const TARGET_RESIDUE: u32 = bech32::Bech32::TARGET_RESIDUE;
+    }
+    match UncheckedHrpstring::new(v) {
+        Err(_) => "not Bech32: a character that cannot be in a key (b, i, o, 1 after the prefix), or mixed case",
+        Ok(h) if !h.has_valid_checksum::<Bech32Long>() => "bad checksum: a character mistyped, missing or extra",
+        Ok(_) => "the checksum is right, but no known key has this type or length",
+    }
 }
 
 /// Secret material anywhere in a value (quoted, indented, pasted with its

@@ -80,7 +80,8 @@ impl fmt::Display for SourceError {
             }
             WalReadOnly { path } => write!(
                 f,
-                "open source: {}: WAL database without its -shm file, in a directory this user cannot write",
+                "open source: {}: WAL database without its -shm file (is the server stopped?), in a directory \
+                 this user cannot write (attempt to write a readonly database)",
                 path.display()
             ),
             NeedsRecovery { path } => write!(
@@ -118,9 +119,12 @@ impl Failure for SourceError {
                 Some("run as the database's owner, or fix its permissions".into())
             }
             Locked { .. } => Some(hint!["raise ", Knob::BusyTimeout, ", or retry when the writer is idle"]),
-            WalReadOnly { .. } => {
-                Some("run as a user who can write the database's directory, or while the server is running".into())
-            }
+            WalReadOnly { .. } => Some(
+                "SQLite must create the -shm file beside a WAL database that no server holds open: run the backup \
+                 as the database's owner (User= in a systemd unit), or while the server runs, or let this user \
+                 write the directory"
+                    .into(),
+            ),
             NeedsRecovery { .. } => {
                 Some("open the database once with the workmem server or sqlite3 to recover it, then retry".into())
             }
@@ -289,7 +293,9 @@ pub fn map_sqlite(path: &Path, what: &'static str, e: rusqlite::Error, busy_time
     let path = path.to_path_buf();
     if let rusqlite::Error::SqliteFailure(err, _) = &e {
         match (err.code, err.extended_code) {
-            (_, ffi::SQLITE_READONLY_CANTINIT) => return SourceError::WalReadOnly { path },
+            (_, ffi::SQLITE_READONLY_CANTINIT | ffi::SQLITE_READONLY_DIRECTORY) => {
+                return SourceError::WalReadOnly { path }
+            }
             (_, ffi::SQLITE_READONLY_ROLLBACK | ffi::SQLITE_READONLY_RECOVERY) => {
                 return SourceError::NeedsRecovery { path }
             }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
+use wmbackup::age::recipients::secret_shaped;
 use wmbackup::signals::Cancel;
 use wmbackup::stop::{Knob, Stop};
 use wmbackup::Error;
@@ -79,41 +80,53 @@ fn usage_error(prog: &str, e: clap::Error, report: &dyn Fn(&str)) -> ! {
     match e {
         e if !e.use_stderr() => e.exit(),
         e => {
-            let text = e.to_string();
-            // The error itself, folded onto one line; clap's usage block is left out.
-            let folded: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
-                .map(|l| l.trim().trim_start_matches("error: "))
-                .collect();
-            let folded = folded.join(" ");
-            let first = if folded.is_empty() { "invalid arguments" } else { folded.as_str() };
-            let upper = first.to_ascii_uppercase().replace('_', "-");
-            let first = if upper.contains("PRIVATE KEY") || upper.contains("AGE-SECRET-KEY") {
-                "an argument looks like key material and cannot be used here".to_string()
-            } else {
-                hide_key_material(first)
-            };
-            report(&format!("{first}; try '{prog} --help'"));
+            let folded = fold(&e.to_string());
+            let sep = if folded.ends_with('?') { " " } else { "; " };
+            report(&format!("{folded}{sep}try '{prog} --help'"));
             std::process::exit(2);
         }
     }
 }
 
-/// clap quotes the values it complains about: a quoted value with a long run
-/// of the characters keys are made of (a secret key pasted in the wrong
-/// place, in any spelling) is not repeated.
-fn hide_key_material(message: &str) -> String {
-    let keyish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '=' | '/');
+/// clap's report on one line: the error, then its tips ("did you mean"),
+/// without the usage block; a quoted value that looks like a secret key is
+/// not repeated.
+fn fold(text: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for line in text.lines().map(str::trim).take_while(|l| !l.starts_with("Usage:")) {
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.trim_start_matches("error: ");
+        let part = match line.strip_prefix("tip: a similar argument exists: ") {
+            Some(similar) => format!("did you mean {similar}?"),
+            None => match line.strip_prefix("tip: some similar arguments exist: ") {
+                Some(similar) => format!("did you mean one of {similar}?"),
+                None => line.strip_prefix("tip: ").unwrap_or(line).to_string(),
+            },
+        };
+        parts.push(hide_secrets(&part));
+    }
+    if parts.is_empty() {
+        "invalid arguments".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// clap quotes the values it complains about: a quoted value that looks
+/// like a secret key (an age secret key in any spelling, a plugin identity,
+/// a private key, or what a damaged one still looks like) is not repeated.
+/// File names and public keys are.
+fn hide_secrets(message: &str) -> String {
     let mut out = String::new();
     for (i, part) in message.split('\'').enumerate() {
-        let longest = part.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);
         if i > 0 {
             out.push('\'');
         }
         // Odd parts are inside quotes.
-        if i % 2 == 1 && longest >= 20 && !part.starts_with("--") {
-            out.push_str("(a value that looks like key material)");
+        if i % 2 == 1 && secret_shaped(part) {
+            out.push_str("(a value that looks like a secret key, not shown)");
         } else {
             out.push_str(part);
         }
@@ -226,10 +239,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoted_values_that_look_like_keys_are_not_repeated() {
-        let m = "unexpected argument 'AGE_SECRET_KEY_1GFPYYSJZGFPYYSJZGFPYYSJZ' found";
-        assert_eq!(hide_key_material(m), "unexpected argument '(a value that looks like key material)' found");
-        let m = "invalid value 'fast' for '--spool <SPOOL>'";
-        assert_eq!(hide_key_material(m), m, "ordinary values and flag names stay");
+    fn quoted_values_that_look_like_secret_keys_are_not_repeated_but_names_are() {
+        let hidden = "unexpected argument '(a value that looks like a secret key, not shown)' found";
+        for secret in [
+            "AGE_SECRET_KEY_1GFPYYSJZGFPYYSJZGFPYYSJZ",
+            "age-secret-key-1gfpyysjzgfpyysjz",
+            "QQZGFPYYSJZGFPYYSJZGFPYYSJZ",
+        ] {
+            assert_eq!(hide_secrets(&format!("unexpected argument '{secret}' found")), hidden);
+        }
+        for m in [
+            "invalid value 'fast' for '--spool <SPOOL>'",
+            "unexpected argument 'backups/memory-20261201T020000Z.db.age' found",
+            "unexpected argument 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p' found",
+        ] {
+            assert_eq!(hide_secrets(m), m, "ordinary values, file names, public keys and flag names stay");
+        }
+    }
+
+    #[test]
+    fn clap_tips_are_kept_on_the_one_line() {
+        let text = "error: unexpected argument '--keep-lst' found\n\n  tip: a similar argument exists: '--keep-last'\n\nUsage: wm-prune [OPTIONS]\n\nFor more information, try '--help'.\n";
+        assert_eq!(fold(text), "unexpected argument '--keep-lst' found; did you mean '--keep-last'?");
     }
 }

@@ -37,8 +37,39 @@ pub fn open(
         return Err(Error::usage("destination: --to: empty path", Some("give a file name, or - for standard output")));
     }
     if let Some(dir) = to.filter(|p| is_dir(p)) {
+        missing_dir(dir)?;
         let name = prune::name(&series.stem, &Utc::now(), series.ext);
         return Ok(Sink::open_new(&dir.join(name), source)?);
     }
     Ok(Sink::open(to, cancel, terminal_ok, source)?)
+}
+
+/// `--to nodir/` where no such directory exists: say how to get one.
+fn missing_dir(dir: &Path) -> Result<(), Error> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(MissingDir(dir.to_path_buf()).into()),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug)]
+struct MissingDir(std::path::PathBuf);
+
+impl std::fmt::Display for MissingDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "destination directory: {}: no such file or directory", self.0.display())
+    }
+}
+
+impl std::error::Error for MissingDir {}
+
+impl wmbackup::stop::Failure for MissingDir {
+    fn hint(&self) -> Option<wmbackup::stop::Hint> {
+        let dir = self.0.display().to_string();
+        let file = dir.trim_end_matches('/');
+        Some(
+            format!("create it first (mkdir -p {file}), or drop the trailing slash to write a file named {file}")
+                .into(),
+        )
+    }
 }
