@@ -132,6 +132,33 @@ macro_rules! outcome {
 }
 outcome!(Failed, Backup, Prune);
 
+/// A report whose own type has no `tool`, `version` and `exit` (wm-verify's
+/// [`Verification`], wm-restore's [`Restoration`]): those three first, then
+/// the report's own keys, in one flat object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tagged<T> {
+    pub tool: String,
+    pub version: String,
+    pub exit: u8,
+    #[serde(flatten)]
+    pub report: T,
+}
+
+impl Outcome for Tagged<Verification> {
+    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
+        self.exit = exit;
+        self.report.restorable = exit == 0;
+        self.report.error = error;
+    }
+}
+
+impl Outcome for Tagged<Restoration> {
+    fn set_outcome(&mut self, exit: u8, error: Option<String>) {
+        self.exit = exit;
+        self.report.error = error;
+    }
+}
+
 /// `--json` of a run that failed before it made anything: the tool, its
 /// exit status and the one-line error (usage errors included).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

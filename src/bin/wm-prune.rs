@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use common::{count, human, note, seconds, stderr_is_terminal, Common};
+use common::{count, human, note, seconds, Common};
+use json::Place;
 use keep::KeepArgs;
 use wmbackup::clock::Utc;
 use wmbackup::prune::{self, BackupDir, Listing, PruneError};
@@ -47,7 +48,7 @@ struct Cli {
     #[arg(short, long, conflicts_with = "quiet")]
     verbose: bool,
 
-    /// Print one JSON object on standard error instead of the summary (also on failure)
+    /// Print one JSON object on standard output instead of the names and the summary (also on failure)
     #[arg(long)]
     json: bool,
 
@@ -64,8 +65,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
-    json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
+    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect(), false);
+    json::main_with(PROG, cli.json, Place::Stdout, |cancel, report| run(&cli, cancel, report))
 }
 
 fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Error> {
@@ -130,7 +131,7 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
     if cli.verbose && !cli.json {
         explain(&listing, &plan);
     }
-    let summary = stderr_is_terminal() && !cli.json && !cli.quiet;
+    let summary = !cli.json && !cli.quiet;
     // Sizes for the summary, taken before anything is deleted.
     let size_of: Vec<(String, u64)> = match &dir {
         Some(d) if summary => dropped.iter().map(|n| (n.to_string(), size(d.path(), n))).collect(),
@@ -151,8 +152,11 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
         r.finished = Utc::now().rfc3339();
         r.seconds = report::seconds_since(started);
     }
-    // What was deleted is said even when a later deletion failed.
-    print_names(&printed)?;
+    // What was deleted is said even when a later deletion failed; under
+    // --json, in the report.
+    if !cli.json {
+        print_names(&printed)?;
+    }
     result?;
     if summary {
         let size = match &dir {

@@ -7,6 +7,8 @@ mod common;
 mod db;
 #[path = "part/input.rs"]
 mod input;
+#[path = "part/json.rs"]
+mod json;
 #[path = "part/progress.rs"]
 mod progress;
 #[path = "part/spool.rs"]
@@ -16,12 +18,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use backup::{print_json, ReadArgs, Reading};
+use backup::{ReadArgs, Reading};
 use clap::Parser;
 use common::{count, human, note, seconds, Common};
+use json::Place;
 use progress::ProgressBar;
 use wmbackup::age::open::Key;
-use wmbackup::report::Restoration;
+use wmbackup::report::{Restoration, Tagged};
 use wmbackup::restore::{self, RestoreError};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
@@ -68,7 +71,11 @@ struct Cli {
     #[arg(long)]
     json: bool,
 
-    /// No report on stderr, only errors
+    /// Say on stderr what was kept, moved and verified, beside the summary line
+    #[arg(short, long, conflicts_with = "quiet")]
+    verbose: bool,
+
+    /// No summary on stderr, only errors
     #[arg(short, long)]
     quiet: bool,
 
@@ -81,11 +88,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
-    common::main_with(PROG, |cancel| run(&cli, cancel))
+    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect(), false);
+    json::main_with(PROG, cli.json, Place::Stdout, |cancel, report| run(&cli, cancel, report))
 }
 
-fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
+fn run(cli: &Cli, cancel: &Cancel, tagged: &mut Option<Tagged<Restoration>>) -> Result<(), Error> {
     let started = Instant::now();
     let target = db::resolve(cli.db.as_deref(), cli.env_file.as_deref(), PROG, cli.quiet, resolve::resolve_db_target)?;
     let Reading { name, identities, input, opts: vopts } = cli.read.open(cli.backup.as_deref(), cancel, PIPE_HINT)?;
@@ -101,17 +108,24 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let (mut report, result) = restore::restore(input, Key::Identities(&identities), &target, &opts, &run);
     drop(bar);
     report.backup = name.clone();
+    // The verification is the one wm-verify would report for this backup:
+    // restorable when it was verified whole, whatever happened after.
+    let v = &mut report.verification;
+    v.backup = name.clone();
+    v.restorable = !matches!(result, Err(RestoreError::Verify(_))) && v.integrity_check.as_deref() == Some("ok");
     let result = result.map_err(|e| match e {
         RestoreError::Verify(v) => Error::about(&name, v),
         other => Error::from(other),
     });
-    if cli.json && !matches!(result, Err(Error::Stopped(_))) {
-        report.error = result.as_ref().err().map(|e| e.to_string());
-        print_json(&report)?;
-    }
+    let report = &tagged.insert(Tagged { tool: PROG.into(), version: json::version(), exit: 0, report }).report;
     result?;
     if !cli.json {
-        note(PROG, cli.quiet, &human_report(&report, started));
+        let text = human_report(report, started);
+        let text = match text.split_once('\n') {
+            Some((first, _)) if !cli.verbose => first.to_string(),
+            _ => text,
+        };
+        note(PROG, cli.quiet, &text);
     }
     Ok(())
 }

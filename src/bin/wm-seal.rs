@@ -7,13 +7,16 @@ mod input;
 mod json;
 #[path = "part/sink.rs"]
 mod sink;
+#[path = "part/verbose.rs"]
+mod verbose;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{ArgGroup, Parser};
-use common::{count, human, note, seconds, stderr_is_terminal, Common};
+use common::{count, human, note, seconds, Common};
+use json::Place;
 use wmbackup::age::recipients;
 use wmbackup::age::seal::{self, StreamOptions};
 use wmbackup::clock::Utc;
@@ -34,7 +37,7 @@ const PROG: &str = "wm-seal";
     name = PROG,
     version,
     group(ArgGroup::new("who").required(true).multiple(true).args(["recipient", "recipients_file"])),
-    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nExamples:\n  wm-snapshot | wm-seal -r keys.txt --to memory.db.age\n  wm-snapshot | wm-seal -r age1... | rclone rcat remote:memory.db.age\n\nSee wm-seal(1)."
+    after_help = "Restore with wm-restore, which verifies the backup first and keeps the database it replaces:\n  wm-restore -i identity.txt memory.db.age\n\nExamples:\n  wm-snapshot | wm-seal -r keys.txt --to memory.db.age\n  wm-snapshot | wm-seal -r age1... | rclone rcat remote:memory.db.age\n\nSee wm-seal(1)."
 )]
 struct Cli {
     /// Encrypt to RECIPIENT: an existing recipients file, else an age1... or ssh-ed25519/ssh-rsa public key (repeatable)
@@ -65,9 +68,13 @@ struct Cli {
     #[arg(long)]
     allow_empty: bool,
 
-    /// Print one JSON object on standard error instead of the summary (also on failure)
+    /// Print one JSON object instead of the summary (also on failure): on standard output, or on standard error when the backup goes there
     #[arg(long)]
     json: bool,
+
+    /// Also say on stderr who can decrypt (recipient types and fingerprints) and the SHA-256 written
+    #[arg(short, long, conflicts_with = "quiet")]
+    verbose: bool,
 
     /// No summary on stderr, only errors
     #[arg(short, long)]
@@ -78,8 +85,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
-    json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
+    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect(), true);
+    let place = Place::for_data(true, cli.to.as_deref());
+    json::main_with(PROG, cli.json, place, |cancel, report| run(&cli, cancel, report))
 }
 
 fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Error> {
@@ -100,12 +108,12 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
     let opts = StreamOptions { armor: cli.armor, raw: cli.raw, allow_empty: cli.allow_empty };
     let mut input = CancelRead::new(input, cancel);
     let run = Run::new(cancel.clone(), Progress::disabled());
-    let out = Hashing::new(sink, cli.json);
+    let out = Hashing::new(sink, cli.json || cli.verbose);
     let (out, stats) = seal::seal_stream(&mut input, "standard input", out, &recipients, opts, &run)
         .map_err(|e| Error::seal(e, &target))?;
     let (sink, sha256) = out.finish();
     sink.commit()?;
-    *report = Some(Backup {
+    let r = report.insert(Backup {
         tool: PROG.into(),
         version: json::version(),
         started: started_at.rfc3339(),
@@ -120,7 +128,10 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
         warnings: collected.warnings,
         ..Backup::default()
     });
-    if stderr_is_terminal() && !cli.json {
+    if cli.verbose && !cli.json {
+        verbose::backup(PROG, r);
+    }
+    if !cli.json {
         note(
             PROG,
             cli.quiet,

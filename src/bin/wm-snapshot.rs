@@ -11,6 +11,8 @@ mod sink;
 mod snapshot_args;
 #[path = "part/spool.rs"]
 mod spool;
+#[path = "part/verbose.rs"]
+mod verbose;
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -18,7 +20,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use common::{count, human, note, seconds, stderr_is_terminal, Common};
+use common::{count, human, note, seconds, Common};
+use json::Place;
 use snapshot_args::SnapshotArgs;
 use wmbackup::clock::Utc;
 use wmbackup::hash::Hashing;
@@ -47,9 +50,13 @@ struct Cli {
     #[arg(long, short = 'o', visible_alias = "output", value_name = "PATH")]
     to: Option<PathBuf>,
 
-    /// Print one JSON object on standard error instead of the summary (also on failure)
+    /// Print one JSON object instead of the summary (also on failure): on standard output, or on standard error when the snapshot goes there
     #[arg(long)]
     json: bool,
+
+    /// Also say on stderr what the source was, how it was copied, and the SHA-256 written
+    #[arg(short, long, conflicts_with = "quiet")]
+    verbose: bool,
 
     /// No notices or summary on stderr, only errors
     #[arg(short, long)]
@@ -60,8 +67,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
-    json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
+    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect(), true);
+    let place = Place::for_data(true, cli.to.as_deref());
+    json::main_with(PROG, cli.json, place, |cancel, report| run(&cli, cancel, report))
 }
 
 fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Error> {
@@ -76,12 +84,12 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
     let sink = sink::open(cli.to.as_deref(), cancel, false, Some(&db), &series)?;
     let target = sink.target();
     let mut source = Source::open(&db, cli.snap.busy_timeout(), Knob::Database)?;
-    let source_info = match cli.json {
+    let source_info = match cli.json || cli.verbose {
         true => Some(source.info()?),
         false => None,
     };
     let run = Run::new(cancel.clone(), Progress::disabled());
-    let mut out = BufWriter::with_capacity(IO_CHUNK, Hashing::new(sink, cli.json));
+    let mut out = BufWriter::with_capacity(IO_CHUNK, Hashing::new(sink, cli.json || cli.verbose));
     let snap = snapshot::snapshot(&mut source, &opts, &run, &mut out).map_err(|e| Error::snapshot(e, &target))?;
     let (sink, sha256) = out.into_inner().map_err(|e| Error::writing(&target, e.into_error()))?.finish();
     sink.commit()?;
@@ -95,7 +103,7 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
         note(PROG, quiet, &text);
         warnings.push(text);
     }
-    *report = Some(Backup {
+    let r = report.insert(Backup {
         tool: PROG.into(),
         version: json::version(),
         started: started_at.rfc3339(),
@@ -110,7 +118,10 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
         warnings,
         ..Backup::default()
     });
-    if stderr_is_terminal() && !cli.json {
+    if cli.verbose && !cli.json {
+        verbose::backup(PROG, r);
+    }
+    if !cli.json {
         note(
             PROG,
             cli.quiet,

@@ -5,6 +5,8 @@ mod backup;
 mod common;
 #[path = "part/input.rs"]
 mod input;
+#[path = "part/json.rs"]
+mod json;
 #[path = "part/progress.rs"]
 mod progress;
 #[path = "part/spool.rs"]
@@ -14,12 +16,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use backup::{print_json, ReadArgs, Reading};
+use backup::{ReadArgs, Reading};
 use clap::Parser;
 use common::{count, human, note, seconds, Common};
+use json::Place;
 use progress::ProgressBar;
 use wmbackup::age::open::Key;
-use wmbackup::report::Verification;
+use wmbackup::report::{Tagged, Verification};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
 use wmbackup::verify;
@@ -57,7 +60,11 @@ struct Cli {
     #[arg(long)]
     json: bool,
 
-    /// No report on stderr, only errors
+    /// Say on stderr what was checked: the age file, the database, every table's rows
+    #[arg(short, long, conflicts_with = "quiet")]
+    verbose: bool,
+
+    /// No summary on stderr, only errors
     #[arg(short, long)]
     quiet: bool,
 
@@ -70,11 +77,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
-    common::main_with(PROG, |cancel| run(&cli, cancel))
+    let cli: Cli = json::parse_args(PROG, std::env::args_os().collect(), false);
+    json::main_with(PROG, cli.json, Place::Stdout, |cancel, report| run(&cli, cancel, report))
 }
 
-fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
+fn run(cli: &Cli, cancel: &Cancel, tagged: &mut Option<Tagged<Verification>>) -> Result<(), Error> {
     let started = Instant::now();
     let Reading { name, identities, input, opts } = cli.read.open(cli.backup.as_deref(), cancel, PIPE_HINT)?;
 
@@ -89,19 +96,24 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
         None => Ok(()),
     });
     drop(bar);
-    if cli.json && !matches!(result, Err(Error::Stopped(_))) {
-        report.restorable = result.is_ok();
-        report.error = result.as_ref().err().map(|e| e.to_string());
-        print_json(&report)?;
-    }
+    report.restorable = result.is_ok();
+    let report = &tagged.insert(Tagged { tool: PROG.into(), version: json::version(), exit: 0, report }).report;
     result?;
     if !cli.json {
-        note(PROG, cli.quiet, &human_report(&name, &report, started));
+        note(PROG, cli.quiet, &summary(human_report(&name, report, started), cli.verbose));
     }
     Ok(())
 }
 
-/// The summary on stderr: what was checked, and every table's rows.
+/// The first line of `text`, or with `-v` all of it.
+fn summary(text: String, verbose: bool) -> String {
+    match text.split_once('\n') {
+        Some((first, _)) if !verbose => first.to_string(),
+        _ => text,
+    }
+}
+
+/// The report on stderr: a summary line, then what was checked, and every table's rows.
 fn human_report(name: &str, r: &Verification, started: Instant) -> String {
     let mut s = format!("{name}: restorable (verified in {})", seconds(started.elapsed()));
     if let Some(opened_by) = &r.opened_by {

@@ -15,6 +15,8 @@ mod sink;
 mod snapshot_args;
 #[path = "part/spool.rs"]
 mod spool;
+#[path = "part/verbose.rs"]
+mod verbose;
 
 use std::ffi::OsString;
 use std::io::BufReader;
@@ -24,6 +26,7 @@ use std::time::Instant;
 
 use clap::{ArgGroup, CommandFactory, Parser};
 use common::{count, human, note, seconds, Common};
+use json::Place;
 use keep::KeepArgs;
 use progress::ProgressBar;
 use snapshot_args::SnapshotArgs;
@@ -53,7 +56,7 @@ const PROG: &str = "workmem-backup";
     name = PROG,
     version,
     group(ArgGroup::new("who").required(true).multiple(true).args(["age_recipient", "recipients_file"])),
-    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nOnly the database named (--db, MEMORY_DB_PATH or the default) is backed up;\nback up project databases with a second run and --db.\n\nA history, pruned after each backup, with metrics for Prometheus:\n  workmem-backup -q --to /backups/ -R recipients.txt --keep-daily 7 --keep-weekly 4 \\\n      --metrics-file /var/lib/node_exporter/workmem_backup.prom\n\nSee workmem-backup(1)."
+    after_help = "Restore with wm-restore, which verifies the backup first and keeps the database it replaces:\n  wm-restore -i identity.txt memory.db.age\n\nOnly the database named (--db, MEMORY_DB_PATH or the default) is backed up;\nback up project databases with a second run and --db.\n\nA history, pruned after each backup, with metrics for Prometheus:\n  workmem-backup -q --to /backups/ -R recipients.txt --keep-daily 7 --keep-weekly 4 \\\n      --metrics-file /var/lib/node_exporter/workmem_backup.prom\n\nSee workmem-backup(1)."
 )]
 struct Cli {
     /// Destination file, e.g. memory.db.age; a directory (DIR/) gets a new STEM-YYYYMMDDTHHMMSSZ.db.age; - is standard output
@@ -88,9 +91,13 @@ struct Cli {
     #[command(flatten)]
     keep: KeepArgs,
 
-    /// Print one JSON object on standard error instead of the summary (also on failure)
+    /// Print one JSON object instead of the summary (also on failure): on standard output, or on standard error with --to -
     #[arg(long)]
     json: bool,
+
+    /// Also say on stderr what the source was, how it was copied, who can decrypt, and the SHA-256 written
+    #[arg(short, long, conflicts_with = "quiet")]
+    verbose: bool,
 
     /// Write the run's outcome for node_exporter's textfile collector to PATH (atomically, mode 0644)
     #[arg(long, value_name = "PATH")]
@@ -109,8 +116,9 @@ fn main() -> ExitCode {
     let long: Vec<&str> = long.iter().map(String::as_str).collect();
     let takes_value: Vec<&str> = takes_value.iter().map(String::as_str).collect();
     let args = accept_go_style(std::env::args_os(), &long, &takes_value);
-    let cli: Cli = json::parse_args(PROG, args);
-    json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
+    let cli: Cli = json::parse_args(PROG, args, true);
+    let place = Place::for_data(true, Some(&cli.to));
+    json::main_with(PROG, cli.json, place, |cancel, report| run(&cli, cancel, report))
 }
 
 /// The backup, then the metrics file whatever the outcome. `report` is
@@ -186,7 +194,7 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
     }
     let target = sink.target();
     let mut source = Source::open(&db, cli.snap.busy_timeout(), Knob::Database)?;
-    let source_info = match cli.json {
+    let source_info = match cli.json || cli.verbose {
         true => Some(source.info()?),
         false => None,
     };
@@ -197,7 +205,7 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
     });
     let run = Run::new(cancel.clone(), progress);
     // The digest costs CPU on the hot path: only when a report carries it.
-    let out = Hashing::new(sink, cli.json);
+    let out = Hashing::new(sink, cli.json || cli.verbose);
     let mut sealer = Sealer::new(out, &recipients, cli.armor).map_err(|e| Error::seal(e, &target))?;
     let snap = snapshot::snapshot(&mut source, &opts, &run, &mut sealer).map_err(|e| Error::snapshot(e, &target))?;
     let (out, stats, file_key) = sealer.finish_with_key().map_err(|e| Error::seal(e, &target))?;
@@ -226,6 +234,9 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
         warnings,
         ..Backup::default()
     });
+    if cli.verbose && !cli.json {
+        verbose::backup(PROG, r);
+    }
     let mut summary = format!(
         "backed up {} to {}: {} encrypted ({} snapshot via {}){}",
         source.path().display(),

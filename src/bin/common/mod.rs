@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::ffi::OsString;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -200,10 +200,6 @@ pub fn say(line: &str) {
     text.push_str(line);
     text.push('\n');
     let _ = io::stderr().write_all(text.as_bytes());
-}
-
-pub fn stderr_is_terminal() -> bool {
-    io::stderr().is_terminal()
 }
 
 /// Human sizes: 1536 -> "1.5 KiB".

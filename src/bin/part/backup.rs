@@ -1,8 +1,7 @@
 //! The age file that wm-verify and wm-restore read: a named file, or
-//! standard input; the flags that say how; and their JSON report on
-//! standard output.
+//! standard input, and the flags that say how.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -88,12 +87,4 @@ impl Backup {
         };
         Ok((Box::new(BufReader::with_capacity(1 << 20, CancelRead::new(file, cancel))), size))
     }
-}
-
-/// The report as one compact JSON object on standard output.
-pub fn print_json(report: &impl serde::Serialize) -> Result<(), Error> {
-    let stdout = Path::new("standard output");
-    let text = serde_json::to_string(report).map_err(|e| Error::writing(stdout, e.into()))?;
-    let mut out = io::stdout().lock();
-    writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| Error::writing(stdout, e))
 }

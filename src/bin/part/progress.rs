@@ -1,13 +1,13 @@
 //! A progress bar on stderr, drawn from the library's shared counters.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use wmbackup::progress::Progress;
 
-use crate::common::{human, stderr_is_terminal};
+use crate::common::human;
 
 /// Draws the library's [`Progress`] on stderr until dropped.
 pub struct ProgressBar {
@@ -18,7 +18,7 @@ pub struct ProgressBar {
 impl ProgressBar {
     /// Only on a terminal and without -q; otherwise a disabled progress.
     pub fn start(quiet: bool, label: fn(&'static str) -> &'static str) -> (Progress, Option<ProgressBar>) {
-        if quiet || !stderr_is_terminal() {
+        if quiet || !io::stderr().is_terminal() {
             return (Progress::disabled(), None);
         }
         let progress = Progress::enabled();
