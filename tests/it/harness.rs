@@ -793,11 +793,25 @@ pub fn the_backup_in(dir: &Path, stem: &str, ext: &str, t0: i64, t1: i64) -> Pat
 /// nothing else on stderr; its keys sorted.
 #[track_caller]
 pub fn json_on_stderr(out: &Out) -> (serde_json::Value, Vec<String>) {
-    let text = out.stderr.strip_suffix('\n').unwrap_or(&out.stderr);
-    assert!(!text.contains('\n'), "one line on stderr: {:?}", out.stderr);
-    assert!(text.starts_with('{') && text.ends_with('}'), "one JSON object, nothing around it: {:?}", out.stderr);
+    one_object(&out.stderr, "stderr")
+}
+
+/// The one JSON object a `--json` run printed on standard output (where the
+/// report goes whenever stdout carries no backup): one line, nothing else
+/// on stdout, nothing on stderr; its keys sorted.
+#[track_caller]
+pub fn json_on_stdout(out: &Out) -> (serde_json::Value, Vec<String>) {
+    assert!(out.stderr.is_empty(), "the report replaces the messages on stderr: {:?}", out.stderr);
+    one_object(&String::from_utf8_lossy(&out.stdout), "stdout")
+}
+
+#[track_caller]
+fn one_object(text: &str, place: &str) -> (serde_json::Value, Vec<String>) {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    assert!(!text.contains('\n'), "one line on {place}: {text:?}");
+    assert!(text.starts_with('{') && text.ends_with('}'), "one JSON object, nothing around it, on {place}: {text:?}");
     let v: serde_json::Value =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("one JSON object on stderr: {e}: {text:?}"));
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("one JSON object on {place}: {e}: {text:?}"));
     let mut keys: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
     keys.sort();
     (v, keys)
@@ -811,11 +825,13 @@ pub fn sorted_keys(keys: &[&str]) -> Vec<String> {
 }
 
 /// A failure as `--json` reports it: exactly tool, version, exit, error;
-/// the exit status also the process's; the error saying `needle`.
+/// the exit status also the process's; the error saying `needle`. On
+/// standard output, or on standard error when the command line sent the
+/// backup to standard output (then stdout is empty: nothing was made).
 #[track_caller]
 pub fn assert_json_failure(out: &Out, prog: &str, code: i32, needle: &str) {
     assert_eq!(out.code(), code, "exit code; stderr: {}", out.stderr);
-    let (v, keys) = json_on_stderr(out);
+    let (v, keys) = if out.stdout.is_empty() { json_on_stderr(out) } else { json_on_stdout(out) };
     assert_eq!(keys, sorted_keys(&["tool", "version", "exit", "error"]), "a failure's keys: {v}");
     assert_eq!(v["tool"], prog, "{v}");
     assert_eq!(v["exit"], code, "{v}");

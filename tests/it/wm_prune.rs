@@ -75,7 +75,13 @@ fn without_delete_it_prints_what_the_policy_drops_and_changes_nothing() {
     let out = fx.prune(&["--keep-last", "3", "bk"]);
     out.ok();
     assert_eq!(lines(&out), names[..7].to_vec(), "the dropped names, oldest first");
-    assert!(out.stderr.is_empty(), "nothing on stderr when it is not a terminal: {}", out.stderr);
+    // One summary line on stderr, terminal or not (a cron log shows the run); none with -q.
+    assert_eq!(
+        out.stderr.lines().collect::<Vec<_>>(),
+        ["wm-prune: bk: 10 backups: 3 kept, 7 to drop, 210 B (printed; --delete deletes them), in 0.00 s"]
+    );
+    let quiet = fx.prune(&["--keep-last", "3", "-q", "bk"]);
+    assert_eq!((quiet.stdout, quiet.stderr.as_str()), (out.stdout.clone(), ""), "-q: the names only");
     assert_unchanged(&before, &fx.d.tree(), "a run without --delete");
 }
 
@@ -125,7 +131,7 @@ fn hidden_temporary_and_other_names_are_never_counted_or_touched() {
     let before = fx.d.tree();
     let out = fx.prune(&["--keep-last", "1", "--delete", "--json", "bk"]);
     out.ok();
-    let (v, _) = json_on_stderr(&out);
+    let (v, _) = json_on_stdout(&out);
     assert_eq!(v["backups"], 3, "only the three backups are counted: {v}");
     let after = fx.d.tree();
     let gone: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
@@ -160,13 +166,15 @@ fn verbose_says_which_rules_keep_each_backup_and_what_was_not_counted() {
     out.ok();
     let err: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(
-        err,
+        err[..3],
         [
             format!("wm-prune: keep {} (last, daily)", daily(3)).as_str(),
             format!("wm-prune: keep {} (daily)", daily(2)).as_str(),
             "wm-prune: skip memory-20260230T063000Z.db.age: named like a backup, but its date or time cannot exist; never counted or deleted",
-        ]
+        ],
+        "the detail, then the summary"
     );
+    assert!(err.len() == 4 && err[3].starts_with("wm-prune: bk: 3 backups: 2 kept, 1 to drop"), "{err:?}");
     assert_eq!(lines(&out), [daily(1)]);
 }
 
@@ -216,9 +224,9 @@ fn a_symlink_named_like_a_backup_is_counted_and_only_the_link_is_ever_deleted() 
     symlink(&elsewhere, fx.bk().join(daily(1))).unwrap();
     let out = fx.prune(&["--keep-last", "1", "--json", "bk"]);
     out.ok();
-    let (v, _) = json_on_stderr(&out);
+    let (v, _) = json_on_stdout(&out);
     assert_eq!(v["backups"], 3, "the link is counted: {v}");
-    assert_eq!(lines(&out), [daily(1), daily(2)]);
+    assert_eq!(v["dropped"], serde_json::json!([daily(1), daily(2)]));
     let out = fx.prune(&["--keep-last", "1", "--delete", "bk"]);
     out.ok();
     assert_eq!(fx.left(), [daily(3)]);
@@ -242,8 +250,8 @@ fn json_report_has_the_documented_keys_rules_drops_and_deletions() {
     let fx = Fx::new(&[daily(1), daily(2), daily(3)]);
     let out = fx.prune(&["--keep-last", "1", "--keep-within", "1d", "--delete", "--json", "bk"]);
     out.ok();
-    assert_eq!(lines(&out), [daily(1), daily(2)], "stdout still carries the names");
-    let (v, keys) = json_on_stderr(&out);
+    // The names are in the report, which stdout carries alone.
+    let (v, keys) = json_on_stdout(&out);
     assert_eq!(keys, sorted_keys(&PRUNE_KEYS), "{v}");
     assert_eq!(v["tool"], PROG);
     assert_eq!(v["exit"], 0);

@@ -223,7 +223,7 @@ fn a_dry_run_verifies_says_what_it_would_do_and_changes_nothing() {
     let fx = Fx::new(true);
     std::fs::write(fx.d.join("memory.db-wal"), b"").unwrap();
     let before = fx.d.tree();
-    let out = fx.restore(&["--dry-run", "memory.db.age"]).go();
+    let out = fx.restore(&["--dry-run", "-v", "memory.db.age"]).go();
     out.ok();
     for needle in ["would restore", "would keep", "memory.db.pre-restore-", "nothing was changed", "integrity_check ok"]
     {
@@ -353,7 +353,7 @@ fn a_restore_killed_while_keeping_leaves_names_the_next_run_removes() {
     // As a run killed between its links leaves them: other names of the live journals.
     std::fs::hard_link(fx.d.join("memory.db-wal"), fx.d.join("memory.db.pre-restore-20200101T000000Z-wal")).unwrap();
     std::fs::hard_link(fx.d.join("memory.db-shm"), fx.d.join("memory.db.pre-restore-20200101T000000Z-shm")).unwrap();
-    let out = fx.restore(&["memory.db.age"]).go();
+    let out = fx.restore(&["-v", "memory.db.age"]).go();
     out.ok();
     assert!(out.stderr.contains("cleaned"), "{}", out.stderr);
     assert!(!names(&fx.d).iter().any(|n| n.contains("20200101")), "{:?}", names(&fx.d));

@@ -961,7 +961,7 @@ fn an_unsupported_ssh_key_in_a_recipients_file_is_skipped_with_a_warning_as_age_
     let data = bytes(5000, 8);
     let out = run(WM_SEAL, &d).args(["-R", "mixed.txt", "--to", "out.age"]).stdin(data.clone()).go();
     out.ok();
-    assert_eq!(out.stderr.lines().count(), 1, "one warning: {}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 2, "one warning, then the summary: {}", out.stderr);
     for needle in ["warning", "mixed.txt", "ecdsa-sha2-nistp256", "line 2"] {
         assert!(out.stderr.contains(needle), "the warning says {needle:?}: {}", out.stderr);
     }
@@ -1129,12 +1129,12 @@ fn stem_is_refused_without_a_directory_or_when_it_makes_no_backup_name() {
 }
 
 #[test]
-fn json_report_on_stderr_has_the_sha256_of_the_file_and_no_source() {
+fn json_report_on_stdout_has_the_sha256_of_the_file_and_no_source() {
     let fx = Fx::new();
     let input = bytes(200_000, 3);
     let out = fx.seal(&["--to", "s.age", "--json", "--raw"], &input);
     out.ok();
-    let (v, keys) = json_on_stderr(&out);
+    let (v, keys) = json_on_stdout(&out);
     assert_eq!(keys, sorted_keys(&BACKUP_KEYS), "{v}");
     let file = fx.d.join("s.age");
     assert_eq!(v["tool"], PROG);
@@ -1145,8 +1145,11 @@ fn json_report_on_stderr_has_the_sha256_of_the_file_and_no_source() {
         assert_eq!(v[k], serde_json::Value::Null, "{k}: wm-seal has none: {v}");
     }
     assert_eq!(v["recipients"][0]["fingerprint"], &sha256(fx.r.as_bytes())[..8]);
-    // A failure is one object too, and stdout stays empty.
+    // A failure is one object too, on stdout; without --to, on stderr.
     let out = fx.seal(&["--to", "e.age", "--json"], b"");
     assert_json_failure(&out, PROG, 1, "empty (0 bytes)");
-    assert!(out.stdout.is_empty());
+    assert!(!out.stdout.is_empty() && out.stderr.is_empty());
+    let out = fx.seal(&["--json"], b"");
+    assert_json_failure(&out, PROG, 1, "empty (0 bytes)");
+    assert!(out.stdout.is_empty(), "stdout is where the backup would have gone");
 }

@@ -82,9 +82,20 @@ fn checked(d: &Dir, r: Run, what: &str) -> Out {
     out
 }
 
+/// `args` with `-v` first, unless they ask for `-q`.
+fn verbose<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    match args.iter().any(|a| *a == "-q" || *a == "--quiet") {
+        true => args.to_vec(),
+        false => [&["-v"], args].concat(),
+    }
+}
+
 /// The keys of the JSON report, as wm-verify(1) lists them; what was not
 /// reached is null, never missing.
-const JSON_KEYS: [&str; 16] = [
+const JSON_KEYS: [&str; 19] = [
+    "tool",
+    "version",
+    "exit",
     "backup",
     "restorable",
     "error",
@@ -198,13 +209,20 @@ impl Fx {
     }
 
     /// `wm-verify ARGS` (no implicit identity), checked for files left behind.
+    /// With `-v` (the detail the assertions read) unless the test says `-q`.
     fn verify_as(&self, args: &[&str]) -> Out {
-        checked(&self.d, run(WM_VERIFY, &self.d).args(args), &format!("wm-verify {args:?}"))
+        let args = verbose(args);
+        checked(&self.d, run(WM_VERIFY, &self.d).args(&args), &format!("wm-verify {args:?}"))
     }
 
     /// `wm-verify ARGS < data`, checked for files left behind.
     fn verify_stdin(&self, args: &[&str], data: &[u8]) -> Out {
-        checked(&self.d, run(WM_VERIFY, &self.d).args(args).stdin(data.to_vec()), &format!("wm-verify {args:?} < data"))
+        let args = verbose(args);
+        checked(
+            &self.d,
+            run(WM_VERIFY, &self.d).args(&args).stdin(data.to_vec()),
+            &format!("wm-verify {args:?} < data"),
+        )
     }
 
     /// The human report of a good backup: restorable, and the tables with their row counts.
@@ -550,7 +568,7 @@ fn against_the_live_database_reports_the_row_differences() {
         assert!(tables.contains(&entry), "tables has {entry}: {v}");
     }
     // The human report says it too, and still succeeds.
-    let out = run(WM_VERIFY, &fx.d).args(["-i", "id.txt", "--against", DB, BACKUP]).go();
+    let out = run(WM_VERIFY, &fx.d).args(["-v", "-i", "id.txt", "--against", DB, BACKUP]).go();
     fx.assert_restorable(&out, "--against, human");
 }
 
@@ -567,16 +585,20 @@ fn json_report_of_a_failed_verification_is_one_object_saying_why() {
 }
 
 #[test]
-fn json_usage_errors_print_nothing_on_stdout() {
+fn json_usage_errors_are_one_failure_object_on_stdout() {
     let fx = Fx::new();
-    for args in [
-        vec!["--json", BACKUP],
-        vec!["--json", "-i", "-"],
-        vec!["--json", "-i", "id.txt", "--spool", "nowhere", BACKUP],
+    for (args, needle) in [
+        (vec!["--json", BACKUP], "--identity <FILE>"),
+        (vec!["--json", "-i", "-"], "cannot both come from standard input"),
+        (vec!["--json", "-i", "id.txt", "--spool", "nowhere", BACKUP], "'nowhere'"),
     ] {
         let out = fx.verify_as(&args);
         assert_eq!(out.code(), 2, "{args:?}: usage error; stderr: {}", out.stderr);
-        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout: {:?}", String::from_utf8_lossy(&out.stdout));
+        assert!(out.stderr.is_empty(), "{args:?}: the report replaces the message: {}", out.stderr);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: one object: {e}"));
+        assert_eq!(keys_of(&v), sorted(&["tool", "version", "exit", "error"]), "{v}");
+        assert_eq!((v["tool"].as_str(), v["exit"].as_i64()), (Some("wm-verify"), Some(2)), "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains(needle)), "{args:?}: {v}");
     }
 }
 

@@ -832,7 +832,7 @@ fn quiet_leaves_stderr_empty_otherwise_one_summary_line_and_stdout_always_empty(
 }
 
 #[test]
-fn help_shows_the_flags_and_the_restore_one_liner() {
+fn help_shows_the_flags_and_points_to_wm_restore() {
     let d = Dir::new();
     let out = run(WORKMEM_BACKUP, &d).args(["--help"]).go();
     out.ok();
@@ -853,7 +853,8 @@ fn help_shows_the_flags_and_the_restore_one_liner() {
     ] {
         assert!(help.contains(flag), "--help documents {flag}");
     }
-    assert!(help.contains("age -d"), "--help shows the restore one-liner:\n{help}");
+    assert!(help.contains("wm-restore -i identity.txt"), "--help points to wm-restore:\n{help}");
+    assert!(!help.contains("age -d"), "--help never shows the restore that loses data:\n{help}");
 }
 
 #[test]
@@ -1323,7 +1324,7 @@ fn keep_prunes_only_its_own_series_once_the_new_backup_is_in_place() {
     let t0 = unix_now();
     let out = fx.run(&["--to", "bk/", "--keep-last", "3", "--verify", "--json"]).go();
     out.ok();
-    let (v, _) = json_on_stderr(&out);
+    let (v, _) = json_on_stdout(&out);
     assert_eq!(v["pruned"], serde_json::json!(old[..3]), "the oldest of its series, oldest first: {v}");
     assert_eq!(v["verified"], true);
     let mut left: Vec<String> = std::fs::read_dir(fx.d.join("bk"))
@@ -1377,8 +1378,7 @@ fn json_report_has_every_documented_key_and_the_sha256_of_the_file_as_written() 
     let fx = Fx::new(300_000, true);
     let out = fx.run(&["--to", "b.age", "--json", "--verify"]).go();
     out.ok();
-    assert!(out.stdout.is_empty(), "stdout stays empty");
-    let (v, keys) = json_on_stderr(&out);
+    let (v, keys) = json_on_stdout(&out);
     assert_eq!(keys, sorted_keys(&BACKUP_KEYS), "{v}");
     let file = fx.d.join("b.age");
     assert_eq!(v["tool"], PROG);

@@ -105,7 +105,19 @@ fn fold(text: &str) -> String {
                 None => line.strip_prefix("tip: ").unwrap_or(line).to_string(),
             },
         };
-        parts.push(hide_secrets(&part));
+        let part = hide_secrets(&part);
+        // "required arguments were not provided:" continues on the next lines.
+        match parts.last_mut() {
+            Some(last) if last.ends_with(':') => {
+                last.push(' ');
+                last.push_str(&part);
+            }
+            Some(last) if last.contains(": ") && !part.contains(' ') => {
+                last.push_str(", ");
+                last.push_str(&part);
+            }
+            _ => parts.push(part),
+        }
     }
     if parts.is_empty() {
         "invalid arguments".into()
@@ -257,5 +269,7 @@ mod tests {
     fn clap_tips_are_kept_on_the_one_line() {
         let text = "error: unexpected argument '--keep-lst' found\n\n  tip: a similar argument exists: '--keep-last'\n\nUsage: wm-prune [OPTIONS]\n\nFor more information, try '--help'.\n";
         assert_eq!(fold(text), "unexpected argument '--keep-lst' found; did you mean '--keep-last'?");
+        let text = "error: the following required arguments were not provided:\n  --identity <FILE>\n  --to <PATH>\n\nUsage: x\n";
+        assert_eq!(fold(text), "the following required arguments were not provided: --identity <FILE>, --to <PATH>");
     }
 }
