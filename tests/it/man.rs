@@ -248,7 +248,7 @@ fn an_error_line_is_one_write_so_shared_logs_never_interleave_mid_line() {
         (env!("CARGO_BIN_EXE_wm-snapshot"), &["--db", "missing.db", "--to", "x.db"]),
         (env!("CARGO_BIN_EXE_wm-seal"), &["-r", "missing.txt", "--to", "x.age"]),
         (env!("CARGO_BIN_EXE_workmem-backup"), &["--db", "missing.db", "--to", "x.age", "-r", "missing.txt"]),
-        (env!("CARGO_BIN_EXE_workmem-backup"), &["--json", "--db", "missing.db", "--to", "x.age", "-r", "k"]),
+        (env!("CARGO_BIN_EXE_workmem-backup"), &["--json", "--db", "missing.db", "--to", "-", "-r", "k"]),
         (env!("CARGO_BIN_EXE_wm-verify"), &["-i", "missing.txt", "missing.age"]),
         (env!("CARGO_BIN_EXE_wm-restore"), &["-i", "missing.txt", "--db", "m.db", "missing.age"]),
         (env!("CARGO_BIN_EXE_wm-prune"), &["--keep-last", "2", "missing-dir"]),
