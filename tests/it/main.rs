@@ -8,6 +8,7 @@ mod fixture;
 mod harness;
 
 mod interop_pq;
+mod json_schema;
 mod launchd;
 mod man;
 mod powerloss;
