@@ -11,6 +11,7 @@ mod interop_pq;
 mod json_schema;
 mod launchd;
 mod man;
+mod messages;
 mod powerloss;
 mod reliability;
 mod reliability_faults;
