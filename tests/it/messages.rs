@@ -25,8 +25,11 @@ fn world() -> World {
     World { d, id, key }
 }
 
+/// A tool's name, its binary, its arguments (`{N}` for a fresh name), its stdin.
+type Case = (&'static str, &'static str, Vec<String>, Option<Vec<u8>>);
+
 /// Every tool's ordinary successful run, as cron would start it.
-fn runs(w: &World) -> Vec<(&'static str, &'static str, Vec<String>, Option<Vec<u8>>)> {
+fn runs(w: &World) -> Vec<Case> {
     let id = w.id.to_str().unwrap().to_string();
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     vec![
