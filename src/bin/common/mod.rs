@@ -93,6 +93,7 @@ fn usage_error(prog: &str, e: clap::Error, report: &dyn Fn(&str)) -> ! {
 /// not repeated.
 fn fold(text: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
+    let mut listing = false;
     for line in text.lines().map(str::trim).take_while(|l| !l.starts_with("Usage:")) {
         if line.is_empty() {
             continue;
@@ -106,17 +107,22 @@ fn fold(text: &str) -> String {
             },
         };
         let part = hide_secrets(&part);
-        // "required arguments were not provided:" continues on the next lines.
+        // "required arguments were not provided:" lists them on the next lines.
+        let listed = part.starts_with('-') || part.starts_with('<');
         match parts.last_mut() {
-            Some(last) if last.ends_with(':') => {
+            Some(last) if last.ends_with(':') && listed => {
                 last.push(' ');
                 last.push_str(&part);
+                listing = true;
             }
-            Some(last) if last.contains(": ") && !part.contains(' ') => {
+            Some(last) if listing && listed => {
                 last.push_str(", ");
                 last.push_str(&part);
             }
-            _ => parts.push(part),
+            _ => {
+                listing = false;
+                parts.push(part);
+            }
         }
     }
     if parts.is_empty() {
