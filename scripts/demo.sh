@@ -32,7 +32,7 @@ echo "   pipeline.db.age: $(size "$work/pipeline.db.age")"
 
 echo "5. wm-verify: each backup decrypted in memory (no plaintext written), integrity_check, FTS5 queries,"
 echo "   every table counted beside the live database:"
-"$bin/wm-verify" -i "$work/identity.txt" --against "$work/memory.db" "$work/memory.db.age"
+"$bin/wm-verify" -v -i "$work/identity.txt" --against "$work/memory.db" "$work/memory.db.age"
 for f in memory.db.age pipeline.db.age; do
 	json=$("$bin/wm-verify" --json -i "$work/identity.txt" --against "$work/memory.db" "$work/$f") ||
 		fail "$f: wm-verify says it does not restore"
@@ -107,7 +107,7 @@ observations() {
 	if have sqlite3; then
 		sqlite3 "$1" 'SELECT count(*) FROM observations'
 	else
-		"$bin/wm-snapshot" --db "$1" | "$bin/wm-seal" -q -r "$recipient" | "$bin/wm-verify" --json -i "$work/identity.txt" |
+		"$bin/wm-snapshot" -q --db "$1" | "$bin/wm-seal" -q -r "$recipient" | "$bin/wm-verify" --json -i "$work/identity.txt" |
 			grep -o '"name":"observations","rows":[0-9]*' | grep -o '[0-9]*$'
 	fi
 }
