@@ -765,7 +765,7 @@ enum Judged {
 }
 
 /// The deadline of one run: a FIFO or anything else must never hang it.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
+const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 fn trial(w: &mut World, tool: Tool, i: u64, f: &mut Figures) {
     let mut rng = fixture::Rng::new(0x5eed ^ (i << 8) ^ tool as u64);
