@@ -7,6 +7,7 @@
 mod fixture;
 mod harness;
 
+mod hostile_dirs;
 mod hostile_race;
 mod interop_pq;
 mod launchd;
