@@ -1138,7 +1138,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// What /proc shows of a running process: its RLIMIT_CORE (soft), and
-/// whether it is dumpable (a process that is not has its /proc directory
+/// whether it is dumpable (a process that is not has its /proc files
 /// owned by root, whatever user it runs as).
 fn core_state(pid: u32) -> (String, bool) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
@@ -1148,7 +1148,8 @@ fn core_state(pid: u32) -> (String, bool) {
         .and_then(|l| l.split_whitespace().nth(4))
         .unwrap_or("?")
         .to_string();
-    let dumpable = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid() != 0).unwrap_or(true);
+    // Not /proc/PID itself: world-readable directories keep the real owner.
+    let dumpable = std::fs::metadata(format!("/proc/{pid}/status")).map(|m| m.uid() != 0).unwrap_or(true);
     (soft, dumpable)
 }
 
@@ -1309,6 +1310,46 @@ fn a_tool_aborted_while_it_holds_plaintext_and_an_identity_leaves_no_core_holdin
     } else {
         // No core can be read here: prove that none could be made.
         assert_eq!(core_limit, "0", "wm-verify's RLIMIT_CORE must be 0 (/proc/{pid}/limits)");
-        assert!(!dumpable, "wm-verify must not be dumpable (/proc/{pid} owned by root)");
+        assert!(!dumpable, "wm-verify must not be dumpable (/proc/{pid}/status owned by root)");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One case the racer found, kept as a plain test.
+
+/// `--to NAME` where NAME is the other user's symlink to a directory
+/// outside: not a directory destination (which would put a new
+/// timestamped file in the directory it points to), but a link the run
+/// does not own, refused like any other.
+#[test]
+fn another_users_link_to_a_directory_is_not_taken_for_a_to_directory() {
+    if !root_or_skip() {
+        return;
+    }
+    let w = World::new();
+    let link = w.work.join("out.age");
+    let cases: [(&str, Vec<String>, bool); 3] = [
+        (WM_SEAL, vec!["--raw".into(), "-r".into(), w.recipient.clone()], true),
+        (WORKMEM_BACKUP, vec!["-r".into(), w.recipient.clone(), "--db".into(), w.source.display().to_string()], false),
+        (WM_SNAPSHOT, vec!["--db".into(), w.source.display().to_string()], false),
+    ];
+    for (bin, args, stdin) in cases {
+        std::os::unix::fs::symlink(w.outside.join("dir"), &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(OTHER), Some(OTHER)).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.args(&args).arg("--to").arg(&link).env_remove("MEMORY_DB_PATH").env("TMPDIR", &w.scratch);
+        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(mut s) = child.stdin.take() {
+            let _ = s.write_all(&w.raw);
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let bin = Path::new(bin).file_name().unwrap().to_string_lossy();
+        let touched = w.touched_outside();
+        assert!(touched.is_empty(), "{bin} --to LINK: outside the directory: {}; stderr: {stderr}", touched.join("; "));
+        assert_ne!(out.status.code(), Some(0), "{bin} --to LINK must refuse the other user's link");
+        assert!(stderr.contains("out.age"), "{bin}: the error names the link: {stderr}");
+        w.clean_work();
     }
 }
