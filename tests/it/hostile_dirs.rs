@@ -308,3 +308,55 @@ fn a_link_planted_at_the_next_backups_name_is_never_followed() {
     assert!((now + 4..now + 14).any(|t| name == backup_name("src", t, "db")), "{name}: a later second, same series");
     assert_eq!(rows(&made[0]), 300);
 }
+
+#[test]
+fn a_database_swapped_during_the_restore_is_noticed_undone_and_nothing_changes() {
+    if !have("strace") {
+        return;
+    }
+    let fx = Fx::new();
+    let data = fx.d.mkdir("data");
+    let db = data.join("memory.db");
+    small_db(&db, true, 10);
+    // An empty -wal: the kept set is the -wal (linked first), then the database.
+    std::fs::write(data.join("memory.db-wal"), b"").unwrap();
+    let _ = std::fs::remove_file(data.join("memory.db-shm"));
+    let planted = fx.d.write("planted.db", "another user's file");
+    // The second link (the database's) waits 2 s before it is made; the
+    // first (the -wal's) shows when the swap has started.
+    let mut child = run("strace", &fx.d)
+        .args(["-f", "-o", "/dev/null", "-e", "trace=linkat", "-e", "inject=linkat:delay_enter=2000000:when=2"])
+        .args([Path::new(WM_RESTORE), Path::new("-i"), Path::new("key.txt"), Path::new("--db"), &db])
+        .args(["src.db.age"])
+        .spawn();
+    let started = std::time::Instant::now();
+    let kept_wal = loop {
+        let found = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(".pre-restore-") && p.to_string_lossy().ends_with("-wal"));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the restore never started its swap");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    // What a user of the directory does: another file takes the database's name.
+    let original = data.join("moved-away.db");
+    std::fs::rename(&db, &original).unwrap();
+    std::fs::rename(&planted, &db).unwrap();
+    let status = wait_timeout(&mut child, std::time::Duration::from_secs(60));
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the database was replaced during the restore; nothing was changed"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), b"another user's file", "the swapped-in file is left as it is");
+    assert!(!kept_wal.exists(), "the kept names are undone");
+    let left: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".pre-restore-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(data.join("memory.db-wal").exists(), "the journal keeps its name");
+    assert_eq!(rows(&original), 10, "the original database, wherever it was moved, is whole");
+}
