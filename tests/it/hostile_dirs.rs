@@ -308,3 +308,119 @@ fn a_link_planted_at_the_next_backups_name_is_never_followed() {
     assert!((now + 4..now + 14).any(|t| name == backup_name("src", t, "db")), "{name}: a later second, same series");
     assert_eq!(rows(&made[0]), 300);
 }
+
+#[test]
+fn a_database_swapped_during_the_restore_is_noticed_undone_and_nothing_changes() {
+    if !have("strace") {
+        return;
+    }
+    let fx = Fx::new();
+    let data = fx.d.mkdir("data");
+    let db = data.join("memory.db");
+    small_db(&db, true, 10);
+    // An empty -wal: the kept set is the -wal (linked first), then the database.
+    std::fs::write(data.join("memory.db-wal"), b"").unwrap();
+    let _ = std::fs::remove_file(data.join("memory.db-shm"));
+    let planted = fx.d.write("planted.db", "another user's file");
+    // The second link (the database's) waits 2 s before it is made; the
+    // first (the -wal's) shows when the swap has started.
+    let mut child = run("strace", &fx.d)
+        .args(["-f", "-o", "/dev/null", "-e", "trace=linkat", "-e", "inject=linkat:delay_enter=2000000:when=2"])
+        .args([Path::new(WM_RESTORE), Path::new("-i"), Path::new("key.txt"), Path::new("--db"), &db])
+        .args(["src.db.age"])
+        .spawn();
+    let started = std::time::Instant::now();
+    let kept_wal = loop {
+        let found = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(".pre-restore-") && p.to_string_lossy().ends_with("-wal"));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the restore never started its swap");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    // What a user of the directory does: another file takes the database's name.
+    let original = data.join("moved-away.db");
+    std::fs::rename(&db, &original).unwrap();
+    std::fs::rename(&planted, &db).unwrap();
+    let status = wait_timeout(&mut child, std::time::Duration::from_secs(60));
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the database was replaced during the restore; nothing was changed"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), b"another user's file", "the swapped-in file is left as it is");
+    assert!(!kept_wal.exists(), "the kept names are undone");
+    let left: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".pre-restore-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(data.join("memory.db-wal").exists(), "the journal keeps its name");
+    assert_eq!(rows(&original), 10, "the original database, wherever it was moved, is whole");
+}
+
+/// `Max core file size` from /proc/PID/limits: (soft, hard).
+fn core_limits(pid: u32) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max core file size"))?;
+    let fields: Vec<&str> = line["Max core file size".len()..].split_whitespace().collect();
+    Some((fields.first()?.to_string(), fields.get(1)?.to_string()))
+}
+
+#[test]
+fn every_tool_that_holds_keys_or_plaintext_runs_with_core_dumps_off() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let fx = Fx::new();
+    chmod(&fx.d.join("key.txt"), 0o644);
+    let as_root = nix::unistd::geteuid().is_root();
+    let theirs = fx.d.mkdir("theirs");
+    if as_root {
+        std::os::unix::fs::chown(&theirs, Some(OTHER), Some(OTHER)).unwrap();
+    }
+    // Each waits on its standard input, which the test holds open.
+    let cases: [(&str, &[&str]); 4] = [
+        (WM_SEAL, &["-r", &fx.key, "--to", "-"]),
+        (WM_VERIFY, &["-i", "key.txt"]),
+        (WM_RESTORE, &["-i", "key.txt", "--db", "theirs/never.db"]),
+        (WM_PRUNE, &["--keep-last", "1", "-"]),
+    ];
+    for (bin, args) in cases {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args)
+            .current_dir(&fx.d.path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if as_root {
+            // As another user, so that the kernel's ownership of /proc/PID
+            // shows the dumpable flag: root's when it is off.
+            cmd.uid_gid(OTHER);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let started = std::time::Instant::now();
+        let limits = loop {
+            // The limit is set first thing, before any argument is read.
+            match core_limits(pid) {
+                Some(l) if l.0 == "0" && l.1 == "0" => break l,
+                _ if started.elapsed() > std::time::Duration::from_secs(10) => break core_limits(pid).unwrap(),
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
+        assert_eq!(limits, ("0".to_string(), "0".to_string()), "{bin}: RLIMIT_CORE soft and hard");
+        if as_root {
+            let owner = std::fs::metadata(format!("/proc/{pid}/limits")).unwrap().uid();
+            assert_eq!(owner, 0, "{bin}: not dumpable (its /proc files are root's, not uid {OTHER}'s)");
+        }
+        // SIGABRT: no core is made (the wait status says so).
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGABRT).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert!(!status.core_dumped(), "{bin}: no core dumped");
+        assert_eq!(status.signal(), Some(nix::libc::SIGABRT), "{bin}: {status:?}");
+    }
+}
