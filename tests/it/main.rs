@@ -8,6 +8,8 @@ mod fixture;
 mod harness;
 
 mod hostile_dirs;
+// The second-user race needs inotify, renameat2(RENAME_EXCHANGE) and /proc.
+#[cfg(target_os = "linux")]
 mod hostile_race;
 mod interop_pq;
 mod launchd;
