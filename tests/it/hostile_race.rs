@@ -768,8 +768,9 @@ struct Figures {
 /// The output of a completed run.
 enum Judged {
     Right,
-    /// The name holds the other user's object after the run (a swap after
-    /// the run's last step, e.g. right after its rename): not the run's file.
+    /// The name holds the other user's object after the run (it swapped
+    /// after the run's last step, e.g. right after the rename), and the
+    /// run's file is not under one of the other user's names either.
     Replaced(String),
     /// A file the run made, with the wrong content: never acceptable.
     Wrong(String),
@@ -832,9 +833,18 @@ fn trial(w: &mut World, tool: Tool, i: u64, f: &mut Figures) {
         );
         w.reset_outside();
     }
-    // Files touched outside count whether or not a swap was timed inside the run.
+    // Files touched outside, hangs and crashes count whether or not a swap
+    // was timed inside the run; the rest only in counted trials.
     f.outside += touched.len() as u64;
-    if during.is_empty() && touched.is_empty() {
+    let crashed = !hung && (out.status.signal().is_some() || stderr.contains("panicked"));
+    if hung {
+        f.hangs += 1;
+        eprintln!("{}: trial {i}: the run hung past {RUN_LIMIT:?}", tool.label());
+    } else if crashed {
+        f.crashes += 1;
+        eprintln!("{}: trial {i}: crashed: {:?}: {}", tool.label(), out.status, stderr.trim());
+    }
+    if during.is_empty() {
         return;
     }
     f.counted += 1;
@@ -842,13 +852,10 @@ fn trial(w: &mut World, tool: Tool, i: u64, f: &mut Figures) {
     for s in &during {
         f.by_kind[s.kind as usize] += 1;
     }
-    if hung {
-        f.hangs += 1;
-        eprintln!("{}: trial {i}: the run hung past {RUN_LIMIT:?}", tool.label());
-    } else if out.status.signal().is_some() || stderr.contains("panicked") {
-        f.crashes += 1;
-        eprintln!("{}: trial {i}: crashed: {:?}: {}", tool.label(), out.status, stderr.trim());
-    } else if !out.status.success() {
+    if hung || crashed {
+        return;
+    }
+    if !out.status.success() {
         f.refused += 1;
         *f.reasons.entry(reason(&stderr)).or_insert(0) += 1;
     } else {
