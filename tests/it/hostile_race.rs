@@ -504,12 +504,14 @@ struct Racer {
     pid: Pid,
     go: OwnedFd,
     records: mpsc::Receiver<Swap>,
+    stopped: bool,
 }
 
 /// Forks the racer: it drops to the other user, watches the directory,
 /// says it is ready, waits for "go", then swaps until it is killed.
 fn start_racer(w: &World, plants: &[String], drive: Drive, seed: u64) -> Racer {
     EPOCH.get_or_init(Instant::now);
+    let parent = nix::unistd::getpid();
     let (go_r, go_w) = pipe_cloexec();
     let (rec_r, rec_w) = pipe_cloexec();
     let links = Links {
@@ -525,7 +527,8 @@ fn start_racer(w: &World, plants: &[String], drive: Drive, seed: u64) -> Racer {
     // ends with _exit.
     match unsafe { nix::unistd::fork() }.expect("fork") {
         nix::unistd::ForkResult::Child => {
-            let code = match race(&w.work, &links, &plants, drive, seed, &go_r, &rec_w) {
+            let plan = Plan { work: &w.work, links: &links, plants: &plants, drive, seed, parent };
+            let code = match race(&plan, &go_r, &rec_w) {
                 Ok(()) => 0,
                 Err(_) => 3,
             };
@@ -554,7 +557,7 @@ fn start_racer(w: &World, plants: &[String], drive: Drive, seed: u64) -> Racer {
                 let _ = nix::sys::wait::waitpid(child, None);
                 panic!("the racer did not start (as uid {OTHER})");
             }
-            Racer { pid: child, go: go_w, records: rx }
+            Racer { pid: child, go: go_w, records: rx, stopped: false }
         }
     }
 }
@@ -565,10 +568,24 @@ impl Racer {
     }
 
     /// Kills the racer; every swap it made.
-    fn stop(self) -> Vec<Swap> {
-        let _ = kill(self.pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(self.pid, None);
+    fn stop(&mut self) -> Vec<Swap> {
+        self.end();
         self.records.iter().collect()
+    }
+
+    fn end(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(self.pid, None);
+        }
+    }
+}
+
+/// A trial that fails half-way leaves no racer behind.
+impl Drop for Racer {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -580,16 +597,20 @@ struct Links {
     relative: PathBuf,
 }
 
-/// The racer's body, in the forked child.
-fn race(
-    work: &Path,
-    links: &Links,
-    plants: &[OsString],
+/// What one racer does: where, with what, which names first, when, and
+/// the test process it dies with.
+struct Plan<'a> {
+    work: &'a Path,
+    links: &'a Links,
+    plants: &'a [OsString],
     drive: Drive,
     seed: u64,
-    go: &OwnedFd,
-    rec: &OwnedFd,
-) -> nix::Result<()> {
+    parent: Pid,
+}
+
+/// The racer's body, in the forked child.
+fn race(plan: &Plan<'_>, go: &OwnedFd, rec: &OwnedFd) -> nix::Result<()> {
+    let Plan { work, links, plants, drive, seed, parent } = *plan;
     // Nothing of the test process's stays open here: another test's files
     // and pipes must not look held by this process.
     let keep = [go.as_raw_fd(), rec.as_raw_fd()];
@@ -604,6 +625,12 @@ fn race(
     nix::unistd::setgroups(&[Gid::from_raw(OTHER)])?;
     nix::unistd::setgid(Gid::from_raw(OTHER))?;
     nix::unistd::setuid(Uid::from_raw(OTHER))?;
+    // Gone with the test process, whatever ends it (after setuid, which
+    // clears the setting); a parent already gone: stop now.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid() != parent {
+        return Ok(());
+    }
     let dir =
         File::from(nix::fcntl::open(work, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?);
     let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
@@ -787,7 +814,7 @@ fn trial(w: &mut World, tool: Tool, i: u64, f: &mut Figures) {
     }
     let drive = [Drive::Inotify, Drive::Random, Drive::Both][(i % 3) as usize];
     let mut p = prepare(w, tool, &mut rng);
-    let racer = start_racer(w, &p.plants, drive, rng.next());
+    let mut racer = start_racer(w, &p.plants, drive, rng.next());
     p.cmd.stdin(if p.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     p.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let t0 = now_ns();
