@@ -152,6 +152,35 @@ impl AsUser for std::process::Command {
 }
 
 #[test]
+fn a_restore_copies_permission_bits_never_a_set_id_bit() {
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fx::new();
+    let data = fx.d.mkdir("data");
+    let db = data.join("memory.db");
+    small_db(&db, false, 3);
+    // As a user of the directory could leave it: their file, set-id bits on.
+    std::os::unix::fs::chown(&db, Some(OTHER), Some(OTHER)).unwrap();
+    chmod(&db, 0o6755);
+    fx.restore(&db).go().ok();
+    let m = std::fs::metadata(&db).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (OTHER, OTHER, 0o755));
+}
+
+#[test]
+fn a_hard_link_at_to_file_is_replaced_by_name_and_the_file_it_shares_is_untouched() {
+    let fx = Fx::new();
+    let outside = Dir::new();
+    let victim = outside.write("victim", "a file elsewhere, never to be changed");
+    let before = outside.tree();
+    std::fs::hard_link(&victim, fx.d.join("out.db")).unwrap();
+    run(WM_SNAPSHOT, &fx.d).args(["--db", "src.db", "--to", "out.db"]).go().ok();
+    assert_eq!(rows(&fx.d.join("out.db")), 300);
+    assert_unchanged(&before, &outside.tree(), "the file the planted hard link shared");
+}
+
+#[test]
 fn a_root_restore_with_no_old_database_gives_it_the_directorys_owner_and_0600() {
     if !root_or_skip() {
         return;
