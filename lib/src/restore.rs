@@ -357,7 +357,8 @@ impl Set {
 }
 
 /// What a restored database is given so that its server can open it as
-/// before: the old file's owner, group and permission bits; with no old
+/// before: the old file's owner, group and permission bits (rwx, never a
+/// set-id or sticky bit); with no old
 /// file, run as root, the directory's owner and group with 0600; otherwise
 /// the running user's, 0600.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,7 +371,9 @@ pub struct Ownership {
 impl Ownership {
     fn for_set(set: &Set) -> Result<Ownership, RestoreError> {
         if let Some(m) = &set.main {
-            return Ok(Ownership { uid: m.meta.uid(), gid: m.meta.gid(), mode: m.meta.mode() & 0o7777 });
+            // The permission bits only: a database needs no set-id or sticky
+            // bit, and a file planted by a user of the directory may have them.
+            return Ok(Ownership { uid: m.meta.uid(), gid: m.meta.gid(), mode: m.meta.mode() & 0o777 });
         }
         let dir = set.dir_fd.metadata().map_err(|e| RestoreError::Inspect { path: set.dir.clone(), source: e })?;
         Ok(match platform::euid() {

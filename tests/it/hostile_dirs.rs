@@ -67,8 +67,9 @@ fn header_mode(db: &Path) -> (u8, u8) {
     (b[18], b[19])
 }
 
-/// A directory with a key and a default (VACUUM INTO) backup of a small
-/// WAL database of 300 rows, `src.db`.
+/// A directory with a key and a backup of a small database of 300 rows in
+/// rollback mode, `src.db`: its header says 1/1, as a VACUUM INTO image of
+/// any database did before snapshots of WAL sources kept 2/2.
 struct Fx {
     d: Dir,
     key: String,
@@ -78,7 +79,7 @@ impl Fx {
     fn new() -> Fx {
         let d = Dir::new();
         let (_, key) = d.age_key("key.txt");
-        small_db(&d.join("src.db"), true, 300);
+        small_db(&d.join("src.db"), false, 300);
         run(WORKMEM_BACKUP, &d).args(["-q", "--db", "src.db", "--to", "src.db.age", "-r", &key]).go().ok();
         Fx { d, key }
     }
@@ -89,18 +90,12 @@ impl Fx {
 }
 
 #[test]
-fn the_backup_of_a_wal_database_says_rollback_in_its_header() {
-    // The premise of the journal-mode test below: a default backup is 1/1.
+fn the_backup_restored_into_an_empty_place_keeps_its_own_rollback_mode() {
+    // The premise of the journal-mode test below: the backup says 1/1.
     let fx = Fx::new();
-    let scratch = fx.d.join("plain.db");
-    let plain = wmbackup_decrypt(&fx, &scratch);
-    assert_eq!(header_mode(&plain), (1, 1));
-}
-
-/// The backup decrypted with wm-restore into a fresh directory.
-fn wmbackup_decrypt(fx: &Fx, to: &Path) -> PathBuf {
-    fx.restore(to).go().ok();
-    to.to_path_buf()
+    let to = fx.d.join("plain.db");
+    fx.restore(&to).go().ok();
+    assert_eq!(header_mode(&to), (1, 1));
 }
 
 #[test]
@@ -154,6 +149,35 @@ impl AsUser for std::process::Command {
         use std::os::unix::process::CommandExt;
         self.uid(id).gid(id)
     }
+}
+
+#[test]
+fn a_restore_copies_permission_bits_never_a_set_id_bit() {
+    if !root_or_skip() {
+        return;
+    }
+    let fx = Fx::new();
+    let data = fx.d.mkdir("data");
+    let db = data.join("memory.db");
+    small_db(&db, false, 3);
+    // As a user of the directory could leave it: their file, set-id bits on.
+    std::os::unix::fs::chown(&db, Some(OTHER), Some(OTHER)).unwrap();
+    chmod(&db, 0o6755);
+    fx.restore(&db).go().ok();
+    let m = std::fs::metadata(&db).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (OTHER, OTHER, 0o755));
+}
+
+#[test]
+fn a_hard_link_at_to_file_is_replaced_by_name_and_the_file_it_shares_is_untouched() {
+    let fx = Fx::new();
+    let outside = Dir::new();
+    let victim = outside.write("victim", "a file elsewhere, never to be changed");
+    let before = outside.tree();
+    std::fs::hard_link(&victim, fx.d.join("out.db")).unwrap();
+    run(WM_SNAPSHOT, &fx.d).args(["--db", "src.db", "--to", "out.db"]).go().ok();
+    assert_eq!(rows(&fx.d.join("out.db")), 300);
+    assert_unchanged(&before, &outside.tree(), "the file the planted hard link shared");
 }
 
 #[test]

@@ -43,8 +43,8 @@ pub(crate) fn crashed() -> Crashed {
     run(WORKMEM_BACKUP, &d).args(["-q", "--db", "memory.db", "--to", "b.age", "-r", &key]).go().ok();
     let mut plain = age_decrypt_or_verify(&d, &id);
     // What a restore over this WAL database must hold: the backup's pages,
-    // marked WAL as the database it replaces was (header bytes 18/19).
-    assert_eq!((plain[18], plain[19]), (1, 1), "a VACUUM INTO backup is in rollback mode");
+    // marked WAL as the database it replaces was (header bytes 18/19), also
+    // when the backup itself says rollback (1/1, a VACUUM INTO image).
     (plain[18], plain[19]) = (2, 2);
     let wal = d.join("memory.db-wal");
     let mut child = Command::new("sqlite3").arg(&db).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
