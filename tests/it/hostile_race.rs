@@ -788,6 +788,7 @@ struct Figures {
     hangs: u64,
     crashes: u64,
     by_kind: [u64; KINDS.len()],
+    by_name: [u64; NAMES.len()],
     /// Why runs refused: the error with digits blurred, and how often.
     reasons: BTreeMap<String, u64>,
 }
@@ -878,6 +879,7 @@ fn trial(w: &mut World, tool: Tool, i: u64, f: &mut Figures) {
     f.swaps += during.len() as u64;
     for s in &during {
         f.by_kind[s.kind as usize] += 1;
+        f.by_name[name_class(&s.name)] += 1;
     }
     if hung || crashed {
         return;
@@ -901,6 +903,36 @@ fn trial(w: &mut World, tool: Tool, i: u64, f: &mut Figures) {
             }
             None => {}
         }
+    }
+}
+
+/// The kinds of names a run uses, as the table counts the swaps at them.
+const NAMES: [&str; 5] = [
+    "a final name (--to FILE, the database, the metrics file)",
+    "a .NAME.<hex>.tmp temporary",
+    "a -wal, -shm or -journal name",
+    "a .pre-restore-* name",
+    "a timestamped STEM-YYYYMMDDTHHMMSSZ name",
+];
+
+fn name_class(name: &str) -> usize {
+    let stamped = name.as_bytes().windows(17).any(|w| {
+        w[0] == b'-'
+            && w[1..9].iter().all(u8::is_ascii_digit)
+            && w[9] == b'T'
+            && w[10..16].iter().all(u8::is_ascii_digit)
+            && w[16] == b'Z'
+    });
+    if is_hidden_temp(name) {
+        1
+    } else if name.contains(".pre-restore-") {
+        3
+    } else if name.ends_with("-wal") || name.ends_with("-shm") || name.ends_with("-journal") {
+        2
+    } else if stamped {
+        4
+    } else {
+        0
     }
 }
 
@@ -1118,6 +1150,12 @@ fn a_second_user_racing_every_writer_never_makes_a_root_run_touch_a_file_outside
     }
     for (k, n) in kinds.iter().enumerate() {
         rows.push((format!("all writers: swaps during runs: {}", KINDS[k]), *n, Need::AtLeast(1)));
+    }
+    // Every kind of name was swapped; a short run may miss one.
+    let need = if want >= 100 { Need::AtLeast(1) } else { Need::Any };
+    for (k, label) in NAMES.iter().enumerate() {
+        let n: u64 = all.iter().map(|(_, f)| f.by_name[k]).sum();
+        rows.push((format!("all writers: swaps during runs at {label}"), n, need));
     }
     let rows: Vec<(&str, u64, Need)> = rows.iter().map(|(n, v, need)| (n.as_str(), *v, *need)).collect();
     record_figures_with("hostile_dirs", &rows);
