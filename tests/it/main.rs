@@ -11,6 +11,7 @@ mod interop_pq;
 mod launchd;
 mod man;
 mod powerloss;
+mod prune_restic;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;

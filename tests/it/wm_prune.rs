@@ -12,9 +12,9 @@ use crate::harness::*;
 const PROG: &str = "wm-prune";
 
 /// The keys of `wm-prune --json`, as wm-prune(1) lists them.
-const PRUNE_KEYS: [&str; 15] = [
+const PRUNE_KEYS: [&str; 16] = [
     "tool", "version", "exit", "error", "started", "finished", "seconds", "input", "delete", "policy", "backups",
-    "kept", "dropped", "deleted", "skipped",
+    "kept", "dropped", "deleted", "skipped", "partial",
 ];
 
 /// `memory-2026MMDDT063000Z.db.age` for day `day` of a month counted from
@@ -112,7 +112,7 @@ fn hidden_temporary_and_other_names_are_never_counted_or_touched() {
     for other in [
         ".memory-20261101T063000Z.db.age.a1b2c3.tmp",
         ".hidden-20261101T063000Z.db.age",
-        "memory-20261102T063000Z.db.age.partial",
+        "memory-20261102T063000Z.db.age.part",
         "memory-20261102T063000Z.db.age.tmp",
         "memory.db.age",
         "notes.txt",
@@ -162,8 +162,8 @@ fn verbose_says_which_rules_keep_each_backup_and_what_was_not_counted() {
     assert_eq!(
         err,
         [
-            format!("wm-prune: keep {} (last, daily)", daily(3)).as_str(),
-            format!("wm-prune: keep {} (daily)", daily(2)).as_str(),
+            format!("wm-prune: keep {} (last snapshot, daily snapshot)", daily(3)).as_str(),
+            format!("wm-prune: keep {} (daily snapshot)", daily(2)).as_str(),
             "wm-prune: skip memory-20260230T063000Z.db.age: named like a backup, but its date or time cannot exist; never counted or deleted",
         ]
     );
@@ -227,7 +227,7 @@ fn a_symlink_named_like_a_backup_is_counted_and_only_the_link_is_ever_deleted() 
     symlink(&elsewhere, fx.bk().join(daily(4))).unwrap();
     let out = fx.prune(&["--keep-last", "1", "-v", "bk"]);
     assert!(
-        out.stderr.contains(&format!("keep {} (last; a symbolic link, never followed)", daily(4))),
+        out.stderr.contains(&format!("keep {} (last snapshot; a symbolic link, never followed)", daily(4))),
         "{}",
         out.stderr
     );
@@ -255,7 +255,7 @@ fn json_report_has_the_documented_keys_rules_drops_and_deletions() {
     assert_eq!(v["policy"]["daily"], serde_json::Value::Null);
     assert_eq!(
         v["kept"],
-        serde_json::json!([{"name": daily(3), "time": "2026-11-03T06:30:00Z", "rules": ["last", "within"], "symlink": false}])
+        serde_json::json!([{"name": daily(3), "time": "2026-11-03T06:30:00Z", "rules": ["within 1d", "last snapshot"], "symlink": false, "companions": []}])
     );
     assert_eq!(v["dropped"], serde_json::json!([daily(1), daily(2)]));
     assert_eq!(v["deleted"], serde_json::json!([daily(1), daily(2)]));
@@ -266,7 +266,7 @@ fn json_report_has_the_documented_keys_rules_drops_and_deletions() {
 fn json_failures_are_one_object_with_the_exit_status_and_the_error() {
     let fx = Fx::new(&[daily(1)]);
     assert_json_failure(&fx.prune(&["--json", "bk"]), PROG, 2, "no retention rule");
-    assert_json_failure(&fx.prune(&["--json", "--keep-daily", "-1", "bk"]), PROG, 2, "cannot be negative");
+    assert_json_failure(&fx.prune(&["--json", "--keep-daily", "-2", "bk"]), PROG, 2, "cannot be negative");
     assert_json_failure(&fx.prune(&["--json", "--keep-last", "1", "nope"]), PROG, 1, "no such file or directory");
 }
 
@@ -286,10 +286,10 @@ fn bad_input_exits_2_or_1_with_one_line_and_changes_nothing() {
         ("no rule", vec!["bk"], None, 2, "no retention rule given"),
         (
             "a negative count",
-            vec!["--keep-daily", "-1", "bk"],
+            vec!["--keep-daily", "-2", "bk"],
             None,
             2,
-            "'-1' for '--keep-daily <N>': a count cannot be negative",
+            "'-2' for '--keep-daily <N>': a count cannot be negative",
         ),
         ("garbage as a count", vec!["--keep-daily", "seven", "bk"], None, 2, "not a whole number"),
         ("a count of zero", vec!["--keep-last", "0", "bk"], None, 2, "0 keeps nothing"),
