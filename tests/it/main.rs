@@ -17,6 +17,7 @@ mod reliability_faults;
 mod reliability_inputs;
 mod reliability_restore;
 mod secrets;
+mod verify_history;
 mod wm_prune;
 mod wm_restore;
 mod wm_seal;
