@@ -87,6 +87,17 @@ pub struct Restoration {
     pub written: Option<Written>,
     /// The backup's verification, as `wm-verify --json` reports it.
     pub verification: Verification,
+    /// Every restore copy of the target now beside it (this one included),
+    /// the series `wm-prune` prunes as sets; null if the directory could
+    /// not be listed.
+    pub copies: Option<Copies>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Copies {
+    pub count: u64,
+    /// All their files, journals included.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

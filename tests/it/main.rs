@@ -16,6 +16,7 @@ mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
 mod reliability_restore;
+mod restore_copies;
 mod secrets;
 mod verify_history;
 mod wm_prune;
