@@ -3,17 +3,15 @@
 //!
 //! A backup is known by its name only, `STEM-YYYYMMDDTHHMMSSZ.EXT` with a UTC
 //! [`Utc::stamp`]: never by its mtime, which copies and syncs change.
-//! Hidden names, temporaries and every other name are never counted and
-//! never touched ([`judge`]).
+//! wm-restore's copies, `NAME.pre-restore-STAMP`, are backups of the series
+//! (NAME, `pre-restore`), each with its journals as companions. Uploads
+//! never committed (`NAME.partial`) are reported, never counted; hidden
+//! names, temporaries and every other name are never counted and never
+//! touched ([`judge`]).
 //!
-//! The policy is restic's `forget` ([`plan`]): backups newest first; each
-//! period rule keeps the newest backup of each of the last N distinct
-//! periods (hour, day, ISO week, month, year of the UTC time in the name)
-//! that have one; `last` keeps the N newest, `within` all those newer than
-//! the newest minus a span; a backup is kept if any rule keeps it. As restic
-//! groups snapshots by host and paths, backups are grouped into series by
-//! STEM and EXT, so that the backups of one database never push those of
-//! another out. The newest of each series is always kept.
+//! The policy is restic's `forget` ([`plan`], in `policy.rs`), applied to
+//! each series (STEM and EXT, as restic groups snapshots by host and paths),
+//! so that the backups of one database never push those of another out.
 //!
 //! [`BackupDir`] applies a plan to a local directory: entries are listed
 //! without following symlinks and removed with `unlinkat` relative to the

@@ -314,7 +314,7 @@ pub fn plan(backups: Vec<BackupName>, policy: &Policy, protect: &[&str], now: &U
 
 /// For the times of one series sorted newest first, the rules that keep
 /// each: restic's `ApplyPolicy`, rule for rule.
-pub fn keep_rules(times: &[Utc], policy: &Policy, now: &Utc) -> Vec<Vec<Rule>> {
+fn keep_rules(times: &[Utc], policy: &Policy, now: &Utc) -> Vec<Vec<Rule>> {
     // The newest backup not in the future; `None` if all are, and then
     // every backup is within any span (restic counts back from year 1).
     let latest = times.iter().copied().filter(|t| t < now).max();
