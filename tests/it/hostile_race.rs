@@ -20,7 +20,9 @@
 //! integrity ok with the expected rows), completed runs that left a wrong
 //! file of their own (must be 0), hangs and crashes (must be 0: a FIFO must
 //! never hang a run; every run has a deadline). `make reliability` runs at
-//! least 100 counted trials per writer; `make test` a few.
+//! least 100 counted trials per writer; `make test` a few. By hand:
+//! `WM_HOSTILE_TRIALS=N`, `WM_HOSTILE_ONLY=TEXT` (writers whose label holds
+//! TEXT), `WM_HOSTILE_VERBOSE=1` (refusals by message, names taken over).
 //!
 //! The core-dump test is here too: a tool aborted (SIGABRT) while it holds
 //! plaintext and an identity must leave no core holding either.
