@@ -110,7 +110,7 @@ final=$dir$name
 partial=$final.partial
 
 # The one pipeline; each stage's status is read before anything else runs.
-wm-snapshot ${snap_args[@]+"${snap_args[@]}"} | wm-seal -q "${seal_args[@]}" | rclone rcat "$partial"
+wm-snapshot ${snap_args[@]+"${snap_args[@]}"} | wm-seal -q "${seal_args[@]}" | rclone -q rcat "$partial"
 status=("${PIPESTATUS[@]}")
 stages=(wm-snapshot wm-seal "rclone rcat")
 failed=
@@ -120,7 +120,13 @@ for i in 0 1 2; do
 	fi
 done
 if [ -n "$failed" ]; then
-	if rclone deletefile "$partial" >/dev/null 2>&1; then
+	# rclone exits 3 or 4 for a directory or file not found: rclone itself
+	# may have removed what it failed to upload.
+	rclone -q lsf "$partial" >/dev/null 2>&1
+	there=$?
+	if [ $there = 3 ] || [ $there = 4 ]; then
+		left="no partial upload was left"
+	elif [ $there = 0 ] && rclone -q deletefile "$partial" >/dev/null 2>&1; then
 		left="the partial upload was removed"
 	else
 		left="a partial upload may remain as $partial (never counted; wm-prune reports it)"
@@ -129,18 +135,18 @@ if [ -n "$failed" ]; then
 	exit 1
 fi
 
-if ! rclone moveto "$partial" "$final"; then
+if ! rclone -q moveto "$partial" "$final"; then
 	echo "$prog: rclone moveto $partial $final failed: nothing committed; the complete upload stays as $partial (rename it by hand to keep it)" >&2
 	exit 1
 fi
 
 if [ ${#keep_args[@]} -gt 0 ]; then
 	# Names wm-prune drops: only committed backups are counted, never a .partial.
-	if ! drop=$(rclone lsf --files-only "$dir" | wm-prune -q "${keep_args[@]}" -); then
+	if ! drop=$(rclone -q lsf --files-only "$dir" | wm-prune -q "${keep_args[@]}" -); then
 		echo "$prog: committed $final, but listing or judging $dir for pruning failed: nothing pruned" >&2
 		exit 1
 	fi
-	if [ -n "$drop" ] && ! printf '%s\n' "$drop" | rclone delete "$dir" --max-depth 1 --files-from-raw -; then
+	if [ -n "$drop" ] && ! printf '%s\n' "$drop" | rclone -q delete "$dir" --max-depth 1 --files-from-raw -; then
 		echo "$prog: committed $final, but rclone delete in $dir failed: some old backups may remain" >&2
 		exit 1
 	fi

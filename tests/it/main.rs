@@ -15,6 +15,7 @@ mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
 mod reliability_restore;
+mod remote;
 mod secrets;
 mod wm_prune;
 mod wm_restore;
