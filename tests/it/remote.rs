@@ -522,3 +522,67 @@ fn ssh_recipe_commits_only_whole_backups_to_a_host() {
     };
     remote.exercise(&mut w, fs.as_ref());
 }
+
+/// The nightly job (the rclone recipe with `--keep-*`) over ten nights of
+/// a webdav remote, three of them failing: wm-snapshot killed, a truncated
+/// snapshot, the remote unreachable. Each failure leaves the remote as it
+/// was; the remote ends with exactly what the policy keeps of the seven
+/// successful nights, as if the failed ones had never been tried. Names are
+/// given with --name, so the ten nights take seconds, not days.
+#[test]
+fn ten_nights_with_three_failures_keep_what_the_policy_keeps_of_the_good_nights() {
+    if !have("rclone") {
+        return;
+    }
+    let mut w = World::new();
+    let served = w.d.mkdir("served");
+    let conf = w.d.write("rclone.conf", "");
+    let (_server, envs) = webdav(&served, &conf, &w.d.path);
+    let reachable = envs.clone();
+    let unreachable: Vec<(String, String)> = envs
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "RCLONE_CONFIG_WMTEST_URL" => (k.clone(), format!("http://127.0.0.1:{}", free_port())),
+            _ => (k.clone(), v.clone()),
+        })
+        .chain([("RCLONE_LOW_LEVEL_RETRIES".to_string(), "1".to_string())])
+        .collect();
+    // 1 November 2026 is a Sunday (ISO week 44); 2-8 November is week 45.
+    let night = |n: u32| format!("memory-202611{n:02}T031500Z.db.age");
+    let policy = ["--keep-last", "3", "--keep-weekly", "2"];
+    let mut good = Vec::new();
+    for n in 1..=10 {
+        w.envs = if n == 10 { unreachable.clone() } else { reachable.clone() };
+        w.producer(match n {
+            4 => Producer::Killed,
+            9 => Producer::Truncated,
+            _ => Producer::Good,
+        });
+        let before = tree(&served);
+        let name = night(n);
+        let mut args = vec!["--name", &name];
+        args.extend(policy);
+        let out = w.backup(RECIPE_RCLONE, "wmtest:", &args);
+        if matches!(n, 4 | 9 | 10) {
+            assert_eq!(out.code(), 1, "night {n} fails: {}", out.stderr);
+            assert!(out.stderr.contains("nothing committed"), "night {n}: {}", out.stderr);
+            assert_unchanged(&before, &tree(&served), &format!("night {n}"));
+        } else {
+            out.ok();
+            good.push(name);
+        }
+    }
+    w.envs = reachable;
+    let listed = w.script("rclone lsf wmtest:");
+    listed.ok();
+    let left: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_string).collect();
+    // keep-last 3: nights 8, 7, 6; keep-weekly 2: week 45's newest (8), week 44's (1).
+    assert_eq!(left, [night(1), night(6), night(7), night(8)], "the remote after ten nights");
+
+    // The same policy over the good nights' names alone drops the rest.
+    let out = run(WM_PRUNE, &w.d).args(policy).args(["-"]).stdin(good.join("\n")).go();
+    out.ok();
+    let dropped: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let kept: Vec<String> = good.iter().filter(|g| !dropped.contains(g)).cloned().collect();
+    assert_eq!(left, kept, "what the policy keeps of the successful nights");
+}
