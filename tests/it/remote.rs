@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-const RECIPE_RCLONE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/remote/backup-rclone.sh");
-const RECIPE_S3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/remote/backup-s3.sh");
-const RECIPE_SSH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/remote/backup-ssh.sh");
+const RECIPE_RCLONE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/remote/rclone-backup.sh");
+const RECIPE_S3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/remote/s3-backup.sh");
+const RECIPE_SSH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/remote/ssh-backup.sh");
 
 /// The first bytes of the snapshot that get through before wm-snapshot is
 /// killed, or before the input is cut: well inside the 2.5 MB database,

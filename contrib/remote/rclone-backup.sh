@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# backup-rclone.sh: a workmem backup straight to an rclone remote, committed
+# rclone-backup.sh: a workmem backup straight to an rclone remote, committed
 # only when every stage succeeded. Copy it anywhere on PATH; it needs bash,
 # wm-snapshot, wm-seal, rclone, and wm-prune when --keep-* is given.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# backup-ssh.sh: a workmem backup straight to a host over ssh, committed only
+# ssh-backup.sh: a workmem backup straight to a host over ssh, committed only
 # when every stage succeeded. Copy it anywhere on PATH; it needs bash,
 # wm-snapshot, wm-seal, ssh, and wm-prune when --keep-* is given; the host
 # needs a POSIX shell with cat, sync (GNU coreutils 8.24 or later, or

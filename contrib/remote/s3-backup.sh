@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# backup-s3.sh: a workmem backup straight to S3 with the AWS CLI, committed
+# s3-backup.sh: a workmem backup straight to S3 with the AWS CLI, committed
 # only when every stage succeeded. Copy it anywhere on PATH; it needs bash,
 # wm-snapshot, wm-seal, aws, and wm-prune when --keep-* is given.
 #
