@@ -23,6 +23,7 @@
 
 pub mod age;
 pub mod buffer;
+pub mod check;
 pub mod clock;
 pub mod error;
 pub mod hash;

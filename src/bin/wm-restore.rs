@@ -12,7 +12,7 @@ mod progress;
 #[path = "part/spool.rs"]
 mod spool;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,8 @@ use clap::Parser;
 use common::{human, note, seconds, Common};
 use progress::ProgressBar;
 use wmbackup::age::open::Key;
-use wmbackup::report::Restoration;
+use wmbackup::prune;
+use wmbackup::report::{Copies, Restoration};
 use wmbackup::restore::{self, RestoreError};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
@@ -101,6 +102,7 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let (mut report, result) = restore::restore(input, Key::Identities(&identities), &target, &opts, &run);
     drop(bar);
     report.backup = name.clone();
+    report.copies = copies_beside(&target);
     let result = result.map_err(|e| match e {
         RestoreError::Verify(v) => Error::about(&name, v),
         other => Error::from(other),
@@ -114,6 +116,14 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
         note(PROG, cli.quiet, &human_report(&report, started));
     }
     Ok(())
+}
+
+/// The restore copies beside `target` (`NAME.pre-restore-STAMP` sets).
+fn copies_beside(target: &Path) -> Option<Copies> {
+    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name()?.to_str()?;
+    let copies = prune::restore_copies(dir, name).ok()?;
+    Some(Copies { count: copies.names.len() as u64, bytes: copies.bytes })
 }
 
 /// What was done, on stderr.
@@ -142,6 +152,13 @@ fn human_report(r: &Restoration, started: Instant) -> String {
     }
     for path in &r.cleaned {
         s += &format!("\n  cleaned    {path} (left by an interrupted restore; its file is still in place)");
+    }
+    if let Some(c) = r.copies.as_ref().filter(|c| c.count > 0) {
+        s += &format!(
+            "\n  copies     {} restore copies beside it, {} in all (a series wm-prune prunes as sets: see wm-prune(1))",
+            c.count,
+            human(c.bytes)
+        );
     }
     let v = &r.verification;
     s += &format!(
