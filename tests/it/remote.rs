@@ -239,6 +239,17 @@ impl Remote<'_> {
         std::fs::remove_file(fs.path.join("filler")).unwrap();
     }
 
+    /// A newer good run with `--keep-last 1` prunes the remote through its
+    /// listing: the newer backup is all that is left, and a partial upload
+    /// a day old (its name's time) goes too.
+    fn assert_prunes(&self, w: &World) {
+        let newer = "memory-20261202T031500Z.db.age";
+        let out = w.backup(self.recipe, &self.dest, &["--name", newer, "--keep-last", "1"]);
+        out.ok();
+        assert_eq!(out.stderr, "", "a good run is quiet");
+        assert_eq!(self.listing(w), [newer], "what --keep-last 1 leaves");
+    }
+
     /// All of the above where the remote outlives a full disk.
     fn exercise(&self, w: &mut World, full: Option<&SmallFs>) {
         let name = self.commit_and_fail_producers(w);
@@ -246,6 +257,7 @@ impl Remote<'_> {
             self.full_disk(w, fs, true);
         }
         self.assert_reads_back(w, name);
+        self.assert_prunes(w);
     }
 }
 
@@ -324,7 +336,7 @@ fn rclone_recipe_commits_only_whole_backups_to_a_webdav_remote() {
         return;
     }
     let mut w = World::new();
-    let fs = small_fs("8m");
+    let fs = small_fs("16m");
     let served = remote_dir(&w, &fs, "served");
     std::fs::create_dir(served.join("backups")).unwrap();
     let conf = w.d.write("rclone.conf", "");
@@ -347,7 +359,7 @@ fn rclone_recipe_commits_only_whole_backups_to_a_local_remote() {
         return;
     }
     let mut w = World::new();
-    let fs = small_fs("8m");
+    let fs = small_fs("16m");
     let dir = remote_dir(&w, &fs, "remote");
     let conf = w.d.write("rclone.conf", "");
     w.envs = vec![("RCLONE_CONFIG".into(), conf.display().to_string())];
@@ -421,7 +433,7 @@ fn s3_recipe_commits_only_whole_backups_to_an_s3_server() {
     }
     let Some(s3rver) = s3rver() else { return };
     let mut w = World::new();
-    let fs = small_fs("8m");
+    let fs = small_fs("16m");
     let data = remote_dir(&w, &fs, "s3data");
     let (mut server, envs) = s3_server(&w, &s3rver, &data);
     w.envs = envs;
@@ -448,6 +460,7 @@ fn s3_recipe_commits_only_whole_backups_to_an_s3_server() {
         remote.assert_counted(&w, &[name], "after a full disk");
     }
     remote.assert_reads_back(&w, name);
+    remote.assert_prunes(&w);
     drop(server);
 }
 
@@ -508,7 +521,7 @@ fn ssh_recipe_commits_only_whole_backups_to_a_host() {
         return;
     }
     let mut w = World::new();
-    let fs = small_fs("8m");
+    let fs = small_fs("16m");
     let dir = remote_dir(&w, &fs, "remote");
     let (_server, envs) = ssh_server(&w);
     w.envs = envs;
