@@ -599,3 +599,49 @@ fn ten_nights_with_three_failures_keep_what_the_policy_keeps_of_the_good_nights(
     let kept: Vec<String> = good.iter().filter(|g| !dropped.contains(g)).cloned().collect();
     assert_eq!(left, kept, "what the policy keeps of the successful nights");
 }
+
+/// Usage errors: exit 2, one line naming the problem and --help, before
+/// anything runs or is uploaded; --help exits 0.
+#[test]
+fn recipes_refuse_bad_usage_with_exit_2_and_one_line() {
+    let w = World::new();
+    for recipe in [RECIPE_RCLONE, RECIPE_S3, RECIPE_SSH] {
+        let prog = Path::new(recipe).file_name().unwrap().to_str().unwrap();
+        let help = w.bash(recipe, &["--help"]);
+        help.ok();
+        assert!(String::from_utf8_lossy(&help.stdout).starts_with(&format!("Usage: {prog} ")), "{prog} --help");
+        let dest = if recipe == RECIPE_S3 { "s3://backups/x" } else { "host:dir" };
+        let cases: [(&[&str], &str); 6] = [
+            (&[], "no destination"),
+            (&["-r", "age1x"], "no destination"),
+            (&[dest], "no recipient"),
+            (&["-r", "age1x", "--bogus", dest], "unknown option --bogus"),
+            (&["-r", "age1x", "--name", "a/b.db.age", dest], "a name, not a path"),
+            (&["-r", "age1x", "--name", "m.db.age.partial", dest], ".partial is the suffix of uploads in progress"),
+        ];
+        for (args, needle) in cases {
+            let out = w.bash(recipe, args);
+            assert_eq!(out.code(), 2, "{prog} {args:?}: {}", out.stderr);
+            assert_eq!(out.stderr.lines().count(), 1, "{prog} {args:?}: one line: {}", out.stderr);
+            assert!(out.stderr.starts_with(&format!("{prog}: ")), "{prog} {args:?}: {}", out.stderr);
+            assert!(out.stderr.contains(needle), "{prog} {args:?}: says {needle:?}: {}", out.stderr);
+        }
+    }
+    let out = w.bash(RECIPE_S3, &["-r", "age1x", "backups/x"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not an s3://BUCKET[/PREFIX] address"), "{}", out.stderr);
+    let out = w.bash(RECIPE_SSH, &["-r", "age1x", "just-a-dir"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not a [USER@]HOST:DIR address"), "{}", out.stderr);
+    assert!(w.d.tree().keys().all(|k| !k.contains(".db.age")), "nothing written");
+}
+
+/// The recipes are what users copy: shellcheck finds nothing in them.
+#[test]
+fn recipes_pass_shellcheck() {
+    if !have("shellcheck") {
+        return;
+    }
+    let out = Command::new("shellcheck").args([RECIPE_RCLONE, RECIPE_S3, RECIPE_SSH]).output().expect("run shellcheck");
+    assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout));
+}
