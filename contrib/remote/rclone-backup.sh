@@ -31,9 +31,9 @@ Options:
       --stem STEM          the name's stem (default: the database's name
                            without .db, as workmem-backup names it; else memory)
       --name NAME          the final name (default STEM-YYYYMMDDTHHMMSSZ.db.age, UTC now)
-      --keep-last N, --keep-hourly N, --keep-daily N, --keep-weekly N,
-      --keep-monthly N, --keep-yearly N, --keep-within DURATION
-                           after a commit, apply this policy to the remote's
+      --keep-* VALUE       any of wm-prune's --keep-* options (--keep-last N,
+                           --keep-daily N, --keep-within DURATION, ...): after
+                           a commit, apply this policy to the remote's
                            listing (rclone lsf | wm-prune - | rclone delete)
   -h, --help               print this help
 
@@ -56,8 +56,8 @@ dest=
 while [ $# -gt 0 ]; do
 	case $1 in
 	-h | --help) usage; exit 0 ;;
-	-r | --recipient | -R | --recipients-file | --db | --env-file | --stem | --name | \
-		--keep-last | --keep-hourly | --keep-daily | --keep-weekly | --keep-monthly | --keep-yearly | --keep-within)
+	--keep-*=*) keep_args+=("$1"); shift ;;
+	-r | --recipient | -R | --recipients-file | --db | --env-file | --stem | --name | --keep-*)
 		[ $# -ge 2 ] || die_usage "$1 needs a value"
 		case $1 in
 		-r | --recipient) seal_args+=(-r "$2") ;;
@@ -88,9 +88,16 @@ esac
 for tool in wm-snapshot wm-seal rclone; do
 	command -v "$tool" >/dev/null 2>&1 || { echo "$prog: $tool not found on PATH: install it or add its directory to PATH" >&2; exit 1; }
 done
-if [ ${#keep_args[@]} -gt 0 ] && ! command -v wm-prune >/dev/null 2>&1; then
-	echo "$prog: wm-prune not found on PATH (needed by --keep-*): install it or add its directory to PATH" >&2
-	exit 1
+if [ ${#keep_args[@]} -gt 0 ]; then
+	if ! command -v wm-prune >/dev/null 2>&1; then
+		echo "$prog: wm-prune not found on PATH (needed by --keep-*): install it or add its directory to PATH" >&2
+		exit 1
+	fi
+	# The policy is checked before anything runs, not after the commit.
+	if ! why=$(wm-prune -q "${keep_args[@]}" - </dev/null 2>&1); then
+		echo "$prog: wm-prune refuses the policy: ${why#wm-prune: }" | head -n 1 >&2
+		exit 2
+	fi
 fi
 
 if [ -z "$name" ]; then

@@ -611,13 +611,14 @@ fn recipes_refuse_bad_usage_with_exit_2_and_one_line() {
         help.ok();
         assert!(String::from_utf8_lossy(&help.stdout).starts_with(&format!("Usage: {prog} ")), "{prog} --help");
         let dest = if recipe == RECIPE_S3 { "s3://backups/x" } else { "host:dir" };
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 7] = [
             (&[], "no destination"),
             (&["-r", "age1x"], "no destination"),
             (&[dest], "no recipient"),
             (&["-r", "age1x", "--bogus", dest], "unknown option --bogus"),
             (&["-r", "age1x", "--name", "a/b.db.age", dest], "a name, not a path"),
             (&["-r", "age1x", "--name", "m.db.age.partial", dest], ".partial is the suffix of uploads in progress"),
+            (&["-r", "age1x", "--keep-daily", "x", dest], "wm-prune refuses the policy"),
         ];
         for (args, needle) in cases {
             let out = w.bash(recipe, args);
