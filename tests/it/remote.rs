@@ -9,8 +9,9 @@
 //! failures, pruned over the remote listing.
 //!
 //! s3rver is found through `WM_S3RVER` (its executable), else in
-//! `TARGET/npm/node_modules/.bin/s3rver` (`npm install --prefix target/npm
-//! s3rver@3.7.1`); `aws` on PATH.
+//! `TARGET/npm/node_modules/.bin/s3rver` (`npm install --no-save --prefix
+//! target/npm age-encryption@0.3.1 s3rver@3.7.1`, both in one command); `aws`
+//! on PATH. The full-disk cases mount a tmpfs, which needs root (CI has it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -386,7 +387,8 @@ fn s3rver() -> Option<PathBuf> {
     }
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!(
-            "s3rver is required when CI=true: npm install --prefix {} s3rver@3.7.1, or set WM_S3RVER",
+            "s3rver is required when CI=true: npm install --no-save --prefix {} age-encryption@0.3.1 s3rver@3.7.1 \
+             (one command: a later --no-save install removes the earlier one's packages), or set WM_S3RVER",
             Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("npm").display()
         );
     }
