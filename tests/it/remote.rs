@@ -648,3 +648,36 @@ fn recipes_pass_shellcheck() {
     let out = Command::new("shellcheck").args([RECIPE_RCLONE, RECIPE_S3, RECIPE_SSH]).output().expect("run shellcheck");
     assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Why the recipes exist, and proof that the killed producer above really
+/// damages what it reaches: the same kill under a plain pipe into `rclone
+/// rcat NAME` replaces the good backup with one that does not verify, and
+/// `pipefail` only reports it afterwards.
+#[test]
+fn a_plain_pipe_into_the_uploader_replaces_the_good_backup() {
+    if !have("rclone") {
+        return;
+    }
+    let mut w = World::new();
+    let dir = w.d.mkdir("remote");
+    let conf = w.d.write("rclone.conf", "");
+    w.envs = vec![("RCLONE_CONFIG".into(), conf.display().to_string())];
+    let target = dir.join("memory.db.age");
+    let line = format!(
+        "set -o pipefail; wm-snapshot --db '{}' | wm-seal -q -r '{}' | rclone -q rcat '{}'",
+        w.db.display(),
+        w.recipient,
+        target.display()
+    );
+    w.script(&line).ok();
+    let good = std::fs::read(&target).unwrap();
+    w.producer(Producer::Killed);
+    let out = w.script(&line);
+    // pipefail: the last stage that failed, wm-seal refusing the cut input.
+    assert_eq!(out.code(), 1, "the pipeline fails: {}", out.stderr);
+    assert!(out.stderr.contains("truncated SQLite input"), "{}", out.stderr);
+    let now = std::fs::read(&target).unwrap();
+    assert!(now.len() < good.len(), "the good backup ({} bytes) was replaced by {} bytes", good.len(), now.len());
+    let verify = run(WM_VERIFY, &w.d).args(["-i", w.id.to_str().unwrap(), target.to_str().unwrap()]).go();
+    assert_eq!(verify.code(), 1, "what replaced it does not verify: {}", verify.stderr);
+}
