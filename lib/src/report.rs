@@ -115,8 +115,16 @@ pub struct Written {
     pub bytes: u64,
     pub page_size: u64,
     pub page_count: u64,
-    /// "wal" or "delete": the image's own, as the backup holds it.
+    /// "wal" or "delete": the mode the restored database was given (WAL
+    /// when the database it replaced was in WAL mode, else the backup's).
     pub journal_mode: String,
+    /// "wal" or "delete": the image's own, as the backup holds it.
+    pub journal_mode_backup: String,
+    /// The owner, group and mode the restored database was given, e.g.
+    /// `workmem (uid 998)`, `workmem (gid 998)`, `0640`.
+    pub owner: String,
+    pub group: String,
+    pub mode: String,
 }
 
 /// What every report of a run ends with: how it ended. A failure before

@@ -68,6 +68,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
     json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }

@@ -82,6 +82,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
     common::main_with(PROG, |cancel| run(&cli, cancel))
 }
@@ -134,6 +135,17 @@ fn human_report(r: &Restoration, started: Instant) -> String {
         s += &format!(" ({}, {} pages, {} journal mode)", human(w.bytes), w.page_count, w.journal_mode);
     }
     s += &format!(" in {}", seconds(started.elapsed()));
+    if let Some(w) = &r.written {
+        let verb = if r.dry_run { "would give" } else { "gave it" };
+        let from_old = match w.journal_mode != w.journal_mode_backup {
+            true => format!(" (the old database's; the backup's was {})", w.journal_mode_backup),
+            false => String::new(),
+        };
+        s += &format!(
+            "\n  {verb:<10} owner {}, group {}, mode {}, {} journal mode{from_old}",
+            w.owner, w.group, w.mode, w.journal_mode
+        );
+    }
     let would = if r.dry_run { "would keep" } else { "kept" };
     match &r.kept {
         Some(k) => {

@@ -78,6 +78,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
     json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }
@@ -104,7 +105,8 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
     let (out, stats) = seal::seal_stream(&mut input, "standard input", out, &recipients, opts, &run)
         .map_err(|e| Error::seal(e, &target))?;
     let (sink, sha256) = out.finish();
-    sink.commit()?;
+    // A new file in a directory may have taken a later name than planned.
+    let target = sink.commit()?;
     *report = Some(Backup {
         tool: PROG.into(),
         version: json::version(),

@@ -76,6 +76,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
     common::main_with(PROG, |cancel| run(&cli, cancel))
 }
