@@ -34,7 +34,7 @@ const PROG: &str = "wm-seal";
     name = PROG,
     version,
     group(ArgGroup::new("who").required(true).multiple(true).args(["recipient", "recipients_file"])),
-    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nExamples:\n  wm-snapshot | wm-seal -r keys.txt --to memory.db.age\n  wm-snapshot | wm-seal -r age1... | rclone rcat remote:memory.db.age\n\nSee wm-seal(1)."
+    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nExamples:\n  wm-snapshot | wm-seal -r keys.txt --to memory.db.age\n  wm-snapshot | wm-seal -r age1... | rclone rcat remote:m.db.age.partial &&\n    rclone moveto remote:m.db.age.partial remote:m.db.age   # with set -o pipefail\n\nSee wm-seal(1)."
 )]
 struct Cli {
     /// Encrypt to RECIPIENT: an existing recipients file, else an age1... or ssh-ed25519/ssh-rsa public key (repeatable)

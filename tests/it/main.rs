@@ -20,6 +20,7 @@ mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
 mod reliability_restore;
+mod remote;
 mod restore_copies;
 mod secrets;
 mod verify_history;
