@@ -278,6 +278,16 @@ fn every_tools_json_report_validates_and_sits_where_the_convention_says() {
     assert_eq!(v["restorable"], false);
     let out = run(WM_VERIFY, &d).args(["--json", "b.age"]).go();
     check(&out, "wm-verify", "failure", true);
+    // Several backups: an array of the same objects, each with its own exit.
+    let out = run(WM_VERIFY, &d).args(["-i", id, "--json", "b.age", "bad.age"]).go();
+    assert_eq!(out.code(), 1);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON array on stdout");
+    let root = schema();
+    let mut problems = Vec::new();
+    validate(&root, &root, &v, "$", &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}\n{v}");
+    let exits: Vec<&Value> = v.as_array().unwrap().iter().map(|o| &o["exit"]).collect();
+    assert_eq!(exits, [&Value::from(0), &Value::from(1)], "{v}");
 
     for dry in [true, false] {
         let mut args = vec!["-i", id, "--db", "memory.db", "--json", "b.age"];

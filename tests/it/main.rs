@@ -7,17 +7,25 @@
 mod fixture;
 mod harness;
 
+mod hostile_dirs;
+// The second-user race needs inotify, renameat2(RENAME_EXCHANGE) and /proc.
+#[cfg(target_os = "linux")]
+mod hostile_race;
 mod interop_pq;
 mod json_schema;
 mod launchd;
 mod man;
 mod messages;
 mod powerloss;
+mod prune_restic;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
 mod reliability_restore;
+mod remote;
+mod restore_copies;
 mod secrets;
+mod verify_history;
 mod wm_keygen;
 mod wm_prune;
 mod wm_restore;

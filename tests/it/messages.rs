@@ -121,11 +121,11 @@ fn a_misspelled_flag_gets_clap_s_suggestion_and_age_s_spellings_work() {
 fn file_names_and_public_keys_are_shown_secret_keys_never() {
     let w = world();
     let id = w.id.to_str().unwrap();
-    let out = run(WM_VERIFY, &w.d).args(["-i", id, "b.age", "backups/memory-20261201T020000Z.db.age"]).go();
-    out.expect(2, "unexpected argument 'backups/memory-20261201T020000Z.db.age' found").one_line_error("wm-verify");
+    let out = run(WM_RESTORE, &w.d).args(["-i", id, "b.age", "backups/memory-20261201T020000Z.db.age"]).go();
+    out.expect(2, "unexpected argument 'backups/memory-20261201T020000Z.db.age' found").one_line_error("wm-restore");
     let secret = secret_of(&w.id);
-    let out = run(WM_VERIFY, &w.d).args(["-i", id, "b.age", &secret]).go();
-    out.expect(2, "(a value that looks like a secret key, not shown)").one_line_error("wm-verify");
+    let out = run(WM_RESTORE, &w.d).args(["-i", id, "b.age", &secret]).go();
+    out.expect(2, "(a value that looks like a secret key, not shown)").one_line_error("wm-restore");
     assert_not_echoed(&out.stderr, &secret, "a secret key as a stray argument");
     // A public key with one character changed: shown, and called a bad checksum.
     let last = w.key.chars().last().unwrap();
