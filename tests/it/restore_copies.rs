@@ -30,10 +30,10 @@ fn restore_reports_the_copies_beside_the_database_and_their_size() {
     let new_copy = v["kept"]["bytes"].as_u64().unwrap();
     assert_eq!(v["copies"]["bytes"].as_u64().unwrap(), 3 * 1110 + new_copy, "{v}");
     // The human report says it in one line.
-    let out = run(WM_RESTORE, &d).args(["-i", "key.txt", "--db", "memory.db", "memory.db.age"]).go();
+    let out = run(WM_RESTORE, &d).args(["-v", "-i", "key.txt", "--db", "memory.db", "memory.db.age"]).go();
     if out.code() == 1 && out.stderr.contains("wait a second") {
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let again = run(WM_RESTORE, &d).args(["-i", "key.txt", "--db", "memory.db", "memory.db.age"]).go();
+        let again = run(WM_RESTORE, &d).args(["-v", "-i", "key.txt", "--db", "memory.db", "memory.db.age"]).go();
         again.ok();
         assert!(again.stderr.contains("\n  copies     5 restore copies beside it, "), "{}", again.stderr);
     } else {

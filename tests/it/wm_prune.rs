@@ -376,7 +376,8 @@ fn partial_uploads_are_never_counted_and_stale_ones_are_reported_and_deleted() {
     // --keep-last 3 keeps the three good backups: the partial ones never count.
     let out = fx.prune(&["--keep-last", "3", "--json", "bk"]);
     out.ok();
-    let (v, _) = json_on_stderr(&out);
+    let (v, _) = json_on_stdout(&out);
+    let out = fx.prune(&["--keep-last", "3", "bk"]);
     assert_eq!(v["backups"], 3, "{v}");
     assert_eq!(v["dropped"], serde_json::json!([]));
     let mut oldest_first = stale.clone();
@@ -426,7 +427,8 @@ fn restore_copies_are_a_series_pruned_as_sets_with_their_journals() {
     let fx = Fx::new(&names);
     let out = fx.prune(&["--keep-last", "2", "--json", "bk"]);
     out.ok();
-    let (v, _) = json_on_stderr(&out);
+    let (v, _) = json_on_stdout(&out);
+    let out = fx.prune(&["--keep-last", "2", "bk"]);
     assert_eq!(v["backups"], 6, "four copies and two backups: {v}");
     assert_eq!(
         lines(&out),
