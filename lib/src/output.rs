@@ -150,7 +150,7 @@ impl Failure for OutputError {
             ForeignSymlink { .. } => Some(hint![
                 "name the file it points to with ",
                 Knob::Destination,
-                ", or remove the link (only your own links are followed)"
+                ", or remove the link (only your own and root's links are followed)"
             ]),
             Directory { source, .. } if source.raw_os_error() == Some(Errno::ENOENT as i32) => {
                 Some("create the directory first, or check the path".into())
@@ -211,52 +211,22 @@ impl Destination {
         if requested.as_os_str().is_empty() {
             return Err(OutputError::Empty);
         }
-        let (parent, mut name) = split(requested)?;
-        let (mut dir, mut dir_path) = open_dir(None, &parent)?;
-        let me = platform::euid();
-        for _ in 0..MAX_SYMLINKS {
-            let shown = dir_path.join(&name);
-            let st = match stat::fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::ENOENT) => return Ok(Destination::at(requested, dir, dir_path, name, Vec::new())),
-                Err(e) => return Err(OutputError::Resolve { path: shown, source: e.into() }),
-            };
-            match st.st_mode & nix::libc::S_IFMT {
-                nix::libc::S_IFREG => return Ok(Destination::at(requested, dir, dir_path, name, Vec::new())),
-                nix::libc::S_IFDIR => return Err(OutputError::IsDirectory(shown)),
-                nix::libc::S_IFLNK => {}
-                _ => return Err(OutputError::NotRegular(shown)),
-            }
-            if st.st_uid != me {
-                return Err(OutputError::ForeignSymlink { path: shown, owner: st.st_uid });
-            }
-            let target = fcntl::readlinkat(&dir, name.as_os_str())
-                .map_err(|e| OutputError::Resolve { path: shown.clone(), source: e.into() })?;
-            // The text read must be that of the link whose owner was checked.
-            let again = stat::fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(|e| OutputError::Resolve { path: shown.clone(), source: e.into() })?;
-            if (again.st_dev, again.st_ino, again.st_uid) != (st.st_dev, st.st_ino, st.st_uid) {
-                return Err(OutputError::Changed(shown));
-            }
-            let target = PathBuf::from(target);
-            let (tparent, tname) = split(&target)?;
-            (dir, dir_path) = match target.is_absolute() {
-                true => open_dir(None, &tparent)?,
-                false => open_dir(Some((&dir, &dir_path)), &tparent)?,
-            };
-            name = tname;
+        let (parent, name) = split(requested)?;
+        let (dir, dir_path) = open_dir(None, &parent)?;
+        let (dir, dir_path, name, st) = follow_own_links(dir, dir_path, name, requested)?;
+        let shown = dir_path.join(&name);
+        match st.map(|st| st.st_mode & nix::libc::S_IFMT) {
+            None | Some(nix::libc::S_IFREG) => Ok(Destination::at(requested, dir, dir_path, name, Vec::new())),
+            Some(nix::libc::S_IFDIR) => Err(OutputError::IsDirectory(shown)),
+            Some(_) => Err(OutputError::NotRegular(shown)),
         }
-        Err(OutputError::Resolve {
-            path: requested.to_path_buf(),
-            source: io::Error::from_raw_os_error(Errno::ELOOP as i32),
-        })
     }
 
     /// A new file in the directory `dir` under the first of `names` that is
     /// free, the others kept to try in order if it is taken by the time of
     /// the rename. Nothing at those names is ever followed or replaced.
     pub fn resolve_new(dir: &Path, names: Vec<OsString>) -> Result<Destination, OutputError> {
-        let (fd, dir_path) = open_dir(None, dir)?;
+        let (fd, dir_path) = open_dir_own_links(dir)?;
         let mut names = names.into_iter();
         let first = names.next().ok_or(OutputError::Empty)?;
         let mut dest = Destination::at(&dir.join(&first), fd, dir_path, first, names.collect());
@@ -347,6 +317,97 @@ impl Destination {
 }
 
 /// A path's directory (`.` when it has none) and final name.
+/// Resolves `name` in `dir` the way every name a run writes is resolved:
+/// a symlink is followed only when the running user or root owns it (root
+/// follows only root's own links, wherever they are), each link's text read
+/// relative to the directory that holds it, the owner checked on the link
+/// whose text is read. Returns the directory and name at the end of the
+/// links and what is there (`None`: nothing).
+fn follow_own_links(
+    mut dir: File,
+    mut dir_path: PathBuf,
+    mut name: OsString,
+    requested: &Path,
+) -> Result<(File, PathBuf, OsString, Option<stat::FileStat>), OutputError> {
+    let me = platform::euid();
+    for _ in 0..MAX_SYMLINKS {
+        let shown = dir_path.join(&name);
+        let st = match stat::fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok((dir, dir_path, name, None)),
+            Err(e) => return Err(OutputError::Resolve { path: shown, source: e.into() }),
+        };
+        if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFLNK {
+            return Ok((dir, dir_path, name, Some(st)));
+        }
+        // Root's links are trusted by everyone: no one else can plant them.
+        if st.st_uid != me && st.st_uid != 0 {
+            return Err(OutputError::ForeignSymlink { path: shown, owner: st.st_uid });
+        }
+        let target = fcntl::readlinkat(&dir, name.as_os_str())
+            .map_err(|e| OutputError::Resolve { path: shown.clone(), source: e.into() })?;
+        // The text read must be that of the link whose owner was checked.
+        let again = stat::fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| OutputError::Resolve { path: shown.clone(), source: e.into() })?;
+        if (again.st_dev, again.st_ino, again.st_uid) != (st.st_dev, st.st_ino, st.st_uid) {
+            return Err(OutputError::Changed(shown));
+        }
+        let target = PathBuf::from(target);
+        let (tparent, tname) = split(&target)?;
+        (dir, dir_path) = match target.is_absolute() {
+            true => open_dir(None, &tparent)?,
+            false => open_dir(Some((&dir, &dir_path)), &tparent)?,
+        };
+        name = tname;
+    }
+    Err(OutputError::Resolve {
+        path: requested.to_path_buf(),
+        source: io::Error::from_raw_os_error(Errno::ELOOP as i32),
+    })
+}
+
+/// Opens the directory `--to DIR/` names under the symlink rule of
+/// [`follow_own_links`] for its last component (another user's link there,
+/// even to a directory, is refused), then never follows anything: the
+/// directory is opened `O_NOFOLLOW` relative to the one that holds it.
+fn open_dir_own_links(path: &Path) -> Result<(File, PathBuf), OutputError> {
+    let bytes = path.as_os_str().as_bytes();
+    let trimmed =
+        Path::new(OsStr::from_bytes(&bytes[..bytes.len() - bytes.iter().rev().take_while(|b| **b == b'/').count()]));
+    let name = match trimmed.file_name() {
+        Some(n) if !trimmed.as_os_str().is_empty() && !trimmed.ends_with("..") => n.to_os_string(),
+        // "/", ".", "..": no name another user can plant.
+        _ => return open_dir(None, path),
+    };
+    let parent = match trimmed.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (dir, dir_path) = open_dir(None, &parent)?;
+    let (dir, dir_path, name, st) = follow_own_links(dir, dir_path, name, path)?;
+    let shown = dir_path.join(&name);
+    match st.map(|st| st.st_mode & nix::libc::S_IFMT) {
+        Some(nix::libc::S_IFDIR) => {}
+        None => {
+            return Err(OutputError::Directory {
+                path: shown,
+                source: io::Error::from_raw_os_error(Errno::ENOENT as i32),
+            })
+        }
+        Some(_) => {
+            return Err(OutputError::Directory {
+                path: shown,
+                source: io::Error::from_raw_os_error(Errno::ENOTDIR as i32),
+            })
+        }
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = fcntl::openat(&dir, name.as_os_str(), flags, Mode::empty())
+        .map_err(|e| OutputError::Directory { path: shown.clone(), source: e.into() })?;
+    let canonical = std::fs::canonicalize(&shown).unwrap_or(shown);
+    Ok((File::from(fd), canonical))
+}
+
 fn split(p: &Path) -> Result<(PathBuf, OsString), OutputError> {
     let name = match p.file_name() {
         Some(n) if !p.as_os_str().as_bytes().ends_with(b"/") => n.to_os_string(),

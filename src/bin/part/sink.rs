@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use wmbackup::clock::Utc;
@@ -21,10 +22,24 @@ pub struct Series {
 pub const SPARE_SECONDS: i64 = 9;
 
 /// `--to` names a directory: it ends with `/`, or is an existing directory
-/// (`-` is standard output, even if a directory of that name exists).
+/// (`-` is standard output, even if a directory of that name exists). A
+/// symlink counts as the directory it points to only when the running user
+/// or root owns it, the rule every written name follows: another user's link to a
+/// directory is taken for a file name, which the output then refuses.
 pub fn is_dir(to: &Path) -> bool {
-    to != Path::new("-")
-        && (to.as_os_str().as_bytes().ends_with(b"/") || std::fs::metadata(to).is_ok_and(|m| m.is_dir()))
+    if to == Path::new("-") {
+        return false;
+    }
+    if to.as_os_str().as_bytes().ends_with(b"/") {
+        return true;
+    }
+    match std::fs::symlink_metadata(to) {
+        Ok(m) if m.file_type().is_symlink() => {
+            (m.uid() == wmbackup::platform::euid() || m.uid() == 0) && std::fs::metadata(to).is_ok_and(|m| m.is_dir())
+        }
+        Ok(m) => m.is_dir(),
+        Err(_) => false,
+    }
 }
 
 /// Opens `--to` (absent or `-`: standard output), never the database
