@@ -117,7 +117,7 @@ final=$dir$name
 partial=$final.partial
 
 # The one pipeline; each stage's status is read before anything else runs.
-wm-snapshot ${snap_args[@]+"${snap_args[@]}"} | wm-seal -q "${seal_args[@]}" | rclone -q rcat "$partial"
+wm-snapshot -q ${snap_args[@]+"${snap_args[@]}"} | wm-seal -q "${seal_args[@]}" | rclone -q rcat "$partial"
 status=("${PIPESTATUS[@]}")
 stages=(wm-snapshot wm-seal "rclone rcat")
 failed=

@@ -128,7 +128,7 @@ final=$dir$name
 partial=$final.partial
 
 # The one pipeline; each stage's status is read before anything else runs.
-wm-snapshot ${snap_args[@]+"${snap_args[@]}"} | wm-seal -q "${seal_args[@]}" |
+wm-snapshot -q ${snap_args[@]+"${snap_args[@]}"} | wm-seal -q "${seal_args[@]}" |
 	aws s3 cp --only-show-errors ${size_args[@]+"${size_args[@]}"} - "$partial"
 status=("${PIPESTATUS[@]}")
 stages=(wm-snapshot wm-seal "aws s3 cp")

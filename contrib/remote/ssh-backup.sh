@@ -131,7 +131,7 @@ q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 remote() { "${ssh_cmd[@]}" "$host" "$@"; }
 
 # The one pipeline; each stage's status is read before anything else runs.
-wm-snapshot ${snap_args[@]+"${snap_args[@]}"} | wm-seal -q "${seal_args[@]}" |
+wm-snapshot -q ${snap_args[@]+"${snap_args[@]}"} | wm-seal -q "${seal_args[@]}" |
 	remote "cat > $(q "$partial") && sync -- $(q "$partial")"
 status=("${PIPESTATUS[@]}")
 stages=(wm-snapshot wm-seal "ssh cat")

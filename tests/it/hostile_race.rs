@@ -848,7 +848,9 @@ fn trial(w: &mut World, tool: Tool, i: u64, f: &mut Figures) {
 
     f.attempts += 1;
     let during: Vec<&Swap> = swaps.iter().filter(|s| s.kind != READY && s.at >= t0 && s.at <= t1).collect();
-    let judged = if out.status.success() { Some(judge(w, &p.expect, &stderr)) } else { None };
+    // The --json report is on stdout (the writers write to --to, not to stdout).
+    let report = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    let judged = if out.status.success() { Some(judge(w, &p.expect, &report)) } else { None };
     w.clean_work();
     let touched = w.touched_outside();
     if !touched.is_empty() {
@@ -949,7 +951,8 @@ fn reason(stderr: &str) -> String {
     text.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect()
 }
 
-/// The last JSON object the run printed (stderr for the writers).
+/// The last JSON object the run printed (on stdout for the writers, whose
+/// data goes to --to).
 fn destination(stderr: &str) -> Option<PathBuf> {
     let line = stderr.lines().rev().find(|l| l.starts_with('{'))?;
     let v: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -195,7 +195,7 @@ impl Remote<'_> {
         assert_eq!(now, listed, "{what}: the tool lists the same names");
         let out = run(WM_PRUNE, &w.d).args(["--json", "--keep-last", "1", "-"]).stdin(all.join("\n")).go();
         out.ok();
-        let (v, _) = json_on_stderr(&out);
+        let (v, _) = json_on_stdout(&out);
         assert_eq!(v["backups"], listed.len(), "{what}: wm-prune counts only committed backups: {v}");
         all
     }
