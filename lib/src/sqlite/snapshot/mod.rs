@@ -9,7 +9,7 @@
 //!   first, so that a slow consumer never holds the lock that writers wait on.
 
 mod pages;
-mod scrub;
+pub mod scrub;
 mod vacuum;
 
 pub use scrub::Stats as ForgetStats;
@@ -75,6 +75,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// A warning when the page stream could not forget everything dead: it
+    /// copied free space as it is (reserved bytes, a damaged free list), or
+    /// dead overflow tails went out before their owner was read.
+    pub fn forget_warning(&self) -> Option<String> {
+        let f = self.forget?;
+        if let Some(why) = f.off {
+            return Some(format!(
+                "free space copied as it is ({why}): deleted rows may be in this snapshot; --method vacuum leaves them out"
+            ));
+        }
+        (f.tails_copied > 0).then(|| {
+            format!(
+                "{} overflow page tails copied as they are (their owners came later): deleted bytes may be in this snapshot; --method vacuum leaves them out",
+                f.tails_copied
+            )
+        })
+    }
+
     /// "vacuum, memory spool" / "pages, streamed": how the image was made.
     pub fn how(&self) -> String {
         match self.spool {
