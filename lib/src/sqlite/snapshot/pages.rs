@@ -208,8 +208,14 @@ mod tests {
     /// pages, whole free pages, and the tail of an overflow page reused in
     /// the same transaction by a chain whose owner comes after it.
     fn planted(dir: &Path, wal: bool) -> PathBuf {
+        planted_with(dir, wal, "")
+    }
+
+    /// `planted`, with `setup` (pragmas: page size, auto_vacuum) run first.
+    fn planted_with(dir: &Path, wal: bool, setup: &str) -> PathBuf {
         let p = dir.join("planted.db");
         let c = Connection::open(&p).unwrap();
+        c.execute_batch(setup).unwrap();
         c.query_row(&format!("PRAGMA journal_mode={}", if wal { "WAL" } else { "DELETE" }), [], |_| Ok(())).unwrap();
         c.execute_batch(&format!(
             "PRAGMA secure_delete=OFF;
@@ -230,6 +236,39 @@ mod tests {
         ))
         .unwrap();
         p
+    }
+
+    /// Other layouts: small and big pages, pointer-map pages (auto_vacuum).
+    #[test]
+    fn zeroing_keeps_every_page_layout_valid() {
+        let layouts = [
+            "PRAGMA page_size=512;",
+            "PRAGMA page_size=65536;",
+            "PRAGMA page_size=1024; PRAGMA auto_vacuum=INCREMENTAL;",
+            "PRAGMA auto_vacuum=FULL;",
+        ];
+        for setup in layouts {
+            for wal in [true, false] {
+                let d = tempfile::tempdir().unwrap();
+                let p = planted_with(d.path(), wal, setup);
+                let source_bytes = std::fs::read(&p).unwrap();
+                let mut src = Source::open(&p, Duration::from_secs(1), Knob::Database).unwrap();
+                let mut image = Vec::new();
+                let opts = Options { method: Method::Pages, spool: Place::default(), check: false };
+                let r = super::super::snapshot(&mut src, &opts, &Run::manual().unwrap(), &mut image).unwrap();
+                let stats = r.forget.unwrap();
+                assert_eq!((stats.off, stats.tails_copied), (None, 0), "{setup} wal={wal}");
+                assert!(!contains(&image, SECRET), "{setup} wal={wal}: {stats:?}");
+                assert!((0..image.len()).all(|i| image[i] == source_bytes[i] || image[i] == 0), "{setup}");
+                let out = d.path().join("out.db");
+                std::fs::write(&out, &image).unwrap();
+                let c = Connection::open(&out).unwrap();
+                let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+                assert_eq!(ok, "ok", "{setup} wal={wal}");
+                let n: i64 = c.query_row("SELECT count(*) FROM keep", [], |r| r.get(0)).unwrap();
+                assert_eq!(n, 294);
+            }
+        }
     }
 
     fn contains(hay: &[u8], needle: &str) -> bool {
