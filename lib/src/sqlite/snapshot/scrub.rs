@@ -206,7 +206,11 @@ impl Scrubber {
     /// of `now` ends.
     pub fn scouted(&mut self, now: u32) {
         let room = (self.page_size - 4) as u64;
-        for (mut pgno, mut rem) in std::mem::take(&mut self.scouted_cells) {
+        // Chains found ahead, and chains already expected ahead whose links
+        // may lead back to the waiting page.
+        let mut starts = std::mem::take(&mut self.scouted_cells);
+        starts.extend(self.expect.iter().map(|(&p, &r)| (p, r)));
+        for (mut pgno, mut rem) in starts {
             for _ in 0..=self.unowned.len() {
                 let Some(u) = self.unowned.get(&pgno).copied() else { break };
                 if rem <= room {
@@ -685,6 +689,39 @@ mod tests {
                 assert!(l.pgno >= 1 && l.pgno <= pages && l.from < page_size, "{l:?}");
             }
         }
+    }
+
+    /// A chain whose owner comes first but whose last page comes before its
+    /// first: 1 (owner) -> 3 -> 2. A direct stream reads ahead at page 2.
+    #[test]
+    fn a_last_overflow_page_before_its_chain_is_found_by_reading_ahead() {
+        let ps = 512;
+        let mut p1 = header(ps, 3, 0, 0);
+        // One table-leaf cell at 400: payload 997 (varint 0x87 0x65), rowid 1,
+        // 39 bytes local, then the first overflow page, 3.
+        p1[103..105].copy_from_slice(&1u16.to_be_bytes());
+        p1[105..107].copy_from_slice(&400u16.to_be_bytes());
+        p1[108..110].copy_from_slice(&400u16.to_be_bytes());
+        p1[400..403].copy_from_slice(&[0x87, 0x65, 0x01]);
+        p1[442..446].copy_from_slice(&3u32.to_be_bytes());
+        let mut last = vec![0xAAu8; ps];
+        last[..4].copy_from_slice(&0u32.to_be_bytes());
+        let mut first = vec![0xBBu8; ps];
+        first[..4].copy_from_slice(&2u32.to_be_bytes());
+        let image = [p1, last, first];
+        let mut s = Scrubber::new(&image[0], 3, |p| Ok::<_, ()>(image[p as usize - 1].clone())).unwrap();
+        s.direct();
+        s.plan(1, &image[0]);
+        assert!(s.plan(2, &image[1]).is_empty());
+        assert!(s.wants_scout());
+        s.scout(3, &image[2]);
+        s.scouted(2);
+        // 958 bytes overflow: 508 on page 3, 450 on page 2 after its 4-byte link.
+        assert_eq!(s.plan(2, &image[1]), &[(454, ps)]);
+        assert!(s.plan(3, &image[2]).is_empty(), "a full middle page keeps every byte");
+        s.count_unpatched();
+        assert_eq!(s.stats().tails_copied, 0);
+        assert_eq!(s.stats().late_tails, 1);
     }
 
     #[test]
