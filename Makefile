@@ -13,6 +13,8 @@ BINS     = wm-snapshot wm-seal workmem-backup wm-verify wm-restore wm-prune wm-k
 # Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself decides.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 RELEASE  = $(TARGET_DIR)/release
+# The shipped binaries: fat LTO, one codegen unit (Cargo.toml, release-lto).
+SHIPPED  = $(TARGET_DIR)/release-lto
 # CARGO_TARGET_TMPDIR of the integration tests: skips and reliability figures.
 TEST_TMP = $(TARGET_DIR)/tmp
 DEMO     = $(TARGET_DIR)/demo
@@ -57,14 +59,15 @@ demo: build
 	$(CARGO) build --release --locked --example make-sample --example make-key --example crash-writer
 	@sh scripts/demo.sh $(RELEASE) $(DEMO)
 
-install: build
+install:
+	$(CARGO) build --profile release-lto --locked
 	install -d $(BINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
-	for b in $(BINS); do install -m 0755 $(RELEASE)/$$b $(BINDIR)/$$b; done
+	for b in $(BINS); do install -m 0755 $(SHIPPED)/$$b $(BINDIR)/$$b; done
 	for b in $(BINS); do install -m 0644 man/$$b.1 $(MANDIR)/$$b.1; done
 	for b in $(BINS); do \
-		$(RELEASE)/$$b --completions bash > $(BASHDIR)/$$b && \
-		$(RELEASE)/$$b --completions zsh > $(ZSHDIR)/_$$b && \
-		$(RELEASE)/$$b --completions fish > $(FISHDIR)/$$b.fish || exit 1; \
+		$(SHIPPED)/$$b --completions bash > $(BASHDIR)/$$b && \
+		$(SHIPPED)/$$b --completions zsh > $(ZSHDIR)/_$$b && \
+		$(SHIPPED)/$$b --completions fish > $(FISHDIR)/$$b.fish || exit 1; \
 	done
 
 uninstall:
@@ -75,11 +78,11 @@ uninstall:
 # otherwise: latest.md is the table the README's Performance section quotes.
 # Exits 1 when a target is missed (WM_BENCH_ONLY=P,A runs only the cases
 # named so, and judges only the targets those cases measure).
-WM_BENCH_BIN ?= $(RELEASE)
+WM_BENCH_BIN ?= $(SHIPPED)
 WM_BENCH_DIR ?= $(TARGET_DIR)/bench
-bench: build
-	$(CARGO) build --release --locked --example wm-bench
-	WM_BENCH_BIN=$(WM_BENCH_BIN) WM_BENCH_DIR=$(WM_BENCH_DIR) $(RELEASE)/examples/wm-bench
+bench:
+	$(CARGO) build --profile release-lto --locked --bins --example wm-bench
+	WM_BENCH_BIN=$(WM_BENCH_BIN) WM_BENCH_DIR=$(WM_BENCH_DIR) $(SHIPPED)/examples/wm-bench
 
 # The long reliability suite (issue 6): crash, fault, load, signal,
 # bad-input, restore, power-loss and hostile-directory trials (a second user

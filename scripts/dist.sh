@@ -8,7 +8,7 @@
 #       doc/local.workmem-backup.plist                    the launchd example
 #       complete/NAME.bash complete/_NAME complete/NAME.fish
 #   OUT/SHA256SUMS
-# Each target is built in release (LTO) with cargo-zigbuild (scripts/cross.sh)
+# Each target is built in the profile release-lto (fat LTO) with cargo-zigbuild (scripts/cross.sh)
 # and checked (scripts/check-binaries.sh). The archives are reproducible:
 # sorted, owned by 0:0, dated by the last commit.
 #   scripts/dist.sh OUT TARGET...     (`make dist` gives the five targets)
@@ -35,11 +35,11 @@ for b in $bins; do
 done
 
 for t in "$@"; do
-	sh scripts/cross.sh "$t" build --release --locked --bins
+	sh scripts/cross.sh "$t" build --profile release-lto --locked --bins
 	name=workmem-backup-$version-$t
 	dir=$out/$name
 	mkdir -p "$dir/doc" "$dir/complete"
-	for b in $bins; do cp "$target_dir/$t/release/$b" "$dir/"; done
+	for b in $bins; do cp "$target_dir/$t/release-lto/$b" "$dir/"; done
 	# shellcheck disable=SC2046 # one word per binary
 	sh scripts/check-binaries.sh "$t" $(for b in $bins; do echo "$dir/$b"; done)
 	cp README.md LICENSE "$dir/"

@@ -98,10 +98,15 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
     let mut warnings = Vec::new();
     if snap.method == Method::Pages && snap.free_pages > 0 {
         let text = format!(
-            "note: {} free pages ({}) copied along; --method vacuum leaves them out",
+            "note: {} free pages ({}) copied along as zeros; --method vacuum leaves them out",
             snap.free_pages,
             human(snap.free_pages as u64 * snap.page_size as u64)
         );
+        note(PROG, quiet, &text);
+        warnings.push(text);
+    }
+    if let Some(text) = snap.forget_warning() {
+        let text = format!("warning: {text}");
         note(PROG, quiet, &text);
         warnings.push(text);
     }

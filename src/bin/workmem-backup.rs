@@ -209,6 +209,10 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
     let out = Hashing::new(sink, cli.json || cli.verbose);
     let mut sealer = Sealer::new(out, &recipients, cli.armor).map_err(|e| Error::seal(e, &target))?;
     let snap = snapshot::snapshot(&mut source, &opts, &run, &mut sealer).map_err(|e| Error::snapshot(e, &target))?;
+    if let Some(text) = snap.forget_warning() {
+        note(PROG, quiet, &format!("warning: {text}"));
+        warnings.push(text);
+    }
     let (out, stats, file_key) = sealer.finish_with_key().map_err(|e| Error::seal(e, &target))?;
     let (mut sink, sha256) = out.finish();
     run.progress.phase("sync", None);

@@ -7,6 +7,7 @@
 mod fixture;
 mod harness;
 
+mod forget;
 mod hostile_dirs;
 // The second-user race needs inotify, renameat2(RENAME_EXCHANGE) and /proc.
 #[cfg(target_os = "linux")]

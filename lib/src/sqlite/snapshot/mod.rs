@@ -9,7 +9,10 @@
 //!   first, so that a slow consumer never holds the lock that writers wait on.
 
 mod pages;
+pub mod scrub;
 mod vacuum;
+
+pub use scrub::Stats as ForgetStats;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -67,9 +70,29 @@ pub struct Report {
     pub method: Method,
     /// `None`: streamed straight from the source.
     pub spool: Option<SpoolKind>,
+    /// What the page stream zeroed (`None` for VACUUM, which copies live rows only).
+    pub forget: Option<ForgetStats>,
 }
 
 impl Report {
+    /// A warning when the page stream could not forget everything dead: it
+    /// copied free space as it is (reserved bytes, a damaged free list), or
+    /// dead overflow tails went out before their owner was read.
+    pub fn forget_warning(&self) -> Option<String> {
+        let f = self.forget?;
+        if let Some(why) = f.off {
+            return Some(format!(
+                "free space copied as it is ({why}): deleted rows may be in this snapshot; --method vacuum leaves them out"
+            ));
+        }
+        (f.tails_copied > 0).then(|| {
+            format!(
+                "{} overflow page tails copied as they are (their owners came later): deleted bytes may be in this snapshot; --method vacuum leaves them out",
+                f.tails_copied
+            )
+        })
+    }
+
     /// "vacuum, memory spool" / "pages, streamed": how the image was made.
     pub fn how(&self) -> String {
         match self.spool {
@@ -208,8 +231,10 @@ fn check_complete(source: &Source, spool: &Spool, location: &Path) -> Result<DbH
     }
 }
 
-/// Writes a finished spool to `out`.
-fn emit(spool: &Spool, location: &Path, run: &Run, out: &mut dyn Write) -> Result<u64, SnapshotError> {
+/// Writes a finished spool to `out`. `wal`: the source is in WAL mode, and
+/// the image says so in header bytes 18/19 (2/2), whatever wrote the spool
+/// (`VACUUM INTO` writes 1/1), so that a plain decrypt comes back in WAL.
+fn emit(spool: &Spool, location: &Path, wal: bool, run: &Run, out: &mut dyn Write) -> Result<u64, SnapshotError> {
     let spool_err = |e| SnapshotError::Spool { dir: location.to_path_buf(), source: e };
     let len = spool.size().map_err(spool_err)?;
     run.progress.phase("output", Some(len));
@@ -219,6 +244,9 @@ fn emit(spool: &Spool, location: &Path, run: &Run, out: &mut dyn Write) -> Resul
         run.check()?;
         let n = (len - off).min(IO_CHUNK as u64) as usize;
         spool.read_exact_at(&mut buf[..n], off).map_err(spool_err)?;
+        if off == 0 && wal && n >= HEADER_LEN {
+            buf[18..20].copy_from_slice(&[2, 2]);
+        }
         out.write_all(&buf[..n]).map_err(SnapshotError::Output)?;
         off += n as u64;
         run.progress.add(n as u64);

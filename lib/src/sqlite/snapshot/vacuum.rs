@@ -47,7 +47,7 @@ pub(super) fn snapshot(
             quick_check(&c, source.path())?;
         }
     }
-    let bytes = emit(&spool, &location, run, out)?;
+    let bytes = emit(&spool, &location, source_is_wal(source)?, run, out)?;
     Ok(Report {
         bytes,
         page_size: header.page_size,
@@ -55,6 +55,7 @@ pub(super) fn snapshot(
         free_pages: header.freelist_pages,
         method: Method::Vacuum,
         spool: Some(kind),
+        forget: None,
     })
 }
 
@@ -96,6 +97,15 @@ fn run_vacuum(
         }
         Err(e) => Err(source.error("snapshot", e).into()),
     }
+}
+
+/// Whether the source is in WAL mode (its header's bytes 18/19 are 2/2).
+fn source_is_wal(source: &Source) -> Result<bool, SnapshotError> {
+    let mode: String = source
+        .connection()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(|e| source.error("read source", e))?;
+    Ok(mode.eq_ignore_ascii_case("wal"))
 }
 
 fn is_write_error(e: &rusqlite::Error) -> bool {
