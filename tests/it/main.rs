@@ -7,6 +7,7 @@
 mod fixture;
 mod harness;
 
+mod hostile_images;
 mod interop_pq;
 mod launchd;
 mod man;

@@ -12,6 +12,7 @@ use rusqlite::{ffi, Connection, OpenFlags};
 
 use super::vfs::SpoolFile;
 use super::SpoolKind;
+use crate::sqlite::guard::{self, HeapCap};
 
 #[derive(Debug)]
 pub enum PlainError {
@@ -143,32 +144,52 @@ impl Plain {
             }
         }
         let opened = match self {
-            Plain::Memory(b) => Opened { conn: b.into_connection().map_err(PlainError::Open)?, spool: None, len, wal },
+            Plain::Memory(b) => Opened {
+                conn: b.into_connection().map_err(PlainError::Open)?,
+                spool: None,
+                len,
+                wal,
+                _cap: HeapCap::above_now(guard::HEAP_ABOVE_IMAGE),
+            },
             Plain::Disk { file, dir, .. } => {
                 let conn = Connection::open_with_flags(
                     file.uri(),
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(PlainError::Open)?;
-                Opened { conn, spool: Some((file, dir)), len, wal }
+                Opened { conn, spool: Some((file, dir)), len, wal, _cap: HeapCap::above_now(guard::HEAP_ABOVE_IMAGE) }
             }
         };
-        // Nothing of the check may land in a temporary file.
-        opened.conn.execute_batch("PRAGMA temp_store = MEMORY").map_err(PlainError::Open)?;
+        // The database is hostile until checked: no view, trigger or
+        // extension, no trusted schema, bounded values; nothing of the check
+        // lands in a temporary file.
+        guard::harden(&opened.conn).map_err(PlainError::Open)?;
         Ok(opened)
     }
 }
 
-/// A connection onto the plaintext; a disk spool outlives it (fields drop in order).
+/// A connection onto the plaintext; a disk spool outlives it (fields drop in
+/// order), and SQLite's heap is capped at the image plus
+/// [`guard::HEAP_ABOVE_IMAGE`] while it is open.
 pub struct Opened {
     pub conn: Connection,
     spool: Option<(SpoolFile, PathBuf)>,
     len: u64,
     /// The image was WAL-mode and is marked rollback for the connection.
     wal: bool,
+    _cap: HeapCap,
 }
 
 impl Opened {
+    /// The database's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The bytes under the connection, which only reads them, for copying
     /// out while SQLite checks them on another thread.
     pub fn image(&self) -> Result<Image<'_>, PlainError> {
