@@ -3,14 +3,18 @@
 //! tables whose content is a view). wm-verify, wm-restore and
 //! `workmem-backup --verify` must end within the time budget and within
 //! 256 MiB above the image, exit 1, and say what was refused. Each test
-//! measures from outside: wall time around the child, and its peak resident
-//! size from wait4's rusage. (On Linux a child's ru_maxrss starts from the
-//! test process's own resident size at the spawn, so the figure is an upper
-//! bound of the child's: good enough for "at most".)
+//! measures from outside the process: its wall time, and its peak resident
+//! size from wait4's rusage.
+//!
+//! A child's ru_maxrss starts from its parent's resident size at the spawn
+//! (exec keeps the high-water mark), and this test process may be large
+//! while other tests run. So the tool is started by a launcher: this test
+//! binary re-executed to run only [`measure_launcher`], a fresh and small
+//! process, which spawns the tool, reaps it with wait4 and writes its exit
+//! status, wall time and peak RSS to a file.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::fixture;
@@ -24,6 +28,12 @@ const RSS_ABOVE_IMAGE: u64 = 256 << 20;
 const BUDGET_S: u64 = 3;
 const SLACK: Duration = Duration::from_secs(12);
 
+/// The launcher's instructions: the program and its arguments, separated by
+/// this byte, and where the figures go.
+const ARGV_ENV: &str = "WM_MEASURE_ARGV";
+const OUT_ENV: &str = "WM_MEASURE_OUT";
+const SEP: char = '\x1f';
+
 struct Measured {
     code: i32,
     stderr: String,
@@ -31,16 +41,16 @@ struct Measured {
     peak_rss: u64,
 }
 
-/// Runs `r` to the end, timing it and taking its peak RSS (bytes). The
-/// child is reaped by wait4 here, for its rusage, not by `Child::wait`.
-#[allow(clippy::zombie_processes)]
-fn measured(r: Run) -> Measured {
+/// Not a test of its own: the launcher that [`measured`] re-executes this
+/// binary for. Without its environment it does nothing.
+#[test]
+fn measure_launcher() {
+    let (Ok(argv), Ok(out)) = (std::env::var(ARGV_ENV), std::env::var(OUT_ENV)) else {
+        return;
+    };
+    let argv: Vec<&str> = argv.split(SEP).collect();
     let started = Instant::now();
-    let mut child = r.spawn();
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
+    let child = Command::new(argv[0]).args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
     let mut status = 0;
     // SAFETY: zeroed rusage is a valid out-parameter for wait4.
     let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
@@ -48,9 +58,39 @@ fn measured(r: Run) -> Measured {
     let pid = unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
     assert_eq!(pid, child.id() as i32, "wait4");
     let wall = started.elapsed();
+    std::mem::forget(child);
     let code =
         if nix::libc::WIFEXITED(status) { nix::libc::WEXITSTATUS(status) } else { 128 + nix::libc::WTERMSIG(status) };
-    Measured { code, stderr, wall, peak_rss: ru.ru_maxrss as u64 * 1024 }
+    std::fs::write(out, format!("{code} {} {}\n", wall.as_nanos(), ru.ru_maxrss)).unwrap();
+}
+
+/// Runs `bin ARGS` in `d` (TMPDIR there, as the harness does) through the
+/// launcher; its exit status, stderr, wall time and peak RSS (bytes).
+fn measured(d: &Dir, bin: &str, args: &[&str]) -> Measured {
+    let out = d.join(".measured");
+    let argv = std::iter::once(bin).chain(args.iter().copied()).collect::<Vec<_>>().join(&SEP.to_string());
+    let started = Instant::now();
+    let launched = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "hostile_images::measure_launcher", "--nocapture", "--test-threads=1", "-q"])
+        .current_dir(&d.path)
+        .env_remove("MEMORY_DB_PATH")
+        .env_remove("RUST_BACKTRACE")
+        .env("TMPDIR", &d.path)
+        .env(ARGV_ENV, argv)
+        .env(OUT_ENV, &out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let outside = started.elapsed();
+    assert!(launched.status.success(), "launcher: {}", String::from_utf8_lossy(&launched.stderr));
+    let figures = std::fs::read_to_string(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let f: Vec<u64> = figures.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let wall = Duration::from_nanos(f[1]);
+    assert!(wall <= outside, "the launcher's figure is within the test's own");
+    // ru_maxrss is in KiB, but in bytes on Apple systems.
+    let peak_rss = if cfg!(target_vendor = "apple") { f[2] } else { f[2] * 1024 };
+    Measured { code: f[0] as i32, stderr: String::from_utf8_lossy(&launched.stderr).into_owned(), wall, peak_rss }
 }
 
 impl Measured {
@@ -66,6 +106,7 @@ impl Measured {
 
     #[track_caller]
     fn bounded(&self, image: u64) {
+        eprintln!("measured: {:?}, peak RSS {} KiB, image {} KiB", self.wall, self.peak_rss >> 10, image >> 10);
         let limit = Duration::from_secs(BUDGET_S) + SLACK;
         assert!(self.wall <= limit, "took {:?}, more than {limit:?}: {}", self.wall, self.stderr);
         assert!(
@@ -105,20 +146,8 @@ fn sealed(sql: &str, rewrite: &[(&str, &str)]) -> (Dir, PathBuf, u64) {
 
 fn verify(d: &Dir, backup: &Path, extra: &[&str]) -> Measured {
     let budget = BUDGET_S.to_string();
-    measured(
-        run(WM_VERIFY, d).args(["-i", "id.txt", "--time-budget", &budget]).args(extra).args([backup]).stdout_null(),
-    )
-}
-
-trait Quiet {
-    fn stdout_null(self) -> Self;
-}
-
-impl Quiet for Run {
-    fn stdout_null(mut self) -> Run {
-        self.command().stdout(Stdio::null());
-        self
-    }
+    let backup = backup.to_str().unwrap();
+    measured(d, WM_VERIFY, &[&["-i", "id.txt", "--time-budget", &budget], extra, &[backup]].concat())
 }
 
 /// A string of `n` characters, made by SQLite at run time.
@@ -228,12 +257,9 @@ fn restore_of_a_hostile_backup_is_refused_and_changes_nothing() {
     let (d, backup, image) = sealed(FTS5_OVER_ENDLESS_VIEW, &[]);
     let target = d.workmem_db("memory.db", 64 << 10, false);
     let before = sha256_file(&target);
-    let m = measured(
-        run(WM_RESTORE, &d)
-            .args(["-q", "-i", "id.txt", "--time-budget", &BUDGET_S.to_string(), "--db"])
-            .args([target.clone(), d.path.join(&backup)])
-            .stdout_null(),
-    );
+    let budget = BUDGET_S.to_string();
+    let (target_s, backup_s) = (target.to_str().unwrap(), backup.to_str().unwrap());
+    let m = measured(&d, WM_RESTORE, &["-q", "-i", "id.txt", "--time-budget", &budget, "--db", target_s, backup_s]);
     m.refused("wm-restore", image, "refused: FTS5 table f takes its rows from view endless");
     assert_eq!(sha256_file(&target), before, "the database is unchanged");
     let names: Vec<String> =
@@ -255,12 +281,9 @@ fn backup_verify_of_a_hostile_database_is_refused_and_writes_nothing() {
     }
     let image = std::fs::metadata(&db).unwrap().len();
     let (_, r) = d.age_key("id.txt");
-    let m = measured(
-        run(WORKMEM_BACKUP, &d)
-            .args(["-q", "--db", "memory.db", "--to", "out.age", "-r", &r, "--verify", "--time-budget"])
-            .args([BUDGET_S.to_string()])
-            .stdout_null(),
-    );
+    let budget = BUDGET_S.to_string();
+    let args = ["-q", "--db", "memory.db", "--to", "out.age", "-r", &r, "--verify", "--time-budget", &budget];
+    let m = measured(&d, WORKMEM_BACKUP, &args);
     m.refused("workmem-backup", image, "it made or held a value longer than 64 MiB");
     assert!(!d.join("out.age").exists(), "no backup put in place");
 }

@@ -15,6 +15,7 @@ mod powerloss;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
+mod reliability_large;
 mod reliability_restore;
 mod secrets;
 mod wm_prune;
