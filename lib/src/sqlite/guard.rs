@@ -39,7 +39,7 @@ pub fn default_budget(image_len: u64) -> Duration {
 }
 
 /// Settings for a connection onto an untrusted database, before its schema
-/// is read. Read-only connections only.
+/// is read; it can change nothing (`query_only`) but temporary tables.
 pub fn harden(conn: &Connection) -> rusqlite::Result<()> {
     for (config, on) in [
         (DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true),
@@ -77,7 +77,7 @@ pub fn harden(conn: &Connection) -> rusqlite::Result<()> {
         // SAFETY: a valid connection and a known limit id.
         unsafe { ffi::sqlite3_limit(conn.handle(), limit, value) };
     }
-    conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA temp_store = MEMORY")
+    conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA temp_store = MEMORY; PRAGMA query_only = ON")
 }
 
 /// SQLite's hard heap limit, set to what it uses now plus `above`, for as
