@@ -864,6 +864,34 @@ mod tests {
         }
     }
 
+    /// FTS5 tables are counted through their own tables, with the figure
+    /// `count(*)` gives: external content in a table, contentless, and
+    /// without a `_docsize` table (columnsize=0).
+    #[test]
+    fn fts5_rows_are_counted_from_their_own_tables_as_count_star_counts_them() {
+        let sql = "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);
+            WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r LIMIT 300)
+            INSERT INTO notes SELECT i, 'word' || (i % 17) || ' other' FROM r;
+            CREATE VIRTUAL TABLE ext USING fts5(body, content='notes', content_rowid='id');
+            INSERT INTO ext(ext) VALUES ('rebuild');
+            CREATE VIRTUAL TABLE bare USING fts5(body, content='');
+            INSERT INTO bare(rowid, body) SELECT id, body FROM notes WHERE id <= 120;
+            CREATE VIRTUAL TABLE slim USING fts5(body, columnsize=0);
+            INSERT INTO slim(body) SELECT body FROM notes WHERE id <= 77;";
+        let bytes = database(sql, &[]);
+        for kind in [SpoolKind::Memory, SpoolKind::Disk] {
+            let (report, result) = checked(&bytes, kind);
+            result.unwrap();
+            let rows = |t: &str| report.tables.iter().find(|r| r.name == t).and_then(|r| r.rows);
+            assert_eq!(
+                (rows("ext"), rows("bare"), rows("slim"), rows("notes")),
+                (Some(300), Some(120), Some(77), Some(300))
+            );
+            assert_eq!(report.fts5.len(), 3);
+            assert!(report.fts5.iter().all(|f| f.ok), "{:?}", report.fts5);
+        }
+    }
+
     #[test]
     fn varints_read_as_sqlite_writes_them() {
         assert_eq!(varint(&[]), 0);
