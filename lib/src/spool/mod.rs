@@ -27,7 +27,7 @@ pub const IO_CHUNK: usize = 1 << 20;
 const MEMORY_MARGIN: u64 = 64 << 20;
 /// The most SQLite allocates in one piece (`SQLITE_MAX_ALLOCATION_SIZE` of
 /// the bundled build): a memory spool is one allocation (memdb's store, or
-/// the buffer `sqlite3_deserialize` takes over), so no image bigger than
+/// the buffer a decrypted backup is checked in), so no image bigger than
 /// this can be one.
 pub const MAX_ONE_ALLOCATION: u64 = 2_147_483_391;
 

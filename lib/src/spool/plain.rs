@@ -1,6 +1,6 @@
 //! The plaintext of a backup being verified: a buffer from
 //! `sqlite3_malloc64` (so that SQLite's heap limit counts it) or an unnamed
-//! file, both served to SQLite by the `wmspool` VFS, to as many read-only
+//! file, both served to SQLite by the `wmspool` VFS, to as many
 //! connections as the check wants. Either way it never has a name in any
 //! directory.
 
@@ -127,7 +127,7 @@ impl Plain {
         }
     }
 
-    /// A read-only connection onto the plaintext, as `sqlite3` would open a
+    /// A connection onto the plaintext that can change nothing, as `sqlite3` would open a
     /// restored file, hardened ([`guard::harden`]). A WAL-mode image is
     /// marked rollback in this private copy: the spool has no WAL, and
     /// without a `-wal` file the content is the same. More connections onto
@@ -217,7 +217,7 @@ impl Opened {
         self.len == 0
     }
 
-    /// Another hardened read-only connection onto the same bytes, for a
+    /// Another hardened connection onto the same bytes, for a
     /// check on another thread; it must be closed before `self` drops (the
     /// borrow checker sees to that only if the caller keeps it in scope).
     pub fn connect(&self) -> Result<Connection, PlainError> {
