@@ -82,15 +82,16 @@ bench: build
 	WM_BENCH_BIN=$(WM_BENCH_BIN) WM_BENCH_DIR=$(WM_BENCH_DIR) $(RELEASE)/examples/wm-bench
 
 # The long reliability suite (issue 6): crash, fault, load, signal,
-# bad-input, restore and power-loss trials at full counts, in release; ends
+# bad-input, restore, power-loss and hostile-directory trials (a second user
+# racing root runs; the core-dump check) at full counts, in release; ends
 # with the table of figures. The modules of the integration-test crate,
 # selected by their paths, and the sections of the table they must all have
 # recorded (a skipped or failed test leaves its section out, and the table
 # then fails). CI=true: a missing tool fails the suite instead of skipping a
 # test.
-RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_large:: reliability_restore:: powerloss::
+RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_large:: reliability_restore:: powerloss:: hostile_race::
 RELIABILITY_SECTIONS = bad_inputs crash_wm-seal crash_workmem-backup crash_wm-restore crash_wm-prune_--delete \
-	faults large leftovers load locks race restore secrets signals power_loss
+	faults large leftovers load locks race restore secrets signals power_loss hostile_dirs core_dumps
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
 	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential

@@ -43,6 +43,7 @@ for t in "$@"; do
 	# shellcheck disable=SC2046 # one word per binary
 	sh scripts/check-binaries.sh "$t" $(for b in $bins; do echo "$dir/$b"; done)
 	cp README.md LICENSE "$dir/"
+	cp -R docs "$dir/docs"
 	for b in $bins; do cp "man/$b.1" "$dir/doc/"; done
 	cp contrib/launchd/local.workmem-backup.plist "$dir/doc/"
 	cp "$out"/complete/* "$dir/complete/"

@@ -8,6 +8,9 @@
 # section out, and a table without it would still look complete.
 # Exits 1 if a section is missing or a figure misses its requirement: a
 # number (exactly) or >=N (at least).
+# The hostile_dirs section (tests/it/hostile_race.rs) has the same figures
+# for every writer, named "WRITER: FIGURE": it follows as a second table,
+# one row per writer, checked the same way.
 set -eu
 dir=${1:-target/tmp/reliability}
 [ $# -gt 0 ] && shift
@@ -29,6 +32,14 @@ BEGIN { print "| area | figure | value | required |"; print "|---|---|---|---|";
 		req = "must be " $4
 		if ($3 != $4) { mark = " **MISSED**"; bad = 1 }
 	}
+	sep = index($2, ": ")
+	if ($1 == "hostile_dirs" && sep > 0 && substr($2, 1, sep - 1) != "all writers") {
+		w = substr($2, 1, sep - 1); f = substr($2, sep + 2)
+		if (!(w in seen_w)) { seen_w[w] = 1; ws[++nw] = w }
+		if (!(f in seen_f)) { seen_f[f] = 1; fs[++nf] = f; freq[f] = req }
+		cell[w, f] = $3 mark
+		next
+	}
 	print "| " $1 " | " $2 " | " $3 mark " | " req " |"
 }
 END {
@@ -36,6 +47,23 @@ END {
 	for (i = 1; i <= n; i++) {
 		print "| " m[i] " | no figures recorded (skipped, or failed before recording) | **MISSING** | |"
 		bad = 1
+	}
+	if (nw > 0) {
+		print ""
+		print "hostile_dirs: a second user races each root run in a directory it can write"
+		print ""
+		line = "| writer |"; rule = "|---|"
+		for (j = 1; j <= nf; j++) {
+			h = fs[j]
+			if (freq[fs[j]] != "") h = h " (" freq[fs[j]] ")"
+			line = line " " h " |"; rule = rule "---|"
+		}
+		print line; print rule
+		for (i = 1; i <= nw; i++) {
+			line = "| " ws[i] " |"
+			for (j = 1; j <= nf; j++) line = line " " cell[ws[i], fs[j]] " |"
+			print line
+		}
 	}
 	exit bad
 }'

@@ -4,7 +4,8 @@
 //!
 //! 1. [`stop`], [`buffer`], [`platform`]: the ground every module stands on
 //!    (how a run stops, how causes are worded, the [`stop::Failure`] trait;
-//!    where Linux and the other Unixes differ, written once).
+//!    where Linux and the other Unixes differ, written once); [`harden`]:
+//!    no core dump of a process that holds keys or plaintext.
 //! 2. [`signals`], [`progress`], then [`run`]: one run's context.
 //! 3. [`report`]: what the tools report, as plain serde data.
 //! 4. [`sqlite`]: find the database, open it read-only, take a consistent
@@ -23,8 +24,10 @@
 
 pub mod age;
 pub mod buffer;
+pub mod check;
 pub mod clock;
 pub mod error;
+pub mod harden;
 pub mod hash;
 pub mod metrics;
 pub mod output;

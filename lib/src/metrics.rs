@@ -157,20 +157,22 @@ impl MetricsFile {
     /// has none) atomically: temporary, fsync, rename, fsync directory.
     pub fn write(mut self, run: &Run) -> Result<(), MetricsError> {
         let err = |e| MetricsError { path: self.path.clone(), source: e };
-        let previous = read_previous(&self.file.destination().path);
+        let previous = read_previous(self.file.destination());
         let text = render(run, &previous);
         let path = self.file.destination().path.clone();
         self.file.write_all(text.as_bytes()).map_err(|e| err(OutputError::Write { path, source: e }))?;
         let path = self.path.clone();
-        self.file.commit().map_err(|e| MetricsError { path, source: e })
+        self.file.commit().map(drop).map_err(|e| MetricsError { path, source: e })
     }
 }
 
-fn read_previous(path: &Path) -> Previous {
+/// The file now at the destination's name, read through the directory
+/// opened once: a regular file only, never through a symlink, never a FIFO.
+fn read_previous(dest: &Destination) -> Previous {
     let mut text = String::new();
-    match std::fs::File::open(path).and_then(|f| f.take(MAX_PREVIOUS).read_to_string(&mut text)) {
-        Ok(_) => parse_previous(&text),
-        Err(_) => Previous::default(),
+    match dest.open_existing().map(|f| f.take(MAX_PREVIOUS).read_to_string(&mut text)) {
+        Some(Ok(_)) => parse_previous(&text),
+        _ => Previous::default(),
     }
 }
 

@@ -22,6 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
@@ -76,6 +77,13 @@ pub enum OutputError {
     },
     /// A file of that name exists, and this output never replaces one.
     Exists(PathBuf),
+    /// A symlink at the name that the running user does not own.
+    ForeignSymlink {
+        path: PathBuf,
+        owner: u32,
+    },
+    /// The name changed while it was being resolved.
+    Changed(PathBuf),
     /// Binary data would go to a terminal.
     Terminal,
     /// Standard output could not be taken over.
@@ -105,6 +113,15 @@ impl fmt::Display for OutputError {
                 source_file.display()
             ),
             Exists(p) => write!(f, "destination: {}: already exists; never replaced", p.display()),
+            ForeignSymlink { path, owner } => write!(
+                f,
+                "destination: {}: is a symlink owned by {}, not by the user running this; not followed",
+                path.display(),
+                platform::user_name(*owner)
+            ),
+            Changed(p) => {
+                write!(f, "destination: {}: changed while it was being resolved; nothing was written", p.display())
+            }
             Terminal => f.write_str("refusing to write binary data to a terminal"),
             Stdout(e) => write!(f, "standard output: {}", io_cause(e)),
         }
@@ -127,7 +144,18 @@ impl Failure for OutputError {
             Write { source, .. } if source.raw_os_error() == Some(Errno::ENOSPC as i32) => {
                 Some("free some space; the previous backup, if any, is untouched".into())
             }
-            Exists(_) => Some("a backup of the same second is there already: run again a second later".into()),
+            Exists(_) => {
+                Some("all ten names from this second on are taken: look at what else writes into the directory".into())
+            }
+            ForeignSymlink { .. } => Some(hint![
+                "name the file it points to with ",
+                Knob::Destination,
+                ", or remove the link (only your own links are followed)"
+            ]),
+            Directory { source, .. } if source.raw_os_error() == Some(Errno::ENOENT as i32) => {
+                Some("create the directory first, or check the path".into())
+            }
+            Changed(_) => Some("something else is changing the directory: look at it, then retry".into()),
             Terminal => Some(hint![
                 "pipe the output into a command, redirect it to a file, or use ",
                 Knob::Destination,
@@ -153,9 +181,17 @@ impl Failure for OutputError {
     }
 }
 
-/// Where the output goes, after following symlinks: writing "through" a
-/// symlink replaces the file it points to and leaves the link in place.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the output goes. The directory is opened once, when the
+/// destination is resolved, and every later step (the temporary, the
+/// rename, the directory's fsync) is relative to that descriptor: a name
+/// in the path swapped for a symlink afterwards changes nothing.
+///
+/// The symlink rule: a symlink at the name is followed only when the
+/// running user owns it (root follows only root's own links), and writing
+/// "through" it replaces the file it points to, leaving the link in place;
+/// a link of anyone else is refused ([`OutputError::ForeignSymlink`]). A
+/// directory, FIFO, socket or device at the final name is refused.
+#[derive(Debug, Clone)]
 pub struct Destination {
     /// What the user asked for.
     pub requested: PathBuf,
@@ -163,6 +199,11 @@ pub struct Destination {
     pub path: PathBuf,
     pub dir: PathBuf,
     pub name: OsString,
+    /// The directory, opened once.
+    dir_fd: Arc<File>,
+    /// For a new file ([`Destination::resolve_new`]): the names still to
+    /// try, in order, when `name` is taken by the time of the rename.
+    spare: Vec<OsString>,
 }
 
 impl Destination {
@@ -170,23 +211,40 @@ impl Destination {
         if requested.as_os_str().is_empty() {
             return Err(OutputError::Empty);
         }
-        let mut p = requested.to_path_buf();
+        let (parent, mut name) = split(requested)?;
+        let (mut dir, mut dir_path) = open_dir(None, &parent)?;
+        let me = platform::euid();
         for _ in 0..MAX_SYMLINKS {
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    let target =
-                        std::fs::read_link(&p).map_err(|e| OutputError::Resolve { path: p.clone(), source: e })?;
-                    p = match p.parent() {
-                        Some(parent) if target.is_relative() => parent.join(target),
-                        _ => target,
-                    };
-                }
-                Ok(m) if m.is_dir() => return Err(OutputError::IsDirectory(p)),
-                Ok(m) if !m.is_file() => return Err(OutputError::NotRegular(p)),
-                Ok(_) => return Destination::split(requested, &p),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Destination::split(requested, &p),
-                Err(e) => return Err(OutputError::Resolve { path: p, source: e }),
+            let shown = dir_path.join(&name);
+            let st = match stat::fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => return Ok(Destination::at(requested, dir, dir_path, name, Vec::new())),
+                Err(e) => return Err(OutputError::Resolve { path: shown, source: e.into() }),
+            };
+            match st.st_mode & nix::libc::S_IFMT {
+                nix::libc::S_IFREG => return Ok(Destination::at(requested, dir, dir_path, name, Vec::new())),
+                nix::libc::S_IFDIR => return Err(OutputError::IsDirectory(shown)),
+                nix::libc::S_IFLNK => {}
+                _ => return Err(OutputError::NotRegular(shown)),
             }
+            if st.st_uid != me {
+                return Err(OutputError::ForeignSymlink { path: shown, owner: st.st_uid });
+            }
+            let target = fcntl::readlinkat(&dir, name.as_os_str())
+                .map_err(|e| OutputError::Resolve { path: shown.clone(), source: e.into() })?;
+            // The text read must be that of the link whose owner was checked.
+            let again = stat::fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| OutputError::Resolve { path: shown.clone(), source: e.into() })?;
+            if (again.st_dev, again.st_ino, again.st_uid) != (st.st_dev, st.st_ino, st.st_uid) {
+                return Err(OutputError::Changed(shown));
+            }
+            let target = PathBuf::from(target);
+            let (tparent, tname) = split(&target)?;
+            (dir, dir_path) = match target.is_absolute() {
+                true => open_dir(None, &tparent)?,
+                false => open_dir(Some((&dir, &dir_path)), &tparent)?,
+            };
+            name = tname;
         }
         Err(OutputError::Resolve {
             path: requested.to_path_buf(),
@@ -194,25 +252,73 @@ impl Destination {
         })
     }
 
-    fn split(requested: &Path, p: &Path) -> Result<Destination, OutputError> {
-        let name = match p.file_name() {
-            Some(n) => n.to_os_string(),
-            // "dir/.." or "/": a directory by construction.
-            None => return Err(OutputError::IsDirectory(p.to_path_buf())),
-        };
-        let parent = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let dir =
-            std::fs::canonicalize(&parent).map_err(|e| OutputError::Directory { path: parent.clone(), source: e })?;
-        if !dir.is_dir() {
-            return Err(OutputError::Directory {
-                path: parent,
-                source: io::Error::from_raw_os_error(Errno::ENOTDIR as i32),
-            });
+    /// A new file in the directory `dir` under the first of `names` that is
+    /// free, the others kept to try in order if it is taken by the time of
+    /// the rename. Nothing at those names is ever followed or replaced.
+    pub fn resolve_new(dir: &Path, names: Vec<OsString>) -> Result<Destination, OutputError> {
+        let (fd, dir_path) = open_dir(None, dir)?;
+        let mut names = names.into_iter();
+        let first = names.next().ok_or(OutputError::Empty)?;
+        let mut dest = Destination::at(&dir.join(&first), fd, dir_path, first, names.collect());
+        while dest.taken() {
+            if !dest.next_name() {
+                return Err(OutputError::Exists(dest.path));
+            }
         }
-        Ok(Destination { requested: requested.to_path_buf(), path: dir.join(&name), dir, name })
+        Ok(dest)
+    }
+
+    /// The name `name` in a directory already open as `dir` (at `dir_path`),
+    /// taken as it is: the caller has checked what is there.
+    pub fn in_dir(dir: Arc<File>, dir_path: &Path, name: &OsStr) -> Destination {
+        Destination {
+            requested: dir_path.join(name),
+            path: dir_path.join(name),
+            dir: dir_path.to_path_buf(),
+            name: name.to_os_string(),
+            dir_fd: dir,
+            spare: Vec::new(),
+        }
+    }
+
+    fn at(requested: &Path, dir: File, dir_path: PathBuf, name: OsString, spare: Vec<OsString>) -> Destination {
+        Destination {
+            requested: requested.to_path_buf(),
+            path: dir_path.join(&name),
+            dir: dir_path,
+            name,
+            dir_fd: Arc::new(dir),
+            spare,
+        }
+    }
+
+    /// Something (anything: a file, a link, a FIFO) has the name.
+    fn taken(&self) -> bool {
+        !matches!(stat::fstatat(&*self.dir_fd, self.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW), Err(Errno::ENOENT))
+    }
+
+    /// Moves on to the next spare name; false when there is none.
+    fn next_name(&mut self) -> bool {
+        if self.spare.is_empty() {
+            return false;
+        }
+        self.name = self.spare.remove(0);
+        self.path = self.dir.join(&self.name);
+        true
+    }
+
+    /// The directory, as opened once.
+    pub fn dir_file(&self) -> &File {
+        &self.dir_fd
+    }
+
+    /// The file now at the name, for reading: only a regular file, never
+    /// through a symlink (of anyone), never blocking on a FIFO.
+    pub fn open_existing(&self) -> Option<File> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let fd = fcntl::openat(&*self.dir_fd, self.name.as_os_str(), flags, Mode::empty()).ok()?;
+        let regular = stat::fstat(&fd).is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG);
+        regular.then(|| File::from(fd))
     }
 
     /// Refuses a destination that is, or would become, the database `db` or
@@ -220,14 +326,14 @@ impl Destination {
     /// (already followed), or as a hard link. Needs nothing but the path, so
     /// that it can run before the source is read.
     pub fn refuse_source(&self, db: &Path) -> Result<(), OutputError> {
-        let dest_meta = std::fs::metadata(&self.path).ok();
+        let dest_meta = stat::fstatat(&*self.dir_fd, self.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok();
         for p in &protected_paths(db) {
             if same_path(&self.path, p) {
                 let via_link = std::fs::symlink_metadata(&self.requested).is_ok_and(|m| m.file_type().is_symlink());
                 return Err(self.is_source(p, if via_link { "through a symlink" } else { "same path" }));
             }
             if let (Some(d), Ok(m)) = (&dest_meta, std::fs::metadata(p)) {
-                if d.dev() == m.dev() && d.ino() == m.ino() {
+                if d.st_dev == m.dev() && d.st_ino == m.ino() {
                     return Err(self.is_source(p, "same file: a hard link"));
                 }
             }
@@ -238,6 +344,34 @@ impl Destination {
     fn is_source(&self, p: &Path, how: &'static str) -> OutputError {
         OutputError::IsSource { dest: self.requested.clone(), source_file: p.to_path_buf(), how }
     }
+}
+
+/// A path's directory (`.` when it has none) and final name.
+fn split(p: &Path) -> Result<(PathBuf, OsString), OutputError> {
+    let name = match p.file_name() {
+        Some(n) if !p.as_os_str().as_bytes().ends_with(b"/") => n.to_os_string(),
+        // "dir/", "dir/.." or "/": a directory by construction.
+        _ => return Err(OutputError::IsDirectory(p.to_path_buf())),
+    };
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, name))
+}
+
+/// Opens the directory `path` (relative to `from`, a directory opened
+/// before and its canonical path, or to the working directory), and its
+/// canonical path for messages.
+fn open_dir(from: Option<(&File, &Path)>, path: &Path) -> Result<(File, PathBuf), OutputError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let (fd, shown) = match from {
+        Some((dir, dir_path)) => (fcntl::openat(dir, path, flags, Mode::empty()), dir_path.join(path)),
+        None => (fcntl::open(path, flags, Mode::empty()), path.to_path_buf()),
+    };
+    let fd = fd.map_err(|e| OutputError::Directory { path: shown.clone(), source: e.into() })?;
+    let canonical = std::fs::canonicalize(&shown).unwrap_or(shown);
+    Ok((File::from(fd), canonical))
 }
 
 /// The files a destination must never be: the database, its `-wal`, `-shm`
@@ -276,12 +410,13 @@ fn same_path(a: &Path, b: &Path) -> bool {
 /// A file that appears at its destination complete and durable, or not at all.
 pub struct AtomicFile {
     file: File,
-    dir: File,
+    dir: Arc<File>,
     dest: Destination,
     /// `Some` for the named fallback temporary, which must be removed on failure.
     temp: Option<OsString>,
     committed: bool,
-    /// Commit fails when the destination exists ([`AtomicFile::create_new`]).
+    /// Commit never replaces a name ([`AtomicFile::create_new`]): it takes
+    /// the destination's next spare name, or fails.
     no_replace: bool,
     /// Bytes written so far, and up to where writeback has been started.
     written: u64,
@@ -297,11 +432,8 @@ impl AtomicFile {
     /// the honest test that the directory is writable: call it before
     /// expensive work.
     pub fn create(dest: Destination) -> Result<AtomicFile, OutputError> {
-        let dir = File::from(
-            fcntl::open(&dest.dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| OutputError::Directory { path: dest.dir.clone(), source: e.into() })?,
-        );
-        sweep_leftovers(&dir, &dest.dir);
+        let dir = Arc::clone(&dest.dir_fd);
+        sweep_leftovers(&dir);
         let unnamed = platform::open_unnamed(dir.as_fd(), Path::new("."), OFlag::O_WRONLY)
             .map_err(|e| OutputError::Create { dir: dest.dir.clone(), source: e })?;
         let (fd, temp) = match unnamed {
@@ -326,10 +458,12 @@ impl AtomicFile {
     }
 
     /// Like [`AtomicFile::create`], for a file that must not exist: it is
-    /// refused now if it does, and [`AtomicFile::commit`] fails (EEXIST,
-    /// [`OutputError::Exists`]) rather than replace one that appeared since.
+    /// refused now if its name is taken (by anything, a symlink included),
+    /// and [`AtomicFile::commit`] never replaces a name that was taken
+    /// since: it takes the destination's next spare name
+    /// ([`Destination::resolve_new`]), or fails with [`OutputError::Exists`].
     pub fn create_new(dest: Destination) -> Result<AtomicFile, OutputError> {
-        if std::fs::symlink_metadata(&dest.path).is_ok() {
+        if dest.taken() {
             return Err(OutputError::Exists(dest.path));
         }
         let mut out = AtomicFile::create(dest)?;
@@ -385,27 +519,31 @@ impl AtomicFile {
 
     /// fsync the data, put the file in place, fsync the directory. The lock
     /// taken at creation is held until after the rename (until drop).
-    pub fn commit(mut self) -> Result<(), OutputError> {
-        let path = self.dest.path.clone();
-        platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path: path.clone(), source: e })?;
+    /// Returns the path the file now has.
+    pub fn commit(mut self) -> Result<PathBuf, OutputError> {
+        platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path: self.dest.path.clone(), source: e })?;
         let temp = match self.temp.take() {
             Some(name) => name,
             None => self.link_unnamed()?,
         };
         // From here the temporary has a name: remove it if the rename fails.
         self.temp = Some(temp.clone());
-        match self.no_replace {
-            false => fcntl::renameat(&self.dir, temp.as_os_str(), &self.dir, self.dest.name.as_os_str()),
-            true => platform::rename_noreplace(&self.dir, &temp, &self.dest.name),
+        loop {
+            let renamed = match self.no_replace {
+                false => fcntl::renameat(&*self.dir, temp.as_os_str(), &*self.dir, self.dest.name.as_os_str()),
+                true => platform::rename_noreplace(&self.dir, &temp, &self.dest.name),
+            };
+            match renamed {
+                Ok(()) => break,
+                Err(Errno::EEXIST) if self.no_replace && self.dest.next_name() => continue,
+                Err(Errno::EEXIST) if self.no_replace => return Err(OutputError::Exists(self.dest.path.clone())),
+                Err(e) => return Err(OutputError::Rename { path: self.dest.path.clone(), source: e.into() }),
+            }
         }
-        .map_err(|e| match e {
-            Errno::EEXIST if self.no_replace => OutputError::Exists(path.clone()),
-            e => OutputError::Rename { path: path.clone(), source: e.into() },
-        })?;
         self.temp = None;
         self.committed = true;
         platform::full_sync(&self.dir).map_err(|e| OutputError::SyncDir { dir: self.dest.dir.clone(), source: e })?;
-        Ok(())
+        Ok(self.dest.path.clone())
     }
 
     /// Gives the unnamed file a hidden name next to the destination.
@@ -510,19 +648,22 @@ fn still_named(dir: &File, name: &OsStr, fd: &impl AsFd) -> bool {
     }
 }
 
-/// Removes the hidden temporaries that killed runs left in `dir` (at
-/// `path`): files named exactly as [`temp_name`] names them (for any
+/// Removes the hidden temporaries that killed runs left in `dir`: files named exactly as [`temp_name`] names them (for any
 /// destination), regular, owned by us, and that nobody holds locked. A
 /// writer holds its lock from creation until after its rename, so a live
 /// temporary is never touched; the name is checked again once the lock is
 /// ours, so that only the locked file is removed. Best effort: whatever
 /// cannot be read, opened or locked is left alone.
-fn sweep_leftovers(dir: &File, path: &Path) {
-    let Ok(entries) = std::fs::read_dir(path) else { return };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { nix::libc::geteuid() };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
+fn sweep_leftovers(dir: &File) {
+    let Ok(mut listing) =
+        nix::dir::Dir::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+    else {
+        return;
+    };
+    let me = platform::euid();
+    let names: Vec<OsString> =
+        listing.iter().flatten().map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string()).collect();
+    for name in names {
         if !is_temp_name(&name) {
             continue;
         }
@@ -625,10 +766,12 @@ impl Sink {
         }
     }
 
-    /// An atomic file at `path` that must not exist, never replaced
-    /// ([`AtomicFile::create_new`]), never the database `source`.
-    pub fn open_new(path: &Path, source: Option<&Path>) -> Result<Sink, OutputError> {
-        let dest = Destination::resolve(path)?;
+    /// A new atomic file in the directory `dir`, under the first of `names`
+    /// that is free when it is put in place ([`Destination::resolve_new`]):
+    /// nothing is ever replaced, nothing at those names followed. Never the
+    /// database `source`.
+    pub fn open_new(dir: &Path, names: Vec<OsString>, source: Option<&Path>) -> Result<Sink, OutputError> {
+        let dest = Destination::resolve_new(dir, names)?;
         if let Some(db) = source {
             dest.refuse_source(db)?;
         }
@@ -662,10 +805,13 @@ impl Sink {
     }
 
     /// Makes the output final: flush stdout, or fsync + rename + fsync dir.
-    pub fn commit(self) -> Result<(), OutputError> {
+    /// Returns where the data went, as [`Sink::target`] says it (a new file
+    /// in a directory may have had to take a later name).
+    pub fn commit(self) -> Result<PathBuf, OutputError> {
         match self {
             Sink::Stdout(mut w) => {
-                w.flush().map_err(|source| OutputError::Write { path: PathBuf::from("standard output"), source })
+                w.flush().map_err(|source| OutputError::Write { path: PathBuf::from("standard output"), source })?;
+                Ok(PathBuf::from("standard output"))
             }
             Sink::File(f) => f.commit(),
         }
@@ -784,7 +930,7 @@ mod tests {
         }
         std::fs::create_dir(d.path().join(".dir.0123456789ab.tmp")).unwrap();
         symlink("notes.txt", d.path().join(".link.0123456789ab.tmp")).unwrap();
-        sweep_leftovers(&dir, d.path());
+        sweep_leftovers(&dir);
         let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
         want.extend([".dir.0123456789ab.tmp".to_string(), ".link.0123456789ab.tmp".to_string()]);
         want.sort();
@@ -799,11 +945,11 @@ mod tests {
         let dir = File::open(d.path()).unwrap();
         let (fd, name) = create_named_temp(&dir, &dest).unwrap();
         assert!(is_temp_name(&name));
-        sweep_leftovers(&dir, d.path());
+        sweep_leftovers(&dir);
         assert!(d.path().join(&name).exists(), "its writer holds it: another run never removes it");
         // The writer is killed: the kernel closes its descriptors, the lock goes.
         drop(fd);
-        sweep_leftovers(&dir, d.path());
+        sweep_leftovers(&dir);
         assert!(!d.path().join(&name).exists(), "left by a dead writer: the next run removes it");
     }
 
@@ -839,6 +985,54 @@ mod tests {
         assert!(matches!(Destination::resolve(d.path()), Err(OutputError::IsDirectory(_))));
         assert!(matches!(Destination::resolve(Path::new("")), Err(OutputError::Empty)));
         assert!(matches!(Destination::resolve(&d.path().join("nodir/x.age")), Err(OutputError::Directory { .. })));
+    }
+
+    #[test]
+    fn a_new_file_takes_the_next_free_name_and_never_follows_a_planted_link() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let names: Vec<OsString> = ["a.age", "b.age", "c.age"].iter().map(OsString::from).collect();
+        // Taken before the run: a dangling link to a file outside.
+        symlink(outside.path().join("planted"), d.path().join("a.age")).unwrap();
+        let mut f = AtomicFile::create_new(Destination::resolve_new(d.path(), names.clone()).unwrap()).unwrap();
+        assert_eq!(f.destination().name, "b.age");
+        f.write_all(b"one").unwrap();
+        // Taken while it is written: a FIFO.
+        nix::unistd::mkfifo(&d.path().join("b.age"), Mode::S_IRUSR | Mode::S_IWUSR).unwrap();
+        assert_eq!(f.commit().unwrap(), d.path().canonicalize().unwrap().join("c.age"));
+        assert_eq!(std::fs::read(d.path().join("c.age")).unwrap(), b"one");
+        assert!(!outside.path().join("planted").exists(), "nothing created outside");
+        match Destination::resolve_new(d.path(), names) {
+            Err(OutputError::Exists(p)) => assert!(p.ends_with("c.age"), "{p:?}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn only_the_running_users_own_symlinks_are_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let link = d.path().join("out.age");
+        symlink(outside.path().join("target.age"), &link).unwrap();
+        assert_eq!(Destination::resolve(&link).unwrap().name, "target.age", "our own link is followed");
+        if platform::euid() != 0 {
+            return;
+        }
+        // A link of another user (as a user who can write the directory would plant it).
+        let c = std::ffi::CString::new(link.as_os_str().as_bytes()).unwrap();
+        // SAFETY: lchown on a path we made.
+        assert_eq!(unsafe { nix::libc::lchown(c.as_ptr(), 65534, 65534) }, 0);
+        match Destination::resolve(&link) {
+            Err(e @ OutputError::ForeignSymlink { owner: 65534, .. }) => {
+                assert!(e.to_string().contains("is a symlink owned by"), "{e}");
+                assert!(e.to_string().contains("uid 65534"), "{e}");
+            }
+            other => panic!("{:?}", other.map(|d| d.path)),
+        }
+        let fifo = d.path().join("fifo.age");
+        nix::unistd::mkfifo(&fifo, Mode::S_IRUSR | Mode::S_IWUSR).unwrap();
+        assert!(matches!(Destination::resolve(&fifo), Err(OutputError::NotRegular(_))));
+        assert!(!outside.path().join("target.age").exists());
     }
 
     #[test]

@@ -3,17 +3,15 @@
 //!
 //! A backup is known by its name only, `STEM-YYYYMMDDTHHMMSSZ.EXT` with a UTC
 //! [`Utc::stamp`]: never by its mtime, which copies and syncs change.
-//! Hidden names, temporaries and every other name are never counted and
-//! never touched ([`judge`]).
+//! wm-restore's copies, `NAME.pre-restore-STAMP`, are backups of the series
+//! (NAME, `pre-restore`), each with its journals as companions. Uploads
+//! never committed (`NAME.partial`) are reported, never counted; hidden
+//! names, temporaries and every other name are never counted and never
+//! touched ([`judge`]).
 //!
-//! The policy is restic's `forget` ([`plan`]): backups newest first; each
-//! period rule keeps the newest backup of each of the last N distinct
-//! periods (hour, day, ISO week, month, year of the UTC time in the name)
-//! that have one; `last` keeps the N newest, `within` all those newer than
-//! the newest minus a span; a backup is kept if any rule keeps it. As restic
-//! groups snapshots by host and paths, backups are grouped into series by
-//! STEM and EXT, so that the backups of one database never push those of
-//! another out. The newest of each series is always kept.
+//! The policy is restic's `forget` ([`plan`], in `policy.rs`), applied to
+//! each series (STEM and EXT, as restic groups snapshots by host and paths),
+//! so that the backups of one database never push those of another out.
 //!
 //! [`BackupDir`] applies a plan to a local directory: entries are listed
 //! without following symlinks and removed with `unlinkat` relative to the
@@ -32,7 +30,7 @@ use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{self, AccessFlags, UnlinkatFlags};
 
-use crate::clock::{days_in_month, Utc};
+use crate::clock::Utc;
 use crate::run::Run;
 use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};
 
@@ -75,15 +73,32 @@ pub enum Judged {
     /// Shaped like a backup's name, but its date or time cannot exist
     /// (30 February, 24:00): not a backup.
     ImpossibleDate,
+    /// `NAME.pre-restore-STAMP-wal` (`-journal`, `-shm`): a file of the
+    /// restore copy `of`, never counted on its own, deleted with it.
+    Companion {
+        of: String,
+    },
+    /// `NAME.partial`: an upload never committed (the recipes upload under
+    /// this name and rename on success), never counted. `time` is the time
+    /// in NAME when NAME is a backup's name.
+    Partial {
+        time: Option<Utc>,
+    },
     /// Starts with a dot: our own temporaries, and whatever else hides.
     Hidden,
-    /// Ends like a temporary or a partial transfer: `.tmp`, `.part`,
-    /// `.partial`, `~`.
+    /// Ends like a temporary or a partial transfer: `.tmp`, `.part`, `~`.
     Temporary,
     Other,
 }
 
-const TEMPORARY_SUFFIXES: [&str; 4] = [".tmp", ".part", ".partial", "~"];
+/// What an upload is called until it is committed.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// The series of wm-restore's copies of the database it replaced:
+/// `NAME.pre-restore-STAMP`, EXT `pre-restore`.
+pub const RESTORE_COPY: &str = "pre-restore";
+/// The files SQLite keeps beside a database, kept beside a restore copy.
+const COMPANIONS: [&str; 3] = ["-journal", "-wal", "-shm"];
+const TEMPORARY_SUFFIXES: [&str; 3] = [".tmp", ".part", "~"];
 /// `-` + `YYYYMMDDTHHMMSSZ` + `.`
 const STAMP_LEN: usize = 16;
 
@@ -92,11 +107,21 @@ pub fn judge(name: &str) -> Judged {
     if name.starts_with('.') {
         return Judged::Hidden;
     }
+    if let Some(upload) = name.strip_suffix(PARTIAL_SUFFIX) {
+        let time = match judge(upload) {
+            Judged::Backup(b) => Some(b.time),
+            _ => None,
+        };
+        return Judged::Partial { time };
+    }
     if TEMPORARY_SUFFIXES.iter().any(|s| name.ends_with(s)) {
         return Judged::Temporary;
     }
     if name.is_empty() || name.chars().any(|c| c == '/' || c.is_control()) {
         return Judged::Other;
+    }
+    if let Some(judged) = restore_copy(name) {
+        return judged;
     }
     let b = name.as_bytes();
     // The rightmost `-STAMP.` with a stem before it and a valid EXT after.
@@ -123,6 +148,27 @@ pub fn judge(name: &str) -> Judged {
     }
 }
 
+/// `NAME.pre-restore-STAMP`, with `-wal`, `-shm` or `-journal` after it
+/// for its companions; `None` for any other name.
+fn restore_copy(name: &str) -> Option<Judged> {
+    let marker = format!(".{RESTORE_COPY}-");
+    let at = name.rfind(&marker)?;
+    let (stem, rest) = (&name[..at], &name[at + marker.len()..]);
+    if stem.is_empty() || !stamp_shaped(rest.as_bytes()) {
+        return None;
+    }
+    let (stamp, suffix) = rest.split_at(STAMP_LEN);
+    if !suffix.is_empty() && !COMPANIONS.contains(&suffix) {
+        return None;
+    }
+    let Some(time) = Utc::parse_stamp(stamp) else { return Some(Judged::ImpossibleDate) };
+    Some(if suffix.is_empty() {
+        Judged::Backup(BackupName { name: name.to_string(), stem: stem.to_string(), ext: RESTORE_COPY.into(), time })
+    } else {
+        Judged::Companion { of: name[..name.len() - suffix.len()].to_string() }
+    })
+}
+
 /// `DDDDDDDDTDDDDDDZ` at the start of `b`, digits unchecked for range.
 fn stamp_shaped(b: &[u8]) -> bool {
     b.len() >= STAMP_LEN
@@ -138,239 +184,9 @@ fn valid_ext(ext: &str) -> bool {
     !ext.is_empty() && ext.split('.').all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric()))
 }
 
-/// A span of time back from the newest backup, restic's `--keep-within`:
-/// `30d`, `12h`, `2w`, `1y6m`. Years and months are calendar ones (a month
-/// before 31 March is 28 or 29 February); weeks, days and hours are fixed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Span {
-    pub years: u32,
-    pub months: u32,
-    pub weeks: u32,
-    pub days: u32,
-    pub hours: u32,
-}
+pub use policy::{plan, Count, Kept, Period, Plan, Policy, Rule, Span};
 
-impl Span {
-    /// Parses `[Ny][Nm][Nw][Nd][Nh]`: each unit at most once, in that order,
-    /// at least one, not all zero. The error says what is wrong, in words.
-    pub fn parse(s: &str) -> Result<Span, String> {
-        const UNITS: &str = "ymwdh";
-        let mut span = Span::default();
-        let mut rest = s;
-        let mut last_unit: Option<usize> = None;
-        if s.is_empty() {
-            return Err("an empty span; write e.g. 30d, 12h, 2w or 1y6m".into());
-        }
-        while !rest.is_empty() {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let Some(unit) = rest[digits..].chars().next() else {
-                return Err(format!("{s:?}: a number needs a unit (y, m, w, d or h), e.g. {rest}d"));
-            };
-            let Some(pos) = UNITS.find(unit) else {
-                return Err(format!("{s:?}: {unit:?} is not a unit; use y (years), m (months), w, d or h"));
-            };
-            if digits == 0 {
-                return Err(format!("{s:?}: {unit} needs a number before it, e.g. 30d"));
-            }
-            if last_unit.is_some_and(|l| l >= pos) {
-                return Err(format!("{s:?}: give each unit once, in the order y, m, w, d, h"));
-            }
-            last_unit = Some(pos);
-            let n: u32 = rest[..digits].parse().map_err(|_| format!("{s:?}: {} is too large", &rest[..digits]))?;
-            match unit {
-                'y' => span.years = n,
-                'm' => span.months = n,
-                'w' => span.weeks = n,
-                'd' => span.days = n,
-                _ => span.hours = n,
-            }
-            rest = &rest[digits + unit.len_utf8()..];
-        }
-        if span == Span::default() {
-            return Err(format!("{s:?}: a span of zero keeps nothing; give at least 1h"));
-        }
-        Ok(span)
-    }
-
-    /// `t` minus this span.
-    pub fn before(&self, t: &Utc) -> Utc {
-        let months = t.year * 12 + (t.month as i64 - 1) - self.years as i64 * 12 - self.months as i64;
-        let (year, month) = (months.div_euclid(12), months.rem_euclid(12) as u32 + 1);
-        let day = t.day.min(days_in_month(year, month));
-        let shifted = Utc { year, month, day, ..*t };
-        let fixed = (self.weeks as i64 * 7 + self.days as i64) * 86_400 + self.hours as i64 * 3600;
-        Utc::from_unix(shifted.unix() - fixed)
-    }
-}
-
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (n, unit) in [(self.years, 'y'), (self.months, 'm'), (self.weeks, 'w'), (self.days, 'd'), (self.hours, 'h')]
-        {
-            if n > 0 {
-                write!(f, "{n}{unit}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Which rules keep what. Counts are at least 1 (`None`: rule not given).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Policy {
-    pub last: Option<u32>,
-    pub hourly: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
-    pub monthly: Option<u32>,
-    pub yearly: Option<u32>,
-    pub within: Option<Span>,
-}
-
-impl Policy {
-    /// No rule at all: refused, since it would keep nothing but the newest.
-    pub fn validate(&self) -> Result<(), PruneError> {
-        let counts = [self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly];
-        if counts.iter().all(Option::is_none) && self.within.is_none() {
-            return Err(PruneError::NoRule);
-        }
-        if counts.contains(&Some(0)) {
-            return Err(PruneError::ZeroCount);
-        }
-        Ok(())
-    }
-}
-
-/// Why a backup is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Rule {
-    Last,
-    Hourly,
-    Daily,
-    Weekly,
-    Monthly,
-    Yearly,
-    Within,
-    /// The newest of its series, which is never dropped.
-    Newest,
-    /// A backup the caller protects: the one just made.
-    New,
-}
-
-impl Rule {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Rule::Last => "last",
-            Rule::Hourly => "hourly",
-            Rule::Daily => "daily",
-            Rule::Weekly => "weekly",
-            Rule::Monthly => "monthly",
-            Rule::Yearly => "yearly",
-            Rule::Within => "within",
-            Rule::Newest => "newest",
-            Rule::New => "new",
-        }
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kept {
-    pub backup: BackupName,
-    /// Every rule that keeps it, in [`Rule`] order.
-    pub rules: Vec<Rule>,
-}
-
-/// What a policy does to a set of backups.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
-    /// Series by series (STEM, then EXT), newest first.
-    pub kept: Vec<Kept>,
-    /// Series by series, oldest first: the order to delete them in.
-    pub dropped: Vec<BackupName>,
-}
-
-/// Applies `policy` to `backups` (a name given twice counts once). A backup
-/// named in `protect` is kept whatever the policy says.
-pub fn plan(backups: Vec<BackupName>, policy: &Policy, protect: &[&str]) -> Plan {
-    let mut series: BTreeMap<(String, String), Vec<BackupName>> = BTreeMap::new();
-    for b in backups {
-        series.entry((b.stem.clone(), b.ext.clone())).or_default().push(b);
-    }
-    let mut out = Plan::default();
-    for (_, mut list) in series {
-        list.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.name.cmp(&b.name)));
-        list.dedup_by(|a, b| a.name == b.name);
-        let times: Vec<Utc> = list.iter().map(|b| b.time).collect();
-        let mut dropped = Vec::new();
-        for (backup, mut rules) in list.into_iter().zip(keep_rules(&times, policy)) {
-            if protect.contains(&backup.name.as_str()) {
-                rules.push(Rule::New);
-            }
-            if rules.is_empty() {
-                dropped.push(backup);
-            } else {
-                out.kept.push(Kept { backup, rules });
-            }
-        }
-        dropped.reverse();
-        out.dropped.extend(dropped);
-    }
-    out
-}
-
-/// The period a time falls in, for one rule; `nr` is its place, newest first.
-type Bucket = fn(&Utc, usize) -> i64;
-
-/// For times sorted newest first, the rules that keep each: restic's walk.
-/// Each rule with a count left keeps a backup whose period differs from the
-/// last one it kept; periods are runs in a sorted list, so that is the
-/// newest backup of each of the newest N periods.
-fn keep_rules(times: &[Utc], policy: &Policy) -> Vec<Vec<Rule>> {
-    let rules: [(Rule, Option<u32>, Bucket); 6] = [
-        (Rule::Last, policy.last, |_, nr| nr as i64),
-        (Rule::Hourly, policy.hourly, |t, _| {
-            ((t.year * 100 + t.month as i64) * 100 + t.day as i64) * 100 + t.hour as i64
-        }),
-        (Rule::Daily, policy.daily, |t, _| (t.year * 100 + t.month as i64) * 100 + t.day as i64),
-        (Rule::Weekly, policy.weekly, |t, _| {
-            let (year, week) = t.iso_week();
-            year * 100 + week as i64
-        }),
-        (Rule::Monthly, policy.monthly, |t, _| t.year * 100 + t.month as i64),
-        (Rule::Yearly, policy.yearly, |t, _| t.year),
-    ];
-    let mut left: Vec<u32> = rules.iter().map(|(_, n, _)| n.unwrap_or(0)).collect();
-    let mut last: Vec<Option<i64>> = vec![None; rules.len()];
-    let cutoff = policy.within.zip(times.first()).map(|(span, newest)| span.before(newest));
-    let mut out = Vec::with_capacity(times.len());
-    for (nr, t) in times.iter().enumerate() {
-        let mut keep = Vec::new();
-        for (i, (rule, _, bucket)) in rules.iter().enumerate() {
-            if left[i] > 0 {
-                let period = bucket(t, nr);
-                if last[i] != Some(period) {
-                    last[i] = Some(period);
-                    left[i] -= 1;
-                    keep.push(*rule);
-                }
-            }
-        }
-        if cutoff.is_some_and(|c| *t > c) {
-            keep.push(Rule::Within);
-        }
-        if nr == 0 && keep.is_empty() {
-            keep.push(Rule::Newest);
-        }
-        out.push(keep);
-    }
-    out
-}
+mod policy;
 
 /// Names of one directory or one listing, as the policy sees them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -381,6 +197,63 @@ pub struct Listing {
     pub symlinks: Vec<String>,
     /// Names shaped like a backup's that are not counted, and why.
     pub skipped: Vec<(String, &'static str)>,
+    /// A restore copy's `-journal`, `-wal`, `-shm`, by the copy's name.
+    pub companions: BTreeMap<String, Vec<String>>,
+    /// Uploads never committed, with the time in their names if any.
+    pub partials: Vec<(String, Option<Utc>)>,
+}
+
+impl Listing {
+    /// Takes one judged name; `false` if it is none of the policy's business.
+    fn take(&mut self, name: &str, judged: Judged) -> bool {
+        match judged {
+            Judged::Backup(b) => self.backups.push(b),
+            Judged::Companion { of } => self.companions.entry(of).or_default().push(name.to_string()),
+            Judged::Partial { time } => self.partials.push((name.to_string(), time)),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Sorts, and sets aside the companions whose copy is missing: wm-restore
+    /// links them before the copy itself, so such a name may be a restore
+    /// under way (or a deletion cut short): never counted, never deleted.
+    fn finish(&mut self) {
+        let copies: std::collections::BTreeSet<&str> = self.backups.iter().map(|b| b.name.as_str()).collect();
+        let orphans: Vec<String> = self.companions.keys().filter(|k| !copies.contains(k.as_str())).cloned().collect();
+        for of in orphans {
+            for name in self.companions.remove(&of).unwrap_or_default() {
+                self.skipped.push((name, "a restore copy's journal without its database; never deleted here"));
+            }
+        }
+        for list in self.companions.values_mut() {
+            list.sort();
+        }
+        self.backups.sort();
+        self.symlinks.sort();
+        self.skipped.sort();
+        self.partials.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    }
+
+    /// The files of the backup `name`: itself, then its companions (the
+    /// order to delete them in: a copy is never left without its journal).
+    pub fn files_of(&self, name: &str) -> Vec<String> {
+        std::iter::once(name.to_string()).chain(self.companions.get(name).into_iter().flatten().cloned()).collect()
+    }
+
+    /// Partial uploads older than `before` (by the time in their names;
+    /// one without a time is never stale), oldest first.
+    pub fn stale_partials(&self, before: &Utc) -> Vec<String> {
+        self.partials.iter().filter(|(_, t)| t.is_some_and(|t| t < *before)).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// What `--delete` removes: the dropped backups with their companions,
+    /// oldest first, then the stale partial uploads.
+    pub fn to_remove(&self, plan: &Plan, stale_before: &Utc) -> Vec<String> {
+        let mut out: Vec<String> = plan.dropped.iter().flat_map(|b| self.files_of(&b.name)).collect();
+        out.extend(self.stale_partials(stale_before));
+        out
+    }
 }
 
 /// Names one per line, as `rclone lsf` prints them (`source` names the
@@ -393,13 +266,15 @@ pub fn parse_lines(text: &[u8], source: &str) -> Result<Listing, PruneError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Ok(name) = std::str::from_utf8(line) else { continue };
         match judge(name) {
-            Judged::Backup(b) => out.backups.push(b),
             Judged::ImpossibleDate => {
                 return Err(PruneError::ImpossibleDate { source: source.to_string(), line: i + 1, name: name.into() })
             }
-            _ => {}
+            judged => {
+                out.take(name, judged);
+            }
         }
     }
+    out.finish();
     Ok(out)
 }
 
@@ -443,12 +318,12 @@ impl BackupDir {
         for entry in dir.iter() {
             let entry = entry.map_err(list_err)?;
             let Ok(name) = std::str::from_utf8(entry.file_name().to_bytes()) else { continue };
-            let backup = match judge(name) {
-                Judged::Backup(b) => b,
+            let judged = match judge(name) {
                 Judged::ImpossibleDate => {
                     out.skipped.push((name.to_string(), "named like a backup, but its date or time cannot exist"));
                     continue;
                 }
+                j @ (Judged::Backup(_) | Judged::Companion { .. } | Judged::Partial { .. }) => j,
                 _ => continue,
             };
             use nix::dir::Type;
@@ -464,18 +339,25 @@ impl BackupDir {
                 }),
             };
             match kind {
-                Some(Type::File) => out.backups.push(backup),
+                Some(Type::File) => {
+                    out.take(name, judged);
+                }
                 Some(Type::Symlink) => {
-                    out.symlinks.push(name.to_string());
-                    out.backups.push(backup);
+                    if matches!(judged, Judged::Backup(_)) {
+                        out.symlinks.push(name.to_string());
+                    }
+                    out.take(name, judged);
                 }
                 _ => out.skipped.push((name.to_string(), "named like a backup, but not a file")),
             }
         }
-        out.backups.sort();
-        out.symlinks.sort();
-        out.skipped.sort();
+        out.finish();
         Ok(out)
+    }
+
+    /// What the entry `name` weighs (a link as a link; 0 if it is gone).
+    pub fn size(&self, name: &str) -> u64 {
+        nix::sys::stat::fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_or(0, |st| st.st_size.max(0) as u64)
     }
 
     /// Fails, changing nothing, when this process may not remove entries.
@@ -651,6 +533,28 @@ impl PruneError {
     }
 }
 
+/// The restore copies of the database file `db_name` in `dir`, each with
+/// its companions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreCopies {
+    /// Newest first.
+    pub names: Vec<String>,
+    /// All their files, companions included.
+    pub bytes: u64,
+}
+
+/// wm-restore's copies of the database `db_name` kept in `dir`
+/// (`db_name.pre-restore-STAMP`, the series wm-prune prunes as sets).
+pub fn restore_copies(dir: &Path, db_name: &str) -> Result<RestoreCopies, PruneError> {
+    let dir = BackupDir::open(dir)?;
+    let listing = dir.list()?;
+    let mut copies: Vec<&BackupName> =
+        listing.backups.iter().filter(|b| b.ext == RESTORE_COPY && b.stem == db_name).collect();
+    copies.sort_by_key(|b| std::cmp::Reverse(b.time));
+    let bytes = copies.iter().flat_map(|b| listing.files_of(&b.name)).map(|n| dir.size(&n)).sum();
+    Ok(RestoreCopies { names: copies.iter().map(|b| b.name.clone()).collect(), bytes })
+}
+
 /// What a backup tool runs after its new backup `new` is in place in `dir`:
 /// `policy` over the backups of the series `stem`/`ext` only (other series
 /// in the directory follow their own rules), with `new` always kept, and
@@ -669,7 +573,7 @@ pub fn prune_series(
         Err(e) => return (Vec::new(), Err(e)),
     };
     let ours = listing.backups.into_iter().filter(|b| b.stem == stem && b.ext == ext).collect();
-    let plan = plan(ours, policy, &[new]);
+    let plan = plan(ours, policy, &[new], &Utc::now());
     let dropped: Vec<&str> = plan.dropped.iter().map(|b| b.name.as_str()).collect();
     dir.delete(&dropped, run)
 }
@@ -693,6 +597,11 @@ mod tests {
         }
     }
 
+    /// A "now" after every test's backups: none is in the future.
+    fn far() -> Utc {
+        t("99991231T235959Z")
+    }
+
     fn t(s: &str) -> Utc {
         Utc::parse_stamp(s).unwrap_or_else(|| panic!("{s}"))
     }
@@ -705,7 +614,7 @@ mod tests {
     }
 
     fn kept_stamps(stamps: &[&str], policy: &Policy) -> Vec<String> {
-        let p = plan(stamps.iter().map(|s| backup(s)).collect(), policy, &[]);
+        let p = plan(stamps.iter().map(|s| backup(s)).collect(), policy, &[], &far());
         p.kept.iter().map(|k| k.backup.time.stamp()).collect()
     }
 
@@ -723,44 +632,48 @@ mod tests {
         }
     }
 
-    /// The policy as the issue words it, computed another way: for each
-    /// rule, the distinct periods newest first, the first N of them, the
-    /// newest backup of each; `last` the N newest; `within` everything newer
-    /// than the newest minus the span; the union; the newest if nothing.
+    /// The policy as restic's manual words it, computed another way: for
+    /// each count rule, the distinct periods newest first, the first N of
+    /// them (all for -1), the newest backup of each, and the oldest backup
+    /// if fewer than N periods exist (restic's "oldest" rule); `last` the N
+    /// newest; `within` everything newer than the newest minus the span;
+    /// the union. Every backup is in the past here.
     fn reference(times: &[Utc], policy: &Policy) -> BTreeSet<Utc> {
         let mut sorted: Vec<Utc> = times.to_vec();
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         sorted.dedup();
         let mut kept = BTreeSet::new();
-        if let Some(n) = policy.last {
-            kept.extend(sorted.iter().take(n as usize).copied());
-        }
-        type Period = fn(&Utc) -> (i64, u32, u32, u32);
-        let periods: [(Option<u32>, Period); 5] = [
-            (policy.hourly, |t| (t.year, t.month, t.day, t.hour)),
-            (policy.daily, |t| (t.year, t.month, t.day, 0)),
+        let take = |n: Count| match n {
+            Count::Upto(n) => n as usize,
+            Count::All => usize::MAX,
+        };
+        type Key = fn(&Utc) -> (i64, u32, u32, u32, u32, u32);
+        let periods: [(Option<Count>, Key); 6] = [
+            (policy.last, |t| (t.year, t.month, t.day, t.hour, t.minute, t.second)),
+            (policy.hourly, |t| (t.year, t.month, t.day, t.hour, 0, 0)),
+            (policy.daily, |t| (t.year, t.month, t.day, 0, 0, 0)),
             (policy.weekly, |t| {
                 let (y, w) = t.iso_week();
-                (y, w, 0, 0)
+                (y, w, 0, 0, 0, 0)
             }),
-            (policy.monthly, |t| (t.year, t.month, 0, 0)),
-            (policy.yearly, |t| (t.year, 0, 0, 0)),
+            (policy.monthly, |t| (t.year, t.month, 0, 0, 0, 0)),
+            (policy.yearly, |t| (t.year, 0, 0, 0, 0, 0)),
         ];
         for (n, key) in periods {
             let Some(n) = n else { continue };
-            let mut newest_of: BTreeMap<(i64, u32, u32, u32), Utc> = BTreeMap::new();
+            let mut newest_of: BTreeMap<(i64, u32, u32, u32, u32, u32), Utc> = BTreeMap::new();
             for t in &sorted {
                 let e = newest_of.entry(key(t)).or_insert(*t);
                 *e = (*e).max(*t);
             }
-            kept.extend(newest_of.values().rev().take(n as usize).copied());
+            kept.extend(newest_of.values().rev().take(take(n)).copied());
+            if newest_of.len() < take(n) {
+                kept.extend(sorted.last().copied());
+            }
         }
         if let (Some(span), Some(newest)) = (policy.within, sorted.first()) {
             let cutoff = span.before(newest).unix();
             kept.extend(sorted.iter().filter(|t| t.unix() > cutoff).copied());
-        }
-        if kept.is_empty() {
-            kept.extend(sorted.first().copied());
         }
         kept
     }
@@ -770,6 +683,13 @@ mod tests {
         match judge("memory-20261202T063000Z.db.age") {
             Judged::Backup(b) => {
                 assert_eq!((b.stem.as_str(), b.ext.as_str()), ("memory", "db.age"));
+                assert_eq!(b.time, t("20261202T063000Z"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match judge("memory.db.pre-restore-20261202T063000Z") {
+            Judged::Backup(b) => {
+                assert_eq!((b.stem.as_str(), b.ext.as_str()), ("memory.db", RESTORE_COPY));
                 assert_eq!(b.time, t("20261202T063000Z"));
             }
             other => panic!("{other:?}"),
@@ -786,7 +706,21 @@ mod tests {
             (".memory-20261202T063000Z.db.age", Judged::Hidden),
             (".memory-20261202T063000Z.db.age.3f2a1b.tmp", Judged::Hidden),
             ("memory-20261202T063000Z.db.age.tmp", Judged::Temporary),
-            ("memory-20261202T063000Z.db.age.partial", Judged::Temporary),
+            ("memory-20261202T063000Z.db.age.partial", Judged::Partial { time: Some(t("20261202T063000Z")) }),
+            ("memory.db.age.partial", Judged::Partial { time: None }),
+            ("memory-20261202T063000Z.db.age.part", Judged::Temporary),
+            (
+                "memory.db.pre-restore-20261202T063000Z-wal",
+                Judged::Companion { of: "memory.db.pre-restore-20261202T063000Z".into() },
+            ),
+            (
+                "memory.db.pre-restore-20261202T063000Z-journal",
+                Judged::Companion { of: "memory.db.pre-restore-20261202T063000Z".into() },
+            ),
+            ("memory.db.pre-restore-20261202T063000Z-wal2", Judged::Other),
+            ("memory.db.pre-restore-20261202T063000", Judged::Other),
+            (".pre-restore-20261202T063000Z", Judged::Hidden),
+            ("memory.db.pre-restore-20260230T063000Z", Judged::ImpossibleDate),
             ("memory-20261202T063000Z.db.age~", Judged::Temporary),
             ("memory-20260230T063000Z.db.age", Judged::ImpossibleDate),
             ("memory-20261202T246000Z.db.age", Judged::ImpossibleDate),
@@ -827,7 +761,10 @@ mod tests {
     #[test]
     fn a_policy_without_rules_or_with_a_zero_count_is_refused() {
         assert!(matches!(Policy::default().validate(), Err(PruneError::NoRule)));
-        assert!(matches!(Policy { daily: Some(0), ..Policy::default() }.validate(), Err(PruneError::ZeroCount)));
+        assert!(matches!(
+            Policy { daily: Some(Count::Upto(0)), ..Policy::default() }.validate(),
+            Err(PruneError::ZeroCount)
+        ));
         assert_eq!(PruneError::NoRule.exit_code(), 2);
         Policy { within: Span::parse("1d").ok(), ..Policy::default() }.validate().unwrap();
     }
@@ -839,16 +776,16 @@ mod tests {
             .chain((1..=5).map(|d| format!("2025010{d}T120000Z")))
             .collect();
         let refs: Vec<&str> = daily.iter().map(String::as_str).collect();
-        let yearly = Policy { yearly: Some(2), ..Policy::default() };
+        let yearly = Policy { yearly: Some(Count::Upto(2)), ..Policy::default() };
         assert_eq!(kept_stamps(&refs, &yearly), ["20250105T120000Z", "20241231T120000Z"]);
         // ISO weeks: 2024-12-30 (a Monday) starts week 1 of 2025.
-        let weekly = Policy { weekly: Some(2), ..Policy::default() };
+        let weekly = Policy { weekly: Some(Count::Upto(2)), ..Policy::default() };
         assert_eq!(kept_stamps(&refs, &weekly), ["20250105T120000Z", "20241229T120000Z"]);
         // 2020-12-28 to 2021-01-03 is week 53 of 2020.
         let w53 = ["20201227T230000Z", "20201228T000000Z", "20201231T120000Z", "20210103T235959Z", "20210104T000000Z"];
-        let weekly3 = Policy { weekly: Some(3), ..Policy::default() };
+        let weekly3 = Policy { weekly: Some(Count::Upto(3)), ..Policy::default() };
         assert_eq!(kept_stamps(&w53, &weekly3), ["20210104T000000Z", "20210103T235959Z", "20201227T230000Z"]);
-        let monthly = Policy { monthly: Some(2), ..Policy::default() };
+        let monthly = Policy { monthly: Some(Count::Upto(2)), ..Policy::default() };
         assert_eq!(kept_stamps(&w53, &monthly), ["20210104T000000Z", "20201231T120000Z"]);
     }
 
@@ -856,9 +793,9 @@ mod tests {
     fn hourly_keeps_the_newest_of_several_backups_in_an_hour() {
         let stamps =
             ["20261202T060001Z", "20261202T063000Z", "20261202T065959Z", "20261202T070000Z", "20261202T070100Z"];
-        let hourly = Policy { hourly: Some(2), ..Policy::default() };
+        let hourly = Policy { hourly: Some(Count::Upto(2)), ..Policy::default() };
         assert_eq!(kept_stamps(&stamps, &hourly), ["20261202T070100Z", "20261202T065959Z"]);
-        let last = Policy { last: Some(3), ..Policy::default() };
+        let last = Policy { last: Some(Count::Upto(3)), ..Policy::default() };
         assert_eq!(kept_stamps(&stamps, &last), ["20261202T070100Z", "20261202T070000Z", "20261202T065959Z"]);
     }
 
@@ -872,6 +809,8 @@ mod tests {
 
     #[test]
     fn every_rule_says_why_and_series_never_crowd_each_other_out() {
+        const LAST: Rule = Rule::Count { period: Period::Last, oldest: false };
+        const DAILY: Rule = Rule::Count { period: Period::Daily, oldest: false };
         let names = [
             "memory-20261202T000000Z.db.age",
             "memory-20261201T000000Z.db.age",
@@ -889,18 +828,19 @@ mod tests {
             .collect();
         let p = plan(
             backups,
-            &Policy { last: Some(1), daily: Some(2), ..Policy::default() },
+            &Policy { last: Some(Count::Upto(1)), daily: Some(Count::Upto(2)), ..Policy::default() },
             &["memory-20261130T000000Z.db.age"],
+            &far(),
         );
         let kept: Vec<(&str, Vec<Rule>)> = p.kept.iter().map(|k| (k.backup.name.as_str(), k.rules.clone())).collect();
         assert_eq!(
             kept,
             [
-                ("memory-20261202T000000Z.db", vec![Rule::Last, Rule::Daily]),
-                ("memory-20261202T000000Z.db.age", vec![Rule::Last, Rule::Daily]),
-                ("memory-20261201T000000Z.db.age", vec![Rule::Daily]),
+                ("memory-20261202T000000Z.db", vec![LAST, DAILY]),
+                ("memory-20261202T000000Z.db.age", vec![LAST, DAILY]),
+                ("memory-20261201T000000Z.db.age", vec![DAILY]),
                 ("memory-20261130T000000Z.db.age", vec![Rule::New]),
-                ("project-20261101T000000Z.db.age", vec![Rule::Last, Rule::Daily]),
+                ("project-20261101T000000Z.db.age", vec![LAST, DAILY]),
             ]
         );
         assert!(p.dropped.is_empty(), "a name given twice counts once, and the protected one stays");
@@ -924,7 +864,11 @@ mod tests {
             } else {
                 (0..n).map(|_| Utc::from_unix(anchor - spread / 2 + rng.below(spread as u64) as i64)).collect()
             };
-            let count = |rng: &mut Rng| (rng.below(2) == 0).then(|| 1 + rng.below(6) as u32);
+            let count = |rng: &mut Rng| match rng.below(12) {
+                0..=4 => Some(Count::Upto(1 + rng.below(6) as u32)),
+                5 => Some(Count::All),
+                _ => None,
+            };
             let mut policy = Policy {
                 last: count(&mut rng),
                 hourly: count(&mut rng),
@@ -932,17 +876,17 @@ mod tests {
                 weekly: count(&mut rng),
                 monthly: count(&mut rng),
                 yearly: count(&mut rng),
-                within: None,
+                ..Policy::default()
             };
             if rng.below(3) == 0 {
                 let span = ["2h", "1d", "3d", "1w", "1m", "1y", "1y1m1w1d1h"][rng.below(7) as usize];
                 policy.within = Span::parse(span).ok();
             }
             if policy.validate().is_err() {
-                policy.daily = Some(1 + rng.below(4) as u32);
+                policy.daily = Some(Count::Upto(1 + rng.below(4) as u32));
             }
             let backups: Vec<BackupName> = times.iter().map(|t| backup(&t.stamp())).collect();
-            let p = plan(backups, &policy, &[]);
+            let p = plan(backups, &policy, &[], &far());
             let got: BTreeSet<Utc> = p.kept.iter().map(|k| k.backup.time).collect();
             let want = reference(&times, &policy);
             assert_eq!(got, want, "case {case}: {policy:?} on {:?}", times.iter().map(Utc::stamp).collect::<Vec<_>>());
@@ -959,7 +903,7 @@ mod tests {
         let text = b"memory-20261202T063000Z.db.age\r\nsubdir/\nnotes.txt\n.memory-20261202T063000Z.db.age\n\n\xff\xfe\nmemory-20261201T063000Z.db.age";
         let l = parse_lines(text, "standard input").unwrap();
         let names: Vec<&str> = l.backups.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(names, ["memory-20261202T063000Z.db.age", "memory-20261201T063000Z.db.age"]);
+        assert_eq!(names, ["memory-20261201T063000Z.db.age", "memory-20261202T063000Z.db.age"]);
         match parse_lines(b"a-20261202T063000Z.age\nmemory-20260231T000000Z.db.age\n", "standard input") {
             Err(e @ PruneError::ImpossibleDate { line: 2, .. }) => {
                 assert!(e.to_string().starts_with("standard input: line 2: \"memory-20260231T000000Z.db.age\""), "{e}")
@@ -987,7 +931,7 @@ mod tests {
         assert_eq!(names, ["memory-20261101T000000Z.db.age", "memory-20261202T000000Z.db.age"]);
         assert_eq!(l.symlinks, ["memory-20261101T000000Z.db.age"]);
         assert_eq!(l.skipped.len(), 2, "{:?}", l.skipped);
-        let p = plan(l.backups, &Policy { last: Some(1), ..Policy::default() }, &[]);
+        let p = plan(l.backups, &Policy { last: Some(Count::Upto(1)), ..Policy::default() }, &[], &far());
         let drop: Vec<&str> = p.dropped.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(drop, ["memory-20261101T000000Z.db.age"]);
         let run = Run::manual().unwrap();

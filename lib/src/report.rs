@@ -87,6 +87,17 @@ pub struct Restoration {
     pub written: Option<Written>,
     /// The backup's verification, as `wm-verify --json` reports it.
     pub verification: Verification,
+    /// Every restore copy of the target now beside it (this one included),
+    /// the series `wm-prune` prunes as sets; null if the directory could
+    /// not be listed.
+    pub copies: Option<Copies>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Copies {
+    pub count: u64,
+    /// All their files, journals included.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -104,8 +115,16 @@ pub struct Written {
     pub bytes: u64,
     pub page_size: u64,
     pub page_count: u64,
-    /// "wal" or "delete": the image's own, as the backup holds it.
+    /// "wal" or "delete": the mode the restored database was given (WAL
+    /// when the database it replaced was in WAL mode, else the backup's).
     pub journal_mode: String,
+    /// "wal" or "delete": the image's own, as the backup holds it.
+    pub journal_mode_backup: String,
+    /// The owner, group and mode the restored database was given, e.g.
+    /// `workmem (uid 998)`, `workmem (gid 998)`, `0640`.
+    pub owner: String,
+    pub group: String,
+    pub mode: String,
 }
 
 /// What every report of a run ends with: how it ended. A failure before
@@ -224,18 +243,40 @@ pub struct Prune {
     pub deleted: Vec<String>,
     /// Names shaped like a backup's that were not counted, and why.
     pub skipped: Vec<SkippedInfo>,
+    /// Uploads never committed (`NAME.partial`): never counted; `stale`
+    /// ones (older than `--partial-age`) are printed, or deleted with
+    /// `--delete`, with the dropped backups.
+    pub partial: Vec<PartialInfo>,
+}
+
+/// Counts are restic's: -1 keeps every period; null is a rule not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyInfo {
+    pub last: Option<i64>,
+    pub hourly: Option<i64>,
+    pub daily: Option<i64>,
+    pub weekly: Option<i64>,
+    pub monthly: Option<i64>,
+    pub yearly: Option<i64>,
+    /// As given, e.g. "30d".
+    pub within: Option<String>,
+    pub within_hourly: Option<String>,
+    pub within_daily: Option<String>,
+    pub within_weekly: Option<String>,
+    pub within_monthly: Option<String>,
+    pub within_yearly: Option<String>,
+    /// `--partial-age`, e.g. "1d".
+    pub partial_age: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct PolicyInfo {
-    pub last: Option<u32>,
-    pub hourly: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
-    pub monthly: Option<u32>,
-    pub yearly: Option<u32>,
-    /// As given, e.g. "30d".
-    pub within: Option<String>,
+pub struct PartialInfo {
+    pub name: String,
+    /// The time in its name, RFC 3339; null if it has none (then its age
+    /// is unknown and it is never deleted).
+    pub time: Option<String>,
+    /// Older than `--partial-age`: an upload that will never finish.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -243,11 +284,16 @@ pub struct KeptInfo {
     pub name: String,
     /// The time in the name, RFC 3339.
     pub time: String,
-    /// "last", "hourly", "daily", "weekly", "monthly", "yearly", "within",
-    /// "newest" (never dropped), "new" (the backup just made).
+    /// restic's reasons: "last snapshot", "daily snapshot", "oldest daily
+    /// snapshot", "within 30d", "daily within 30d", "oldest daily within
+    /// 30d", …; then "new" (the backup just made) or "newest" (never
+    /// dropped).
     pub rules: Vec<String>,
     /// The entry is a symbolic link (counted by name, never followed).
     pub symlink: bool,
+    /// Files that belong to it and go with it: a restore copy's `-wal`
+    /// and `-shm`.
+    pub companions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

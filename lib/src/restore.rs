@@ -35,19 +35,26 @@
 //! database alone; a rerun completes the restore. A failure in 5-8 undoes
 //! what was done, in reverse.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{self, BufRead, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{self, Mode};
+use nix::unistd::{self, UnlinkatFlags};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::age::open::Key;
 use crate::clock::Utc;
-use crate::output::{AtomicFile, Destination, OutputError};
+use crate::output::{AtomicFile, Destination, OutputError, FILE_MODE};
 use crate::platform;
 use crate::report::{Kept, Restoration, Verification, Written};
 use crate::run::Run;
@@ -118,6 +125,16 @@ pub enum RestoreError {
         source: io::Error,
         undo: Option<String>,
     },
+    /// A name of the set no longer refers to the file the run holds.
+    Replaced {
+        path: PathBuf,
+    },
+    /// The restored database could not be given the old owner or mode.
+    Owner {
+        path: PathBuf,
+        own: Ownership,
+        source: io::Error,
+    },
     Stop(Stop),
 }
 
@@ -149,6 +166,20 @@ impl fmt::Display for RestoreError {
             Step { what, path, source, undo: Some(left) } => {
                 write!(f, "restore: {what}: {}: {}; and undoing failed: {left}", path.display(), io_cause(source))
             }
+            Replaced { path } => write!(
+                f,
+                "restore: {}: the database was replaced during the restore; nothing was changed",
+                path.display()
+            ),
+            Owner { path, own, source } => write!(
+                f,
+                "restore: {}: cannot give the restored database owner {}, group {}, mode {:04o}: {}; nothing was changed",
+                path.display(),
+                platform::user_name(own.uid),
+                platform::group_name(own.gid),
+                own.mode,
+                io_cause(source)
+            ),
             Stop(s) => s.fmt(f),
         }
     }
@@ -170,6 +201,10 @@ impl Failure for RestoreError {
                 Some("run as the database's owner".into())
             }
             KeptTaken { .. } => Some("wait a second and retry: the kept copy is named by the time".into()),
+            Replaced { .. } => {
+                Some("something else is changing the database's directory: find out what, then retry".into())
+            }
+            Owner { .. } => Some("run as root, or as the database's owner".into()),
             Verify(e) => e.hint(),
             Output(e) => e.hint(),
             Step { undo: Some(_), .. } => {
@@ -198,17 +233,24 @@ impl From<OutputError> for RestoreError {
     }
 }
 
-/// One file of a database's set, as it was found.
+/// One file of a database's set, as it was found: opened through the
+/// directory's descriptor without following anything, and held open, so that
+/// every later step can check that its name still refers to this very file.
 struct Member {
     suffix: &'static str,
+    /// Its name in the directory, and its path for messages.
+    name: OsString,
     path: PathBuf,
     meta: Metadata,
+    file: File,
 }
 
-/// The target and the files of its set that exist.
+/// The target and the files of its set that exist, found relative to the
+/// directory opened once.
 struct Set {
     target: PathBuf,
     dir: PathBuf,
+    dir_fd: Arc<File>,
     name: OsString,
     main: Option<Member>,
     journals: Vec<Member>,
@@ -224,34 +266,53 @@ impl Set {
             .file_name()
             .ok_or(RestoreError::Target { path: target.into(), problem: TargetProblem::IsDirectory })?
             .to_os_string();
-        let dir = std::fs::canonicalize(&parent)
-            .ok()
-            .filter(|d| d.is_dir())
-            .ok_or(RestoreError::Target { path: target.into(), problem: TargetProblem::NoDirectory })?;
+        let no_dir = || RestoreError::Target { path: target.into(), problem: TargetProblem::NoDirectory };
+        let dir_fd = fcntl::open(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map(File::from)
+            .map_err(|e| match e {
+                Errno::ENOENT | Errno::ENOTDIR => no_dir(),
+                e => RestoreError::Inspect { path: parent.clone(), source: e.into() },
+            })?;
+        let dir = std::fs::canonicalize(&parent).map_err(|_| no_dir())?;
         let member = |suffix: &'static str| -> Result<Option<Member>, RestoreError> {
             let mut n = name.clone();
             n.push(suffix);
             let path = dir.join(&n);
             let shown = if suffix.is_empty() { target.to_path_buf() } else { path.clone() };
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    Err(RestoreError::Target { path: shown, problem: TargetProblem::Symlink })
-                }
-                Ok(m) if m.is_dir() => Err(RestoreError::Target { path: shown, problem: TargetProblem::IsDirectory }),
-                Ok(m) if !m.is_file() || m.file_type().is_fifo() => {
-                    Err(RestoreError::Target { path: shown, problem: TargetProblem::NotRegular })
-                }
-                Ok(meta) => Ok(Some(Member { suffix, path, meta })),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(RestoreError::Inspect { path: shown, source: e }),
+            let problem = |problem| RestoreError::Target { path: shown.clone(), problem };
+            let st = match stat::fstatat(&dir_fd, n.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(e) => return Err(RestoreError::Inspect { path: shown, source: e.into() }),
+            };
+            match st.st_mode & nix::libc::S_IFMT {
+                nix::libc::S_IFLNK => return Err(problem(TargetProblem::Symlink)),
+                nix::libc::S_IFDIR => return Err(problem(TargetProblem::IsDirectory)),
+                nix::libc::S_IFREG => {}
+                _ => return Err(problem(TargetProblem::NotRegular)),
             }
+            // The database and the WAL index are locked (read-write); the
+            // journals only read. Never through a symlink, never blocking.
+            let access = if matches!(suffix, "" | "-shm") { OFlag::O_RDWR } else { OFlag::O_RDONLY };
+            let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+            let file = match fcntl::openat(&dir_fd, n.as_os_str(), flags, Mode::empty()) {
+                Ok(fd) => File::from(fd),
+                Err(Errno::ELOOP) => return Err(problem(TargetProblem::Symlink)),
+                Err(Errno::ENOENT) => return Err(RestoreError::Replaced { path: target.into() }),
+                Err(e) => return Err(RestoreError::Lock { path: shown, source: e.into() }),
+            };
+            let meta = file.metadata().map_err(|e| RestoreError::Inspect { path: shown.clone(), source: e })?;
+            if (meta.dev(), meta.ino()) != (st.st_dev, st.st_ino) || !meta.is_file() {
+                return Err(RestoreError::Replaced { path: target.into() });
+            }
+            Ok(Some(Member { suffix, name: n, path, meta, file }))
         };
         let main = member("")?;
         let mut journals = Vec::new();
         for s in JOURNALS {
             journals.extend(member(s)?);
         }
-        Ok(Set { target: dir.join(&name), dir, name, main, journals })
+        Ok(Set { target: dir.join(&name), dir, dir_fd: Arc::new(dir_fd), name, main, journals })
     }
 
     fn journal(&self, suffix: &str) -> Option<&Member> {
@@ -270,10 +331,72 @@ impl Set {
         self.journals.iter().chain(self.main.iter())
     }
 
-    fn with_suffix(&self, base: &OsString, suffix: &str) -> PathBuf {
+    fn with_suffix(base: &OsString, suffix: &str) -> OsString {
         let mut n = base.clone();
         n.push(suffix);
-        self.dir.join(n)
+        n
+    }
+
+    /// A new file that will get the target's name, in the directory opened once.
+    fn new_file(&self) -> Result<AtomicFile, RestoreError> {
+        Ok(AtomicFile::create(Destination::in_dir(Arc::clone(&self.dir_fd), &self.dir, &self.name))?)
+    }
+
+    /// `name` in the directory is the file open as `file`, not removed nor replaced.
+    fn still(&self, name: &OsStr, file: &File) -> bool {
+        match (stat::fstatat(&*self.dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW), file.metadata()) {
+            (Ok(by_name), Ok(held)) => (by_name.st_dev, by_name.st_ino) == (held.dev(), held.ino()),
+            _ => false,
+        }
+    }
+
+    /// Nothing at all has `name` in the directory.
+    fn absent(&self, name: &OsStr) -> bool {
+        matches!(stat::fstatat(&*self.dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW), Err(Errno::ENOENT))
+    }
+}
+
+/// What a restored database is given so that its server can open it as
+/// before: the old file's owner, group and permission bits (rwx, never a
+/// set-id or sticky bit); with no old
+/// file, run as root, the directory's owner and group with 0600; otherwise
+/// the running user's, 0600.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+impl Ownership {
+    fn for_set(set: &Set) -> Result<Ownership, RestoreError> {
+        if let Some(m) = &set.main {
+            // The permission bits only: a database needs no set-id or sticky
+            // bit, and a file planted by a user of the directory may have them.
+            return Ok(Ownership { uid: m.meta.uid(), gid: m.meta.gid(), mode: m.meta.mode() & 0o777 });
+        }
+        let dir = set.dir_fd.metadata().map_err(|e| RestoreError::Inspect { path: set.dir.clone(), source: e })?;
+        Ok(match platform::euid() {
+            0 => Ownership { uid: dir.uid(), gid: dir.gid(), mode: FILE_MODE },
+            // SAFETY: getegid has no preconditions and cannot fail.
+            me => Ownership { uid: me, gid: unsafe { nix::libc::getegid() }, mode: FILE_MODE },
+        })
+    }
+
+    /// Gives `file` this owner, group and mode: `fchown` (only when they
+    /// differ, so that an unprivileged run that keeps its own ids needs no
+    /// privilege), then `fchmod`, which also puts back any bit `fchown`
+    /// cleared.
+    fn apply(&self, file: &File, target: &Path) -> Result<(), RestoreError> {
+        let err = |source: io::Error| RestoreError::Owner { path: target.into(), own: *self, source };
+        let now = file.metadata().map_err(err)?;
+        if (now.uid(), now.gid()) != (self.uid, self.gid) {
+            // SAFETY: fchown on a descriptor we own.
+            if unsafe { nix::libc::fchown(file.as_raw_fd(), self.uid, self.gid) } != 0 {
+                return Err(err(io::Error::last_os_error()));
+            }
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode)).map_err(err)
     }
 }
 
@@ -283,18 +406,14 @@ struct Locks {
     _shm: Option<Held>,
 }
 
-fn open_rw(path: &Path) -> Result<File, RestoreError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| RestoreError::Lock { path: path.into(), source: e })
+fn dup(m: &Member) -> Result<File, RestoreError> {
+    m.file.try_clone().map_err(|e| RestoreError::Lock { path: m.path.clone(), source: e })
 }
 
 fn take(set: &Set) -> Result<Locks, RestoreError> {
     let busy = |path: &Path, how: &str| RestoreError::InUse { path: path.into(), how: how.into() };
     let main = match &set.main {
-        Some(m) => Some(match lock::database(open_rw(&m.path)?) {
+        Some(m) => Some(match lock::database(dup(m)?) {
             Ok(h) => h,
             Err(LockError::Busy) => return Err(busy(&set.target, "a connection holds SQLite's lock on it")),
             Err(LockError::Io(e)) => return Err(RestoreError::Lock { path: m.path.clone(), source: e }),
@@ -302,7 +421,7 @@ fn take(set: &Set) -> Result<Locks, RestoreError> {
         None => None,
     };
     let shm = match set.journal("-shm") {
-        Some(m) => Some(match lock::wal_index(open_rw(&m.path)?) {
+        Some(m) => Some(match lock::wal_index(dup(m)?) {
             Ok(h) => h,
             Err(LockError::Busy) => return Err(busy(&set.target, "a connection has its WAL index open")),
             Err(LockError::Io(e)) => return Err(RestoreError::Lock { path: m.path.clone(), source: e }),
@@ -369,10 +488,23 @@ fn steps(
     report: &mut Restoration,
 ) -> Result<(), RestoreError> {
     let (set, locks) = take_within(target, opts.busy_timeout, run)?;
-    // The new database, unnamed until the end; its creation proves the directory writable.
-    let mut new = AtomicFile::create(Destination::resolve(&set.target)?)?;
+    // What the server needs to open it as before: owner, group, mode, and WAL.
+    let own = Ownership::for_set(&set)?;
+    let keep_wal = match &set.main {
+        Some(m) => old_is_wal(&m.file).map_err(|e| RestoreError::Inspect { path: set.target.clone(), source: e })?,
+        None => false,
+    };
+    // The new database, unnamed until the end; its creation proves the
+    // directory writable, and giving it its owner now proves that allowed.
+    let mut new = set.new_file()?;
+    if !opts.dry_run {
+        own.apply(new.file(), &set.target)?;
+    }
     let _new_locked = hold(new.file(), &set.target)?;
-    let written = decrypt_verified(input, key, opts, run, &mut new, &mut report.verification)?;
+    let mut written = decrypt_verified(input, key, opts, run, &mut new, keep_wal, &mut report.verification)?;
+    written.owner = platform::user_name(own.uid);
+    written.group = platform::group_name(own.gid);
+    written.mode = format!("{:04o}", own.mode);
     report.written = Some(written);
     run.check().map_err(RestoreError::Stop)?;
 
@@ -387,12 +519,29 @@ fn steps(
         return Ok(());
     }
     let old = match (set.content_outside_main(), &locks.main) {
-        (true, Some(main)) => Some(old_image(&set, main, &opts.verify, run)?),
+        (true, Some(main)) => Some(old_image(&set, main, &own, &opts.verify, run)?),
         _ => None,
     };
     run.check().map_err(RestoreError::Stop)?;
     // From here on the swap runs to its end, or is undone: a signal waits.
     swap(&set, &plan, old, new)
+}
+
+/// Whether the database in `file` is in WAL mode: SQLite marks it so,
+/// persistently, with header bytes 18 and 19 (file format write and read
+/// versions) both 2. A file too short to have a header is not.
+fn old_is_wal(file: &File) -> io::Result<bool> {
+    let mut head = [0u8; 20];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(head[18] == 2 && head[19] == 2)
 }
 
 /// Holds SQLite's EXCLUSIVE lock on a file that will get the target's name,
@@ -416,6 +565,7 @@ fn decrypt_verified(
     opts: &Options,
     run: &Run,
     new: &mut AtomicFile,
+    keep_wal: bool,
     report: &mut Verification,
 ) -> Result<Written, RestoreError> {
     let plain = verify::blame(verify::decrypt_whole(input, key, &opts.verify, run, report), run)
@@ -423,12 +573,15 @@ fn decrypt_verified(
     let mut head = [0u8; 100];
     plain.read_at(&mut head, 0).map_err(|e| RestoreError::Verify(e.into()))?;
     let h = DbHeader::parse(&head).map_err(|e| RestoreError::Verify(VerifyError::NotSqlite(e)))?;
+    let backup_mode = if h.wal { "wal" } else { "delete" };
     let written = Written {
         path: new.destination().path.display().to_string(),
         bytes: plain.len(),
         page_size: h.page_size as u64,
         page_count: plain.len() / h.page_size as u64,
-        journal_mode: if h.wal { "wal" } else { "delete" }.into(),
+        journal_mode: if h.wal || keep_wal { "wal" } else { "delete" }.into(),
+        journal_mode_backup: backup_mode.into(),
+        ..Written::default()
     };
     let opened = plain.into_connection().map_err(|e| RestoreError::Verify(e.into()))?;
     let image = opened.image().map_err(|e| RestoreError::Verify(e.into()))?;
@@ -448,6 +601,12 @@ fn decrypt_verified(
     match copied {
         Ok(copied) => copied?,
         Err(panic) => std::panic::resume_unwind(panic),
+    }
+    // A WAL database stays WAL, also from a backup that VACUUM INTO left
+    // in rollback mode (1/1): the same two bytes SQLite itself writes.
+    if keep_wal && !h.wal {
+        let path = new.destination().path.clone();
+        new.file().write_all_at(&[2, 2], 18).map_err(step("keep the database in WAL mode", &path))?;
     }
     run.progress.phase("sync", None);
     new.sync().map_err(|e| match e {
@@ -471,44 +630,59 @@ fn copy_out(image: &Image<'_>, new: &mut AtomicFile, go: impl Fn() -> io::Result
 /// `NAME.pre-restore-*` files that are other names of the very files still
 /// in place under the target's names (the kill came before the old content
 /// moved). Removing such a name removes nothing. A kept set whose database
-/// is a file of its own is a real copy and is never touched.
+/// is a file of its own is a real copy and is never touched. Listed, looked
+/// at and removed through the directory's descriptor, following nothing.
 fn clean_interrupted(set: &Set, dry_run: bool) -> Result<Vec<String>, RestoreError> {
     let mut prefix = set.name.clone();
     prefix.push(".pre-restore-");
-    let prefix = prefix.to_string_lossy().into_owned();
-    let same = |p: &Path, m: &Member| {
-        std::fs::symlink_metadata(p).is_ok_and(|k| k.dev() == m.meta.dev() && k.ino() == m.meta.ino())
+    let prefix = prefix.as_bytes().to_vec();
+    let ids = |name: &OsStr| {
+        stat::fstatat(&*set.dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok().map(|st| (st.st_dev, st.st_ino))
     };
-    let entries =
-        std::fs::read_dir(&set.dir).map_err(|e| RestoreError::Inspect { path: set.dir.clone(), source: e })?;
+    let same = |name: &OsStr, m: &Member| ids(name) == Some((m.meta.dev(), m.meta.ino()));
+    let inspect = |e: Errno| RestoreError::Inspect { path: set.dir.clone(), source: e.into() };
+    let mut listing = nix::dir::Dir::openat(
+        &*set.dir_fd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(inspect)?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(inspect)?;
+        names.push(OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string());
+    }
     let mut aliases = Vec::new();
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        if !file_name.starts_with(&prefix) {
+    for file_name in names {
+        let bytes = file_name.as_bytes();
+        if !bytes.starts_with(&prefix) {
             continue;
         }
-        let suffix = JOURNALS.iter().find(|s| file_name.ends_with(*s)).copied().unwrap_or("");
-        let main = set.dir.join(&file_name[..file_name.len() - suffix.len()]);
+        let suffix = JOURNALS.iter().find(|s| bytes.ends_with(s.as_bytes())).copied().unwrap_or("");
+        let main = OsStr::from_bytes(&bytes[..bytes.len() - suffix.len()]);
         // The kept set this name belongs to is an alias when its database is
         // absent or is the target's own file, and this name is one of the
         // target's files too.
-        let set_is_alias = match (std::fs::symlink_metadata(&main), &set.main) {
-            (Err(_), _) => true,
-            (Ok(_), Some(m)) => same(&main, m),
-            (Ok(_), None) => false,
+        let set_is_alias = match (ids(main), &set.main) {
+            (None, _) => true,
+            (Some(_), Some(m)) => same(main, m),
+            (Some(_), None) => false,
         };
         let member = if suffix.is_empty() { set.main.as_ref() } else { set.journal(suffix) };
-        if set_is_alias && member.is_some_and(|m| same(&entry.path(), m)) {
-            aliases.push(entry.path());
+        if set_is_alias && member.is_some_and(|m| same(&file_name, m)) {
+            aliases.push(file_name);
         }
     }
     // Journals before the database, so that a kill here leaves no journal
     // name without its database under a name that is not an alias.
-    aliases.sort_by_key(|p| !JOURNALS.iter().any(|s| p.to_string_lossy().ends_with(s)));
+    aliases.sort_by_key(|n| !JOURNALS.iter().any(|s| n.as_bytes().ends_with(s.as_bytes())));
     let mut cleaned = Vec::new();
-    for path in aliases {
+    for name in aliases {
+        let path = set.dir.join(&name);
         if !dry_run {
-            std::fs::remove_file(&path).map_err(|e| RestoreError::Inspect { path: path.clone(), source: e })?;
+            unistd::unlinkat(&*set.dir_fd, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| RestoreError::Inspect { path: path.clone(), source: e.into() })?;
         }
         cleaned.push(path.display().to_string());
     }
@@ -518,23 +692,24 @@ fn clean_interrupted(set: &Set, dry_run: bool) -> Result<Vec<String>, RestoreErr
 /// The kept set's names, checked free.
 struct Plan {
     kept: Option<Kept>,
-    /// (file of the set, its kept name), journals first, the database last.
-    links: Vec<(PathBuf, PathBuf)>,
+    /// (name of a file of the set, its kept name), journals first, the
+    /// database last, each with the file held open.
+    links: Vec<(OsString, OsString)>,
 }
 
 impl Plan {
     fn new(set: &Set, kept_name: &OsString) -> Result<Plan, RestoreError> {
-        let links: Vec<(PathBuf, PathBuf)> =
-            set.members().map(|m| (m.path.clone(), set.with_suffix(kept_name, m.suffix))).collect();
+        let links: Vec<(OsString, OsString)> =
+            set.members().map(|m| (m.name.clone(), Set::with_suffix(kept_name, m.suffix))).collect();
         for suffix in std::iter::once("").chain(JOURNALS) {
-            let path = set.with_suffix(kept_name, suffix);
-            if std::fs::symlink_metadata(&path).is_ok() {
-                return Err(RestoreError::KeptTaken { path });
+            let name = Set::with_suffix(kept_name, suffix);
+            if !set.absent(&name) {
+                return Err(RestoreError::KeptTaken { path: set.dir.join(name) });
             }
         }
         let kept = (!links.is_empty()).then(|| Kept {
             name: set.dir.join(kept_name).display().to_string(),
-            files: links.iter().map(|(_, k)| k.display().to_string()).collect(),
+            files: links.iter().map(|(_, k)| set.dir.join(k).display().to_string()).collect(),
             bytes: set.members().map(|m| m.meta.len()).sum(),
         });
         Ok(Plan { kept, links })
@@ -543,18 +718,24 @@ impl Plan {
 
 /// The old set's content as one self-contained database file, page for
 /// page what SQLite sees: the database with its WAL's frames applied, or its
-/// hot journal rolled back. Read from unnamed copies (through the locked
-/// descriptor for the database), so that neither the set nor its kept copy
-/// is touched, and no copy of it has a name.
-fn old_image(set: &Set, main: &Held, opts: &verify::Options, run: &Run) -> Result<AtomicFile, RestoreError> {
+/// hot journal rolled back. Read from unnamed copies (through the held
+/// descriptors), so that neither the set nor its kept copy is touched, and
+/// no copy of it has a name. It gets the old file's owner and mode: a kill
+/// may leave it in place as the database.
+fn old_image(
+    set: &Set,
+    main: &Held,
+    own: &Ownership,
+    opts: &verify::Options,
+    run: &Run,
+) -> Result<AtomicFile, RestoreError> {
     let path = set.target.clone();
     let old = |cause: String| RestoreError::Old { path: path.clone(), cause };
     let spool_dir = opts.spool.dir();
     let copy = SpoolFile::copy_of(main.file(), &spool_dir).map_err(|e| old(io_cause(&e)))?;
     for suffix in ["-wal", "-journal"] {
         if let Some(m) = set.journal(suffix) {
-            let f = File::open(&m.path).map_err(|e| old(format!("{}: {}", m.path.display(), io_cause(&e))))?;
-            copy.add_companion(suffix, &f).map_err(|e| old(io_cause(&e)))?;
+            copy.add_companion(suffix, &m.file).map_err(|e| old(format!("{}: {}", m.path.display(), io_cause(&e))))?;
         }
     }
     run.progress.phase("old copy", None);
@@ -567,7 +748,8 @@ fn old_image(set: &Set, main: &Held, opts: &verify::Options, run: &Run) -> Resul
     // No shared memory in this VFS: WAL only in exclusive mode, which is ours anyway.
     conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE; PRAGMA temp_store = MEMORY; BEGIN")
         .map_err(|e| old(e.to_string()))?;
-    let mut out = AtomicFile::create(Destination::resolve(&set.target)?)?;
+    let mut out = set.new_file()?;
+    own.apply(out.file(), &set.target)?;
     let mut stmt =
         conn.prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno").map_err(|e| old(e.to_string()))?;
     let mut rows = stmt.query([]).map_err(|e| old(e.to_string()))?;
@@ -590,27 +772,28 @@ fn old_image(set: &Set, main: &Held, opts: &verify::Options, run: &Run) -> Resul
 
 /// What the swap has done so far, to be undone in reverse on failure.
 enum Done {
-    Linked(PathBuf),
-    OldInPlace { kept_main: PathBuf },
-    Unlinked { name: PathBuf, kept: PathBuf },
+    Linked(OsString),
+    OldInPlace { kept_main: OsString },
+    Unlinked { name: OsString, kept: OsString },
 }
 
 /// Steps 5 to 8: keep the old set, put the old content in place as one file,
-/// take the journals' names away, put the new database in place.
+/// take the journals' names away, put the new database in place. Every step
+/// is relative to the directory opened once, and each is taken only after
+/// checking that the name still refers to the file held.
 fn swap(set: &Set, plan: &Plan, old: Option<AtomicFile>, new: AtomicFile) -> Result<(), RestoreError> {
-    let dir = File::open(&set.dir).map_err(|e| RestoreError::Inspect { path: set.dir.clone(), source: e })?;
     let mut done = Vec::new();
-    let result = swap_steps(set, plan, &dir, old, new, &mut done);
+    let result = swap_steps(set, plan, old, new, &mut done);
     match result {
         Ok(()) => Ok(()),
         // The restored database is in place; only its directory's fsync failed.
         Err(e @ RestoreError::Output(OutputError::SyncDir { .. })) => Err(e),
         Err(RestoreError::Step { what, path, source, .. }) => {
-            let undo = undo(&dir, &set.target, done).err();
+            let undo = undo(set, done).err();
             Err(RestoreError::Step { what, path, source, undo })
         }
         Err(other) => {
-            let _ = undo(&dir, &set.target, done);
+            let _ = undo(set, done);
             Err(other)
         }
     }
@@ -623,23 +806,39 @@ fn step<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> Res
 fn swap_steps(
     set: &Set,
     plan: &Plan,
-    dir: &File,
     old: Option<AtomicFile>,
     new: AtomicFile,
     done: &mut Vec<Done>,
 ) -> Result<(), RestoreError> {
-    for (from, kept) in &plan.links {
-        std::fs::hard_link(from, kept).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => RestoreError::KeptTaken { path: kept.clone() },
-            _ => step("keep the old database", kept)(e),
+    let dir = &*set.dir_fd;
+    let replaced = || RestoreError::Replaced { path: set.target.clone() };
+    for (m, (name, kept)) in set.members().zip(&plan.links) {
+        if !set.still(name, &m.file) {
+            return Err(replaced());
+        }
+        let kept_path = set.dir.join(kept);
+        unistd::linkat(dir, name.as_os_str(), dir, kept.as_os_str(), AtFlags::empty()).map_err(|e| match e {
+            Errno::EEXIST => RestoreError::KeptTaken { path: kept_path.clone() },
+            e => step("keep the old database", &kept_path)(e.into()),
         })?;
         done.push(Done::Linked(kept.clone()));
+        // The kept name must be the file held, not whatever had the name then.
+        if !set.still(kept, &m.file) {
+            return Err(replaced());
+        }
     }
     platform::full_sync(dir).map_err(step("fsync directory", &set.dir))?;
+    // What has the target's name once the old content is settled.
+    let mut in_place = set.main.as_ref().map(|m| &m.file);
+    let old_held;
     if let Some(old) = old {
         // Locked before it has the target's name, until the end of the swap.
         let _old_locked = hold(old.file(), &set.target)?;
+        old_held = old.file().try_clone().map_err(step("put the old content in place", &set.target))?;
         let kept_main = plan.links.last().map(|(_, k)| k.clone()).unwrap_or_default();
+        if !set.main.as_ref().is_some_and(|m| set.still(&set.name, &m.file)) {
+            return Err(replaced());
+        }
         old.commit().map_err(|e| match e {
             OutputError::Rename { path, source } | OutputError::Sync { path, source } => {
                 step("put the old content in place", &path)(source)
@@ -647,14 +846,25 @@ fn swap_steps(
             other => RestoreError::Output(other),
         })?;
         done.push(Done::OldInPlace { kept_main });
+        in_place = Some(&old_held);
     }
-    for m in &set.journals {
-        std::fs::remove_file(&m.path).map_err(step("take the old journal away", &m.path))?;
-        let kept = plan.links.iter().find(|(f, _)| *f == m.path).map(|(_, k)| k.clone()).unwrap_or_default();
-        done.push(Done::Unlinked { name: m.path.clone(), kept });
+    for (m, (_, kept)) in set.journals.iter().zip(&plan.links) {
+        if !set.still(&m.name, &m.file) {
+            return Err(replaced());
+        }
+        unistd::unlinkat(dir, m.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| step("take the old journal away", &m.path)(e.into()))?;
+        done.push(Done::Unlinked { name: m.name.clone(), kept: kept.clone() });
     }
     platform::full_sync(dir).map_err(step("fsync directory", &set.dir))?;
-    new.commit().map_err(|e| match e {
+    let unchanged = match in_place {
+        Some(f) => set.still(&set.name, f),
+        None => set.absent(&set.name),
+    };
+    if !unchanged || set.journals.iter().any(|m| !set.absent(&m.name)) {
+        return Err(replaced());
+    }
+    new.commit().map(drop).map_err(|e| match e {
         OutputError::Rename { path, source } | OutputError::Sync { path, source } => {
             step("put the restored database in place", &path)(source)
         }
@@ -663,24 +873,26 @@ fn swap_steps(
 }
 
 /// Puts back what the swap did, newest first: journals relinked, the old
-/// database renamed back, the kept names removed.
-fn undo(dir: &File, target: &Path, done: Vec<Done>) -> Result<(), String> {
+/// database renamed back, the kept names removed; all in the directory
+/// opened once.
+fn undo(set: &Set, done: Vec<Done>) -> Result<(), String> {
+    let dir = &*set.dir_fd;
     let mut left = Vec::new();
     for d in done.into_iter().rev() {
-        let r = match &d {
-            Done::Unlinked { name, kept } => std::fs::hard_link(kept, name),
-            Done::OldInPlace { kept_main } => std::fs::rename(kept_main, target),
-            Done::Linked(kept) => match std::fs::remove_file(kept) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
+        let (r, shown) = match &d {
+            Done::Unlinked { name, kept } => {
+                (unistd::linkat(dir, kept.as_os_str(), dir, name.as_os_str(), AtFlags::empty()), name)
+            }
+            Done::OldInPlace { kept_main } => {
+                (fcntl::renameat(dir, kept_main.as_os_str(), dir, set.name.as_os_str()), kept_main)
+            }
+            Done::Linked(kept) => match unistd::unlinkat(dir, kept.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                Err(Errno::ENOENT) => (Ok(()), kept),
+                other => (other, kept),
             },
         };
         if let Err(e) = r {
-            left.push(match d {
-                Done::Unlinked { name, .. } => format!("{}: {}", name.display(), io_cause(&e)),
-                Done::OldInPlace { kept_main } => format!("{}: {}", kept_main.display(), io_cause(&e)),
-                Done::Linked(kept) => format!("{}: {}", kept.display(), io_cause(&e)),
-            });
+            left.push(format!("{}: {}", set.dir.join(shown).display(), io_cause(&e.into())));
         }
     }
     let _ = platform::full_sync(dir);

@@ -18,8 +18,8 @@ use clap::Parser;
 use common::{human, note, seconds, stderr_is_terminal, Common};
 use keep::KeepArgs;
 use wmbackup::clock::Utc;
-use wmbackup::prune::{self, BackupDir, Listing, PruneError};
-use wmbackup::report::{self, KeptInfo, PolicyInfo, Prune, SkippedInfo};
+use wmbackup::prune::{self, BackupDir, Listing, PruneError, Span};
+use wmbackup::report::{self, KeptInfo, PartialInfo, PolicyInfo, Prune, SkippedInfo};
 use wmbackup::run::Run;
 use wmbackup::signals::{Cancel, CancelRead};
 use wmbackup::Error;
@@ -38,6 +38,10 @@ const PROG: &str = "wm-prune";
 struct Cli {
     #[command(flatten)]
     keep: KeepArgs,
+
+    /// A partial upload (NAME.partial) older than DURATION, by the time in its name, is stale: printed, or deleted with --delete
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = Span::parse)]
+    partial_age: Span,
 
     /// Delete what the policy drops from DIR (each unlink atomic, then the directory fsynced) and print what was deleted
     #[arg(long)]
@@ -64,6 +68,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
     json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }
@@ -90,8 +95,13 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
         }
         (dir.list()?, Some(dir))
     };
-    let plan = prune::plan(listing.backups.clone(), &policy, &[]);
-    let dropped: Vec<&str> = plan.dropped.iter().map(|b| b.name.as_str()).collect();
+    let now = Utc::now();
+    let plan = prune::plan(listing.backups.clone(), &policy, &[], &now);
+    let stale_before = cli.partial_age.before(&now);
+    let stale = listing.stale_partials(&stale_before);
+    let doomed = listing.to_remove(&plan, &stale_before);
+    let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
+    let span = |s: Option<Span>| s.map(|s| s.to_string());
     *report = Some(Prune {
         tool: PROG.into(),
         version: json::version(),
@@ -99,13 +109,19 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
         input: input.clone(),
         delete: cli.delete,
         policy: PolicyInfo {
-            last: policy.last,
-            hourly: policy.hourly,
-            daily: policy.daily,
-            weekly: policy.weekly,
-            monthly: policy.monthly,
-            yearly: policy.yearly,
-            within: policy.within.map(|s| s.to_string()),
+            last: policy.last.map(|c| c.as_i64()),
+            hourly: policy.hourly.map(|c| c.as_i64()),
+            daily: policy.daily.map(|c| c.as_i64()),
+            weekly: policy.weekly.map(|c| c.as_i64()),
+            monthly: policy.monthly.map(|c| c.as_i64()),
+            yearly: policy.yearly.map(|c| c.as_i64()),
+            within: span(policy.within),
+            within_hourly: span(policy.within_hourly),
+            within_daily: span(policy.within_daily),
+            within_weekly: span(policy.within_weekly),
+            within_monthly: span(policy.within_monthly),
+            within_yearly: span(policy.within_yearly),
+            partial_age: cli.partial_age.to_string(),
         },
         backups: (plan.kept.len() + plan.dropped.len()) as u64,
         kept: plan
@@ -116,36 +132,46 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
                 time: k.backup.time.rfc3339(),
                 rules: k.rules.iter().map(|r| r.to_string()).collect(),
                 symlink: listing.symlinks.contains(&k.backup.name),
+                companions: listing.files_of(&k.backup.name).split_off(1),
             })
             .collect(),
-        dropped: dropped.iter().map(|n| n.to_string()).collect(),
+        dropped: plan.dropped.iter().map(|b| b.name.clone()).collect(),
         deleted: Vec::new(),
         skipped: listing
             .skipped
             .iter()
             .map(|(name, why)| SkippedInfo { name: name.clone(), why: why.to_string() })
             .collect(),
+        partial: listing
+            .partials
+            .iter()
+            .map(|(name, time)| PartialInfo {
+                name: name.clone(),
+                time: time.map(|t| t.rfc3339()),
+                stale: stale.contains(name),
+            })
+            .collect(),
         ..Prune::default()
     });
     if cli.verbose && !cli.json {
-        explain(&listing, &plan);
+        explain(&listing, &plan, &stale, &cli.partial_age);
     }
     let summary = stderr_is_terminal() && !cli.json && !cli.quiet;
     // Sizes for the summary, taken before anything is deleted.
     let size_of: Vec<(String, u64)> = match &dir {
-        Some(d) if summary => dropped.iter().map(|n| (n.to_string(), size(d.path(), n))).collect(),
+        Some(d) if summary => doomed.iter().map(|n| (n.to_string(), d.size(n))).collect(),
         _ => Vec::new(),
     };
     let (printed, result) = match &dir {
         Some(dir) if cli.delete => {
             let (deleted, result) =
-                dir.delete(&dropped, &Run::new(cancel.clone(), wmbackup::progress::Progress::disabled()));
+                dir.delete(&doomed, &Run::new(cancel.clone(), wmbackup::progress::Progress::disabled()));
             if let Some(r) = report.as_mut() {
                 r.deleted.clone_from(&deleted);
             }
             (deleted, result.map_err(Error::from))
         }
-        _ => (dropped.iter().map(|n| n.to_string()).collect(), Ok(())),
+        _ => (doomed.iter().map(|n| n.to_string()).collect(), Ok(())),
     };
     if let Some(r) = report.as_mut() {
         r.finished = Utc::now().rfc3339();
@@ -162,10 +188,13 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Prune>) -> Result<(), Err
             }
             None => String::new(),
         };
+        let dropped = plan.dropped.len();
+        let partials =
+            if stale.is_empty() { String::new() } else { format!(" and {} stale partial upload(s)", stale.len()) };
         let what = if cli.delete {
-            format!("{} deleted{size}", printed.len())
+            format!("{dropped} dropped{partials}, {} file(s) deleted{size}", printed.len())
         } else {
-            format!("{} to drop{size} (printed; --delete deletes them)", printed.len())
+            format!("{dropped} to drop{partials}{size} (printed; --delete deletes them)")
         };
         note(
             PROG,
@@ -190,21 +219,26 @@ fn read_names(cancel: &Cancel) -> Result<Listing, Error> {
     Ok(prune::parse_lines(&text, "standard input")?)
 }
 
-/// `-v`: each kept backup with its rules, and what was not counted.
-fn explain(listing: &Listing, plan: &prune::Plan) {
+/// `-v`: each kept backup with restic's reasons, and what was not counted.
+fn explain(listing: &Listing, plan: &prune::Plan, stale: &[String], partial_age: &Span) {
     for k in &plan.kept {
-        let rules: Vec<&str> = k.rules.iter().map(|r| r.as_str()).collect();
+        let rules: Vec<String> = k.rules.iter().map(|r| r.to_string()).collect();
         let link = if listing.symlinks.contains(&k.backup.name) { "; a symbolic link, never followed" } else { "" };
-        note(PROG, false, &format!("keep {} ({}{link})", k.backup.name, rules.join(", ")));
+        let with = listing.files_of(&k.backup.name).split_off(1);
+        let with = if with.is_empty() { String::new() } else { format!("; with {}", with.join(", ")) };
+        note(PROG, false, &format!("keep {} ({}{link}{with})", k.backup.name, rules.join(", ")));
     }
     for (name, why) in &listing.skipped {
         note(PROG, false, &format!("skip {name}: {why}; never counted or deleted"));
     }
-}
-
-/// What the entry `name` of `dir` weighs (a link as a link; 0 if gone).
-fn size(dir: &Path, name: &str) -> u64 {
-    std::fs::symlink_metadata(dir.join(name)).map_or(0, |m| m.len())
+    for (name, time) in &listing.partials {
+        let what = match time {
+            _ if stale.contains(name) => format!("older than {partial_age}: stale, dropped"),
+            Some(_) => format!("newer than {partial_age}: may still be uploading, left alone"),
+            None => "no time in its name: age unknown, never deleted".to_string(),
+        };
+        note(PROG, false, &format!("partial upload {name}, never counted: {what}"));
+    }
 }
 
 /// One name per line on standard output.

@@ -14,7 +14,7 @@ mod progress;
 #[path = "part/spool.rs"]
 mod spool;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,8 @@ use clap::Parser;
 use common::{human, note, seconds, Common};
 use progress::ProgressBar;
 use wmbackup::age::open::Key;
-use wmbackup::report::Restoration;
+use wmbackup::prune;
+use wmbackup::report::{Copies, Restoration};
 use wmbackup::restore::{self, RestoreError};
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
@@ -83,6 +84,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
     common::main_with(PROG, |cancel| run(&cli, cancel))
 }
@@ -103,6 +105,7 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     let (mut report, result) = restore::restore(input, Key::Identities(&identities), &target, &opts, &run);
     drop(bar);
     report.backup = name.clone();
+    report.copies = copies_beside(&target);
     let result = result.map_err(|e| match e {
         RestoreError::Verify(v) => Error::about(&name, v),
         other => Error::from(other),
@@ -118,6 +121,14 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
     Ok(())
 }
 
+/// The restore copies beside `target` (`NAME.pre-restore-STAMP` sets).
+fn copies_beside(target: &Path) -> Option<Copies> {
+    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name()?.to_str()?;
+    let copies = prune::restore_copies(dir, name).ok()?;
+    Some(Copies { count: copies.names.len() as u64, bytes: copies.bytes })
+}
+
 /// What was done, on stderr.
 fn human_report(r: &Restoration, started: Instant) -> String {
     let verb = if r.dry_run { "would restore" } else { "restored" };
@@ -126,6 +137,17 @@ fn human_report(r: &Restoration, started: Instant) -> String {
         s += &format!(" ({}, {} pages, {} journal mode)", human(w.bytes), w.page_count, w.journal_mode);
     }
     s += &format!(" in {}", seconds(started.elapsed()));
+    if let Some(w) = &r.written {
+        let verb = if r.dry_run { "would give" } else { "gave it" };
+        let from_old = match w.journal_mode != w.journal_mode_backup {
+            true => format!(" (the old database's; the backup's was {})", w.journal_mode_backup),
+            false => String::new(),
+        };
+        s += &format!(
+            "\n  {verb:<10} owner {}, group {}, mode {}, {} journal mode{from_old}",
+            w.owner, w.group, w.mode, w.journal_mode
+        );
+    }
     let would = if r.dry_run { "would keep" } else { "kept" };
     match &r.kept {
         Some(k) => {
@@ -144,6 +166,13 @@ fn human_report(r: &Restoration, started: Instant) -> String {
     }
     for path in &r.cleaned {
         s += &format!("\n  cleaned    {path} (left by an interrupted restore; its file is still in place)");
+    }
+    if let Some(c) = r.copies.as_ref().filter(|c| c.count > 0) {
+        s += &format!(
+            "\n  copies     {} restore copies beside it, {} in all (a series wm-prune prunes as sets: see wm-prune(1))",
+            c.count,
+            human(c.bytes)
+        );
     }
     let v = &r.verification;
     s += &format!(

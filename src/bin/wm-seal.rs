@@ -34,7 +34,7 @@ const PROG: &str = "wm-seal";
     name = PROG,
     version,
     group(ArgGroup::new("who").required(true).multiple(true).args(["recipient", "recipients_file"])),
-    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nExamples:\n  wm-snapshot | wm-seal -r keys.txt --to memory.db.age\n  wm-snapshot | wm-seal -r age1... | rclone rcat remote:memory.db.age\n\nSee wm-seal(1)."
+    after_help = "Restore with the standard age CLI:\n  age -d -i identity.txt backup.age > memory.db\n\nExamples:\n  wm-snapshot | wm-seal -r keys.txt --to memory.db.age\n  wm-snapshot | wm-seal -r age1... | rclone rcat remote:m.db.age.partial &&\n    rclone moveto remote:m.db.age.partial remote:m.db.age   # with set -o pipefail\n\nSee wm-seal(1)."
 )]
 struct Cli {
     /// Encrypt to RECIPIENT: an existing recipients file, else an age1... or ssh-ed25519/ssh-rsa public key (repeatable)
@@ -78,6 +78,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
     json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }
@@ -104,7 +105,8 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
     let (out, stats) = seal::seal_stream(&mut input, "standard input", out, &recipients, opts, &run)
         .map_err(|e| Error::seal(e, &target))?;
     let (sink, sha256) = out.finish();
-    sink.commit()?;
+    // A new file in a directory may have taken a later name than planned.
+    let target = sink.commit()?;
     *report = Some(Backup {
         tool: PROG.into(),
         version: json::version(),

@@ -60,6 +60,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = json::parse_args(PROG, std::env::args_os().collect());
     json::main_with(PROG, cli.json, |cancel, report| run(&cli, cancel, report))
 }
@@ -84,7 +85,8 @@ fn run(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>) -> Result<(), Er
     let mut out = BufWriter::with_capacity(IO_CHUNK, Hashing::new(sink, cli.json));
     let snap = snapshot::snapshot(&mut source, &opts, &run, &mut out).map_err(|e| Error::snapshot(e, &target))?;
     let (sink, sha256) = out.into_inner().map_err(|e| Error::writing(&target, e.into_error()))?.finish();
-    sink.commit()?;
+    // A new file in a directory may have taken a later name than planned.
+    let target = sink.commit()?;
     let mut warnings = Vec::new();
     if snap.method == Method::Pages && snap.free_pages > 0 {
         let text = format!(

@@ -12,7 +12,7 @@ mod progress;
 #[path = "part/spool.rs"]
 mod spool;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,9 @@ use backup::{print_json, ReadArgs, Reading};
 use clap::Parser;
 use common::{human, note, seconds, Common};
 use progress::ProgressBar;
+use wmbackup::age::identity;
 use wmbackup::age::open::Key;
+use wmbackup::check::{self, CheckError};
 use wmbackup::report::Verification;
 use wmbackup::run::Run;
 use wmbackup::signals::Cancel;
@@ -41,21 +43,25 @@ const PROG: &str = "wm-verify";
 #[command(
     name = PROG,
     version,
-    after_help = "Exit status: 0 restorable, 1 not restorable (or could not tell), 2 usage error.\n\nExamples:\n  wm-verify -i key.txt memory.db.age\n  rclone cat remote:memory.db.age | wm-verify -i key.txt\n  wm-verify -i ~/.ssh/id_ed25519 --against ~/.workmem/memory.db --json memory.db.age\n\nSee wm-verify(1)."
+    after_help = "Exit status: 0 restorable, 1 not restorable (or could not tell; with several backups, any one), 2 usage error.\n\nExamples:\n  wm-verify -i key.txt memory.db.age\n  wm-verify -i key.txt /backups/            # the newest backup of each series\n  wm-verify -i key.txt --all /backups/      # every backup\n  rclone cat remote:memory.db.age | wm-verify -i key.txt\n  wm-verify -i ~/.ssh/id_ed25519 --against ~/.workmem/memory.db --json memory.db.age\n\nSee wm-verify(1)."
 )]
 struct Cli {
     #[command(flatten)]
     read: ReadArgs,
 
-    /// Show the live database's row counts beside the backup's, and the difference
+    /// Show the live database's row counts beside the backup's, and the difference (one backup only)
     #[arg(long, value_name = "DB")]
     against: Option<PathBuf>,
+
+    /// With a directory or several backups: check every one, not only the newest of each series
+    #[arg(long)]
+    all: bool,
 
     /// How long --against waits for a writer that holds the database locked
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     busy_timeout: u64,
 
-    /// Print the report as one JSON object on standard output (also when the backup fails)
+    /// Print the report as one JSON object on standard output (also when the backup fails); an array of them for several backups
     #[arg(long)]
     json: bool,
 
@@ -63,22 +69,28 @@ struct Cli {
     #[arg(short, long)]
     quiet: bool,
 
-    /// The age file to verify; - or absent is standard input
+    /// The age file to verify; - or absent is standard input. Several files, or a directory of timestamped backups, check a history
     #[arg(value_name = "BACKUP")]
-    backup: Option<PathBuf>,
+    backup: Vec<PathBuf>,
 
     #[command(flatten)]
     common: Common,
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let cli: Cli = common::parse_args(PROG, std::env::args_os().collect());
     common::main_with(PROG, |cancel| run(&cli, cancel))
 }
 
 fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
+    let history = cli.backup.len() > 1 || cli.backup.first().is_some_and(|p| p.is_dir());
+    if history {
+        return run_history(cli, cancel);
+    }
     let started = Instant::now();
-    let Reading { name, identities, input, opts } = cli.read.open(cli.backup.as_deref(), cancel, PIPE_HINT)?;
+    let Reading { name, identities, input, opts } =
+        cli.read.open(cli.backup.first().map(Path::new), cancel, PIPE_HINT)?;
 
     let (progress, bar) = ProgressBar::start(cli.quiet || cli.json, |phase| phase);
     let run = Run::new(cancel.clone(), progress);
@@ -101,6 +113,97 @@ fn run(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
         note(PROG, cli.quiet, &human_report(&name, &report, started));
     }
     Ok(())
+}
+
+/// Several backups, one at a time: a line for each, a summary, exit 1 if
+/// any is not restorable; never stopping at a failure, only at a signal.
+fn run_history(cli: &Cli, cancel: &Cancel) -> Result<(), Error> {
+    let started = Instant::now();
+    if cli.against.is_some() {
+        return Err(Error::usage(
+            "--against compares one backup with the live database; several were named",
+            Some("name one backup file with --against"),
+        ));
+    }
+    if cli.backup.iter().any(|p| p == Path::new("-")) {
+        return Err(Error::usage(
+            "- (standard input) cannot be one of several backups",
+            Some("name the backup files, or pipe one backup in alone"),
+        ));
+    }
+    let targets = check::select(&cli.backup, cli.all)?;
+    let identities = identity::collect(&cli.read.identity, cancel)?;
+    let opts = verify::Options {
+        spool: spool::place(cli.read.spool, cli.read.tmpdir.as_ref()),
+        size_hint: None,
+        time_budget: cli.read.time_budget,
+    };
+    opts.validate().map_err(|e| Error::about("--spool", e))?;
+    let (progress, bar) = ProgressBar::start(cli.quiet || cli.json, |phase| phase);
+    let run = Run::new(cancel.clone(), progress);
+    let mut reports = Vec::with_capacity(targets.len());
+    let (mut failed, mut older) = (0, 0);
+    for target in &targets {
+        let one = Instant::now();
+        let (report, result) = check::verify_file(&target.path, Key::Identities(&identities), &opts, &run);
+        if let Some(stop) = run.stopped() {
+            return Err(Error::Stopped(stop));
+        }
+        older += target.skipped_older;
+        let name = target.path.display();
+        match &result {
+            Ok(()) => note(PROG, cli.quiet || cli.json, &format!("{name}: {}", one_line(&report, one))),
+            Err(e) => {
+                failed += 1;
+                if !cli.json {
+                    note(PROG, false, &format!("{name}: NOT restorable: {e}"));
+                }
+            }
+        }
+        reports.push(Verification { error: result.as_ref().err().map(|e| e.to_string()), ..report });
+    }
+    drop(bar);
+    if cli.json {
+        print_json(&reports)?;
+    }
+    let older = match older {
+        0 => String::new(),
+        n => format!("; {n} older backup(s) not checked (--all checks them)"),
+    };
+    if failed > 0 {
+        if !cli.json {
+            note(
+                PROG,
+                false,
+                &format!(
+                    "checked {} backup(s) in {}: {} restorable, {failed} NOT restorable{older}",
+                    targets.len(),
+                    seconds(started.elapsed()),
+                    targets.len() - failed
+                ),
+            );
+        }
+        return Err(CheckError::NotRestorable { failed, checked: targets.len() }.into());
+    }
+    note(
+        PROG,
+        cli.quiet || cli.json,
+        &format!("checked {} backup(s) in {}: all restorable{older}", targets.len(), seconds(started.elapsed())),
+    );
+    Ok(())
+}
+
+/// A restorable backup in one line: its database, integrity, tables.
+fn one_line(r: &Verification, started: Instant) -> String {
+    let size = r.size.map_or("-".to_string(), human);
+    let rows: u64 = r.tables.iter().filter_map(|t| t.rows).sum();
+    format!(
+        "restorable ({size} database, integrity_check {}, {} tables, {rows} rows, {} FTS5) in {}",
+        r.integrity_check.as_deref().unwrap_or("-"),
+        r.tables.len(),
+        r.fts5.len(),
+        seconds(started.elapsed())
+    )
 }
 
 /// The summary on stderr: what was checked, and every table's rows.

@@ -105,6 +105,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    common::harden(PROG);
     let (long, takes_value) = go_style_names();
     let long: Vec<&str> = long.iter().map(String::as_str).collect();
     let takes_value: Vec<&str> = takes_value.iter().map(String::as_str).collect();
@@ -207,7 +208,8 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
         Some(file) => Some(verify_written(file, &file_key, &opts, cli.time_budget, &run, &target)?),
         None => None,
     };
-    sink.commit()?;
+    // A new file in a directory may have taken a later name than planned.
+    let target = sink.commit()?;
     drop(bar);
     let r = report.insert(Backup {
         tool: PROG.into(),

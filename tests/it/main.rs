@@ -7,17 +7,25 @@
 mod fixture;
 mod harness;
 
+mod hostile_dirs;
 mod hostile_images;
+// The second-user race needs inotify, renameat2(RENAME_EXCHANGE) and /proc.
+#[cfg(target_os = "linux")]
+mod hostile_race;
 mod interop_pq;
 mod launchd;
 mod man;
 mod powerloss;
+mod prune_restic;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
 mod reliability_large;
 mod reliability_restore;
+mod remote;
+mod restore_copies;
 mod secrets;
+mod verify_history;
 mod wm_prune;
 mod wm_restore;
 mod wm_seal;

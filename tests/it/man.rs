@@ -187,6 +187,41 @@ fn man_pages_are_clean_under_mandoc_lint() {
     }
 }
 
+/// Every page in man/ reads at 80 columns without `man` complaining (a
+/// table wider than the line, a line it cannot break).
+#[test]
+fn man_pages_fit_80_columns() {
+    if !have("man") {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("man");
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("read man/").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .collect();
+    pages.sort();
+    assert!(pages.len() >= BINS.len(), "a page per binary in {}", dir.display());
+    for path in pages {
+        let out = Command::new("man")
+            .arg("-l")
+            .arg(&path)
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap_or_else(|e| panic!("man -l {}: {e}", path.display()));
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && warnings.trim().is_empty(),
+            "man -l {} at 80 columns ({:?}):\n{warnings}",
+            path.display(),
+            out.status
+        );
+    }
+}
+
 #[test]
 fn the_flag_scan_finds_long_and_short_flags_but_not_prose() {
     let help = "  -r, --recipient <R>   Encrypt (see --to); not a--flag, nor --, nor ---x\n      --busy-timeout <MS>\n";

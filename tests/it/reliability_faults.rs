@@ -562,7 +562,10 @@ fn locate(calls: &[Call], target: Target) -> Option<(usize, String)> {
         Target::Output => {
             opened(&|c| c.args.contains(".tmp\"") && c.args.contains("O_EXCL") && c.args.contains("O_WRONLY"))
         }
-        Target::DestDir => opened(&|c| c.args.contains("O_DIRECTORY") && c.args.contains("/dest\"")),
+        // Opened once, as the command line names it (`dest/NAME`: `"dest"`).
+        Target::DestDir => {
+            opened(&|c| c.args.contains("O_DIRECTORY") && (c.args.contains("/dest\"") || c.args.contains("\"dest\"")))
+        }
         Target::Source => opened(&|c| c.args.contains("memory.db\"") && c.args.contains("O_NOFOLLOW")),
         Target::SourceHeader => opened(&|c| c.args.contains("memory.db\"") && !c.args.contains("O_NOFOLLOW")),
         Target::StdinData => data("read"),

@@ -12,9 +12,9 @@ use crate::harness::*;
 const PROG: &str = "wm-prune";
 
 /// The keys of `wm-prune --json`, as wm-prune(1) lists them.
-const PRUNE_KEYS: [&str; 15] = [
+const PRUNE_KEYS: [&str; 16] = [
     "tool", "version", "exit", "error", "started", "finished", "seconds", "input", "delete", "policy", "backups",
-    "kept", "dropped", "deleted", "skipped",
+    "kept", "dropped", "deleted", "skipped", "partial",
 ];
 
 /// `memory-2026MMDDT063000Z.db.age` for day `day` of a month counted from
@@ -112,7 +112,7 @@ fn hidden_temporary_and_other_names_are_never_counted_or_touched() {
     for other in [
         ".memory-20261101T063000Z.db.age.a1b2c3.tmp",
         ".hidden-20261101T063000Z.db.age",
-        "memory-20261102T063000Z.db.age.partial",
+        "memory-20261102T063000Z.db.age.part",
         "memory-20261102T063000Z.db.age.tmp",
         "memory.db.age",
         "notes.txt",
@@ -162,8 +162,8 @@ fn verbose_says_which_rules_keep_each_backup_and_what_was_not_counted() {
     assert_eq!(
         err,
         [
-            format!("wm-prune: keep {} (last, daily)", daily(3)).as_str(),
-            format!("wm-prune: keep {} (daily)", daily(2)).as_str(),
+            format!("wm-prune: keep {} (last snapshot, daily snapshot)", daily(3)).as_str(),
+            format!("wm-prune: keep {} (daily snapshot)", daily(2)).as_str(),
             "wm-prune: skip memory-20260230T063000Z.db.age: named like a backup, but its date or time cannot exist; never counted or deleted",
         ]
     );
@@ -227,7 +227,7 @@ fn a_symlink_named_like_a_backup_is_counted_and_only_the_link_is_ever_deleted() 
     symlink(&elsewhere, fx.bk().join(daily(4))).unwrap();
     let out = fx.prune(&["--keep-last", "1", "-v", "bk"]);
     assert!(
-        out.stderr.contains(&format!("keep {} (last; a symbolic link, never followed)", daily(4))),
+        out.stderr.contains(&format!("keep {} (last snapshot; a symbolic link, never followed)", daily(4))),
         "{}",
         out.stderr
     );
@@ -255,7 +255,7 @@ fn json_report_has_the_documented_keys_rules_drops_and_deletions() {
     assert_eq!(v["policy"]["daily"], serde_json::Value::Null);
     assert_eq!(
         v["kept"],
-        serde_json::json!([{"name": daily(3), "time": "2026-11-03T06:30:00Z", "rules": ["last", "within"], "symlink": false}])
+        serde_json::json!([{"name": daily(3), "time": "2026-11-03T06:30:00Z", "rules": ["within 1d", "last snapshot"], "symlink": false, "companions": []}])
     );
     assert_eq!(v["dropped"], serde_json::json!([daily(1), daily(2)]));
     assert_eq!(v["deleted"], serde_json::json!([daily(1), daily(2)]));
@@ -266,7 +266,7 @@ fn json_report_has_the_documented_keys_rules_drops_and_deletions() {
 fn json_failures_are_one_object_with_the_exit_status_and_the_error() {
     let fx = Fx::new(&[daily(1)]);
     assert_json_failure(&fx.prune(&["--json", "bk"]), PROG, 2, "no retention rule");
-    assert_json_failure(&fx.prune(&["--json", "--keep-daily", "-1", "bk"]), PROG, 2, "cannot be negative");
+    assert_json_failure(&fx.prune(&["--json", "--keep-daily", "-2", "bk"]), PROG, 2, "cannot be negative");
     assert_json_failure(&fx.prune(&["--json", "--keep-last", "1", "nope"]), PROG, 1, "no such file or directory");
 }
 
@@ -286,10 +286,10 @@ fn bad_input_exits_2_or_1_with_one_line_and_changes_nothing() {
         ("no rule", vec!["bk"], None, 2, "no retention rule given"),
         (
             "a negative count",
-            vec!["--keep-daily", "-1", "bk"],
+            vec!["--keep-daily", "-2", "bk"],
             None,
             2,
-            "'-1' for '--keep-daily <N>': a count cannot be negative",
+            "'-2' for '--keep-daily <N>': a count cannot be negative",
         ),
         ("garbage as a count", vec!["--keep-daily", "seven", "bk"], None, 2, "not a whole number"),
         ("a count of zero", vec!["--keep-last", "0", "bk"], None, 2, "0 keeps nothing"),
@@ -346,4 +346,109 @@ fn delete_in_a_directory_it_cannot_write_deletes_nothing_and_says_so() {
     assert_unchanged(&before, &fx.d.tree(), "an unwritable directory");
     // Without --delete it only reads: fine.
     run(WM_PRUNE, &fx.d).args(["--keep-last", "1", "bk"]).unprivileged().go().ok();
+}
+
+// ---------------------------------------------------------------------------
+// Partial uploads and restore copies
+// ---------------------------------------------------------------------------
+
+#[test]
+fn partial_uploads_are_never_counted_and_stale_ones_are_reported_and_deleted() {
+    let now = unix_now();
+    let good: Vec<String> = (1..=3).map(|i| backup_name("memory", now - i * 86_400, "db.age")).collect();
+    let fx = Fx::new(&good);
+    // Three failed nights after the good ones, and one upload still running.
+    let stale: Vec<String> =
+        (4..=6).map(|i| backup_name("memory", now - i * 86_400 - 3600, "db.age") + ".partial").collect();
+    let running = backup_name("memory", now - 600, "db.age") + ".partial";
+    let unknown = "memory.db.age.partial".to_string();
+    for n in stale.iter().chain([&running, &unknown]) {
+        fx.d.write(&format!("bk/{n}"), "truncated");
+    }
+    // --keep-last 3 keeps the three good backups: the partial ones never count.
+    let out = fx.prune(&["--keep-last", "3", "--json", "bk"]);
+    out.ok();
+    let (v, _) = json_on_stderr(&out);
+    assert_eq!(v["backups"], 3, "{v}");
+    assert_eq!(v["dropped"], serde_json::json!([]));
+    let mut oldest_first = stale.clone();
+    oldest_first.reverse();
+    assert_eq!(lines(&out), oldest_first, "the stale partial uploads are printed, oldest first");
+    let partial = v["partial"].as_array().unwrap();
+    assert_eq!(partial.len(), 5, "{v}");
+    let stale_of = |n: &str| partial.iter().find(|p| p["name"] == n).map(|p| p["stale"].clone()).unwrap();
+    assert_eq!(stale_of(&running), false);
+    assert_eq!(stale_of(&unknown), false);
+    assert_eq!(stale_of(&stale[0]), true);
+    // -v says which is which.
+    let out = fx.prune(&["--keep-last", "3", "-v", "bk"]);
+    assert!(out.stderr.contains(&format!("partial upload {running}, never counted: newer than 1d")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("partial upload {unknown}, never counted: no time in its name")),
+        "{}",
+        out.stderr
+    );
+    // --partial-age moves the line; --delete removes only what is stale.
+    let out = fx.prune(&["--keep-last", "3", "--partial-age", "5d2h", "--delete", "bk"]);
+    out.ok();
+    assert_eq!(lines(&out), [stale[2].clone()], "only the one older than 5 days and 2 hours");
+    let out = fx.prune(&["--keep-last", "3", "--delete", "bk"]);
+    out.ok();
+    let mut want: Vec<String> = good.iter().cloned().chain([running, unknown]).collect();
+    want.sort();
+    assert_eq!(fx.left(), want, "the good backups, the running upload and the one of unknown age are left");
+    fx.prune(&["--keep-last", "3", "--partial-age", "0d", "bk"]).expect(2, "a span of zero");
+}
+
+#[test]
+fn restore_copies_are_a_series_pruned_as_sets_with_their_journals() {
+    let mut names = Vec::new();
+    for day in 1..=4 {
+        let copy = format!("memory.db.pre-restore-202611{day:02}T120000Z");
+        names.push(copy.clone());
+        if day != 3 {
+            names.push(format!("{copy}-wal"));
+            names.push(format!("{copy}-shm"));
+        }
+    }
+    // A backup series beside them, and a journal whose copy is not (yet) there.
+    names.push(daily(1));
+    names.push(daily(2));
+    names.push("memory.db.pre-restore-20261105T120000Z-wal".into());
+    let fx = Fx::new(&names);
+    let out = fx.prune(&["--keep-last", "2", "--json", "bk"]);
+    out.ok();
+    let (v, _) = json_on_stderr(&out);
+    assert_eq!(v["backups"], 6, "four copies and two backups: {v}");
+    assert_eq!(
+        lines(&out),
+        [
+            "memory.db.pre-restore-20261101T120000Z",
+            "memory.db.pre-restore-20261101T120000Z-shm",
+            "memory.db.pre-restore-20261101T120000Z-wal",
+            "memory.db.pre-restore-20261102T120000Z",
+            "memory.db.pre-restore-20261102T120000Z-shm",
+            "memory.db.pre-restore-20261102T120000Z-wal",
+        ],
+        "each dropped copy with its journals, the copy first"
+    );
+    let kept = v["kept"].as_array().unwrap();
+    let newest = kept.iter().find(|k| k["name"] == "memory.db.pre-restore-20261104T120000Z").unwrap();
+    assert_eq!(
+        newest["companions"],
+        serde_json::json!(["memory.db.pre-restore-20261104T120000Z-shm", "memory.db.pre-restore-20261104T120000Z-wal"])
+    );
+    assert!(
+        v["skipped"].as_array().unwrap().iter().any(|s| s["name"] == "memory.db.pre-restore-20261105T120000Z-wal"),
+        "a journal without its copy is named: {v}"
+    );
+    let out = fx.prune(&["--keep-last", "2", "--delete", "bk"]);
+    out.ok();
+    let mut want: Vec<String> =
+        names.iter().filter(|n| !n.contains("20261101") && !n.contains("20261102")).cloned().collect();
+    want.push(daily(1));
+    want.push(daily(2));
+    want.sort();
+    want.dedup();
+    assert_eq!(fx.left(), want, "the two newest copies with their journals, both backups, the lone journal");
 }

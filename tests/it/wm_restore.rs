@@ -122,13 +122,14 @@ fn after_a_crashed_server_the_restore_has_the_backups_rows_and_the_kept_copy_the
     let fx = Fx::new(true);
     crash_a_wal_writer(&fx.db);
     let wal_before = fx.d.read("memory.db-wal");
+    let mode_before = mode_of(&fx.db);
     assert!(fx.d.join("memory.db-shm").exists());
     fx.restore(&["-q", "memory.db.age"]).go().ok();
     // Nothing of the old set beside the restored database.
     assert!(!fx.d.join("memory.db-wal").exists() && !fx.d.join("memory.db-shm").exists(), "{:?}", names(&fx.d));
     assert_eq!(rows(&fx.db), 5000, "exactly the backup's rows");
     assert_integrity(&fx.db);
-    assert_eq!(mode_of(&fx.db), 0o600);
+    assert_eq!(mode_of(&fx.db), mode_before, "the old database's mode, for the server");
     let kept = fx.kept().expect("a kept copy");
     let kept_wal = PathBuf::from(format!("{}-wal", kept.display()));
     assert_eq!(std::fs::read(&kept_wal).unwrap(), wal_before, "the crashed server's WAL is kept as it was");

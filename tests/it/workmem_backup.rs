@@ -1303,8 +1303,38 @@ fn two_backups_in_the_same_second_never_overwrite_each_other() {
     let before = fx.d.tree();
     let out = fx.run(&["--to", "bk/", "--keep-last", "1"]).go();
     out.expect(1, "already exists; never replaced").one_line_error(PROG);
-    assert!(out.stderr.contains("run again a second later"), "{}", out.stderr);
+    assert!(out.stderr.contains("names from this second on are taken"), "{}", out.stderr);
     assert_unchanged(&before, &fx.d.tree(), "a backup whose name is taken");
+}
+
+#[test]
+fn a_second_backup_in_the_same_second_takes_the_next_seconds_name_in_the_same_series() {
+    let fx = Fx::new(200_000, false);
+    fx.d.mkdir("bk");
+    fx.d.mkdir("first");
+    // The names of this second and the next are taken, one by a backup, one
+    // by a dangling symlink to a file outside that must never be created.
+    let now = unix_now();
+    fx.d.write(&format!("bk/{}", backup_name("memory", now, "db.age")), "an earlier backup");
+    fx.d.write(&format!("bk/{}", backup_name("memory", now - 1, "db.age")), "an earlier backup");
+    std::os::unix::fs::symlink(
+        fx.d.join("outside"),
+        fx.d.join(&format!("bk/{}", backup_name("memory", now + 1, "db.age"))),
+    )
+    .unwrap();
+    let out = fx.run(&["--to", "bk/"]).go();
+    out.ok();
+    assert!(!fx.d.join("outside").exists(), "nothing created through the planted link");
+    let new: Vec<String> = std::fs::read_dir(fx.d.join("bk"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| (now - 1..=now + 1).all(|t| *n != backup_name("memory", t, "db.age")))
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    std::fs::rename(fx.d.join("bk").join(&new[0]), fx.d.join("first").join(&new[0])).unwrap();
+    let backup = the_backup_in(&fx.d.join("first"), "memory", "db.age", now + 2, unix_now() + 9);
+    assert!(out.stderr.contains(&new[0]), "the summary names the file it took: {}", out.stderr);
+    fx.assert_restores(&backup);
 }
 
 #[test]

@@ -56,6 +56,47 @@ fn link_then_unlink(dir: &File, from: &OsStr, to: &OsStr) -> Result<(), Errno> {
     Ok(())
 }
 
+/// The running user's id (effective: the one the kernel checks).
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { nix::libc::geteuid() }
+}
+
+/// `name (uid N)` for a user id, or `uid N` when the system knows no name
+/// for it: for messages that name a file's owner.
+pub fn user_name(uid: u32) -> String {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: a zeroed passwd is a valid out-parameter for getpwuid_r.
+    let mut pw: nix::libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut nix::libc::passwd = std::ptr::null_mut();
+    // SAFETY: buffers we own, with their true lengths.
+    let rc = unsafe { nix::libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut found) };
+    let name = (rc == 0 && !found.is_null() && !pw.pw_name.is_null())
+        // SAFETY: getpwuid_r set pw_name to a NUL-terminated string inside `buf`.
+        .then(|| unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned());
+    match name {
+        Some(n) => format!("{n} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// `name (gid N)` for a group id, or `gid N`.
+pub fn group_name(gid: u32) -> String {
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: a zeroed group is a valid out-parameter for getgrgid_r.
+    let mut gr: nix::libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut nix::libc::group = std::ptr::null_mut();
+    // SAFETY: buffers we own, with their true lengths.
+    let rc = unsafe { nix::libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut found) };
+    let name = (rc == 0 && !found.is_null() && !gr.gr_name.is_null())
+        // SAFETY: getgrgid_r set gr_name to a NUL-terminated string inside `buf`.
+        .then(|| unsafe { std::ffi::CStr::from_ptr(gr.gr_name) }.to_string_lossy().into_owned());
+    match name {
+        Some(n) => format!("{n} (gid {gid})"),
+        None => format!("gid {gid}"),
+    }
+}
+
 /// Makes what was written to `file` (a file or a directory) durable: on
 /// Apple systems `F_FULLFSYNC`, which also flushes the drive's own cache,
 /// falling back to `fsync` where the file system does not support it (some

@@ -38,6 +38,8 @@ impl Write for PageSpool {
                     if chunks.last().is_none_or(|c| c.len() == c.capacity()) {
                         let mut chunk = Vec::new();
                         chunk.try_reserve_exact(IO_CHUNK).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+                        // The plaintext: left out of any core dump (see harden).
+                        crate::harden::dont_dump(chunk.as_ptr(), chunk.capacity());
                         chunks.push(chunk);
                     }
                     let last = chunks.last_mut().expect("pushed above");

@@ -289,6 +289,8 @@ impl SqliteBuf {
         if ptr.is_null() {
             return Err(PlainError::Memory { bytes: cap });
         }
+        // The plaintext: left out of any core dump (see harden).
+        crate::harden::dont_dump(ptr, cap as usize);
         Ok(SqliteBuf { ptr, len: 0, cap: cap as usize })
     }
 
@@ -303,6 +305,7 @@ impl SqliteBuf {
             }
             self.ptr = p;
             self.cap = want;
+            crate::harden::dont_dump(p, want);
         }
         // SAFETY: len + n <= cap; the bytes are initialised before the slice is made.
         unsafe {

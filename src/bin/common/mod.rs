@@ -148,6 +148,19 @@ pub fn main_with(prog: &str, body: impl FnOnce(&Cancel) -> Result<(), Error>) ->
     exit_with(prog, watched(body))
 }
 
+/// First thing in every tool that holds keys or plaintext: no core dump
+/// of this process, and no `ptrace` by another of the same user
+/// ([`wmbackup::harden`]). If the system refuses, the run stops: exit 1.
+pub fn harden(prog: &str) {
+    if let Err(e) = wmbackup::harden::no_core_dumps() {
+        let e = Error::Setup { what: "start: cannot turn core dumps off", source: e };
+        if let Some(line) = e.report(prog, &spell) {
+            say(&line);
+        }
+        std::process::exit(i32::from(e.exit_code()));
+    }
+}
+
 /// Runs `body` with signals watched. Whatever failed after a signal came
 /// failed because of it: the result is then the signal.
 pub fn watched(body: impl FnOnce(&Cancel) -> Result<(), Error>) -> Result<(), Error> {

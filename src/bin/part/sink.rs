@@ -1,5 +1,6 @@
 //! `--to PATH|DIR/|-`: the output of the tools that write data.
 
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -15,6 +16,10 @@ pub struct Series {
     pub ext: &'static str,
 }
 
+/// How many seconds later a new file's name may say when the names before
+/// it are taken.
+pub const SPARE_SECONDS: i64 = 9;
+
 /// `--to` names a directory: it ends with `/`, or is an existing directory
 /// (`-` is standard output, even if a directory of that name exists).
 pub fn is_dir(to: &Path) -> bool {
@@ -24,8 +29,11 @@ pub fn is_dir(to: &Path) -> bool {
 
 /// Opens `--to` (absent or `-`: standard output), never the database
 /// `source`. `--to ''` is a usage error, typically an unset shell variable.
-/// A directory gets a new file named after `series` and the UTC time now,
-/// which never replaces one: a second backup in the same second fails.
+/// A directory gets a new file named after `series` and the UTC time now;
+/// it never replaces nor follows anything at that name: when the name is
+/// taken (a backup of the same second, or anything planted there) the file
+/// takes the next second's name, up to [`SPARE_SECONDS`] later, so that
+/// wm-prune still counts it in the same series.
 pub fn open(
     to: Option<&Path>,
     cancel: &Cancel,
@@ -37,8 +45,11 @@ pub fn open(
         return Err(Error::usage("destination: --to: empty path", Some("give a file name, or - for standard output")));
     }
     if let Some(dir) = to.filter(|p| is_dir(p)) {
-        let name = prune::name(&series.stem, &Utc::now(), series.ext);
-        return Ok(Sink::open_new(&dir.join(name), source)?);
+        let now = Utc::now().unix();
+        let names = (0..=SPARE_SECONDS)
+            .map(|later| OsString::from(prune::name(&series.stem, &Utc::from_unix(now + later), series.ext)))
+            .collect();
+        return Ok(Sink::open_new(dir, names, source)?);
     }
     Ok(Sink::open(to, cancel, terminal_ok, source)?)
 }
