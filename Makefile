@@ -92,9 +92,9 @@ bench:
 # recorded (a skipped or failed test leaves its section out, and the table
 # then fails). CI=true: a missing tool fails the suite instead of skipping a
 # test.
-RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_restore:: powerloss:: hostile_race::
+RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_large:: reliability_restore:: powerloss:: hostile_race::
 RELIABILITY_SECTIONS = bad_inputs crash_wm-seal crash_workmem-backup crash_wm-restore crash_wm-prune_--delete \
-	faults leftovers load locks race restore secrets signals power_loss hostile_dirs core_dumps
+	faults large leftovers load locks race restore secrets signals power_loss hostile_dirs core_dumps
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
 	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential

@@ -593,7 +593,7 @@ fn decrypt_verified(
     };
     let (copied, checked) = std::thread::scope(|s| {
         let copy = s.spawn(|| copy_out(&image, new, go));
-        let checked = verify::check_opened(&opened, run, report);
+        let checked = verify::check_opened(&opened, &opts.verify, run, report);
         failed.store(checked.is_err(), Ordering::Relaxed);
         (copy.join(), checked)
     });

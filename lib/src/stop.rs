@@ -122,6 +122,8 @@ pub enum Knob {
     NamesOnStdin,
     /// The node_exporter textfile of a backup run.
     MetricsFile,
+    /// How long the check of a decrypted database may take.
+    TimeBudget,
 }
 
 /// A remedy: words with [`Knob`]s among them.

@@ -2,6 +2,8 @@
 
 #[path = "part/backup.rs"]
 mod backup;
+#[path = "part/budget.rs"]
+mod budget;
 mod common;
 #[path = "part/db.rs"]
 mod db;

@@ -2,6 +2,8 @@
 
 #[path = "part/backup.rs"]
 mod backup;
+#[path = "part/budget.rs"]
+mod budget;
 mod common;
 #[path = "part/input.rs"]
 mod input;
@@ -174,7 +176,11 @@ fn run_history(cli: &Cli, cancel: &Cancel, out: &mut Option<Report>) -> Result<(
     }
     let targets = check::select(&cli.backup, cli.all)?;
     let identities = identity::collect(&cli.read.identity, cancel)?;
-    let opts = verify::Options { spool: spool::place(cli.read.spool, cli.read.tmpdir.as_ref()), size_hint: None };
+    let opts = verify::Options {
+        spool: spool::place(cli.read.spool, cli.read.tmpdir.as_ref()),
+        size_hint: None,
+        time_budget: cli.read.time_budget,
+    };
     opts.validate().map_err(|e| Error::about("--spool", e))?;
     let (progress, bar) = ProgressBar::start(cli.quiet || cli.json, |phase| phase);
     let run = Run::new(cancel.clone(), progress);

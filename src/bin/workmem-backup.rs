@@ -1,5 +1,7 @@
 //! workmem-backup: snapshot + seal in one process, a drop-in for `workmem backup`.
 
+#[path = "part/budget.rs"]
+mod budget;
 mod common;
 #[path = "part/db.rs"]
 mod db;
@@ -22,7 +24,7 @@ use std::ffi::OsString;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, CommandFactory, Parser};
 use common::{count, human, note, seconds, Common};
@@ -87,6 +89,10 @@ struct Cli {
     /// Before putting the backup in place, read it back from disk and verify it as wm-verify does
     #[arg(long)]
     verify: bool,
+
+    /// With --verify: longest the database check may run [default: 120, plus 120 per GiB of database]
+    #[arg(long, value_name = "SECONDS", value_parser = budget::parse, requires = "verify")]
+    time_budget: Option<Duration>,
 
     #[command(flatten)]
     keep: KeepArgs,
@@ -217,7 +223,7 @@ fn backup(cli: &Cli, cancel: &Cancel, report: &mut Option<Backup>, database: &mu
     let (mut sink, sha256) = out.finish();
     run.progress.phase("sync", None);
     let verified = match sink.file_mut().filter(|_| cli.verify) {
-        Some(file) => Some(verify_written(file, &file_key, &opts, &run, &target)?),
+        Some(file) => Some(verify_written(file, &file_key, &opts, cli.time_budget, &run, &target)?),
         None => None,
     };
     // A new file in a directory may have taken a later name than planned.
@@ -300,13 +306,14 @@ fn verify_written(
     file: &mut AtomicFile,
     file_key: &FileKey,
     opts: &Options,
+    time_budget: Option<Duration>,
     run: &Run,
     target: &Path,
 ) -> Result<String, Error> {
     file.sync()?;
     let input = BufReader::with_capacity(1 << 20, file.read_back()?);
     run.progress.phase("verify", None);
-    let vopts = verify::Options { spool: opts.spool.clone(), ..verify::Options::default() };
+    let vopts = verify::Options { spool: opts.spool.clone(), size_hint: None, time_budget };
     let (report, result) = verify::verify(Box::new(input), Key::FileKey(file_key), &vopts, run);
     // The temporary is dropped on error: an older backup at `target` stays.
     result.map_err(|e| Error::about(&format!("verify: {} (new backup, not put in place)", target.display()), e))?;

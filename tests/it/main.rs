@@ -9,6 +9,7 @@ mod harness;
 
 mod forget;
 mod hostile_dirs;
+mod hostile_images;
 // The second-user race needs inotify, renameat2(RENAME_EXCHANGE) and /proc.
 #[cfg(target_os = "linux")]
 mod hostile_race;
@@ -22,6 +23,7 @@ mod prune_restic;
 mod reliability;
 mod reliability_faults;
 mod reliability_inputs;
+mod reliability_large;
 mod reliability_restore;
 mod remote;
 mod restore_copies;

@@ -18,7 +18,8 @@ pub struct Memdb {
 }
 
 impl Memdb {
-    /// `limit` raises memdb's 1 GiB default ceiling (SQLITE_FCNTL_SIZE_LIMIT).
+    /// `limit` raises memdb's 1 GiB default ceiling (SQLITE_FCNTL_SIZE_LIMIT),
+    /// never beyond [`super::MAX_ONE_ALLOCATION`].
     pub fn create(limit: u64) -> rusqlite::Result<Memdb> {
         static N: AtomicU64 = AtomicU64::new(0);
         let uri = format!("file:/wm-mem-{}-{}?vfs=memdb", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
@@ -26,7 +27,10 @@ impl Memdb {
             &uri,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        let mut lim: i64 = limit.min(i64::MAX as u64) as i64;
+        // memdb grows by doubling up to the limit, in one allocation each
+        // time: a limit above SQLite's largest allocation would make the
+        // growth past 1 GiB fail, where it could still have reached 2 GiB.
+        let mut lim: i64 = limit.min(super::MAX_ONE_ALLOCATION) as i64;
         // SAFETY: a valid connection; the argument is the i64 this opcode expects.
         let rc = unsafe {
             ffi::sqlite3_file_control(

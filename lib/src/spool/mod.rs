@@ -25,6 +25,11 @@ use crate::platform;
 pub const IO_CHUNK: usize = 1 << 20;
 /// Head-room on top of the database size before we call memory "comfortable".
 const MEMORY_MARGIN: u64 = 64 << 20;
+/// The most SQLite allocates in one piece (`SQLITE_MAX_ALLOCATION_SIZE` of
+/// the bundled build): a memory spool is one allocation (memdb's store, or
+/// the buffer a decrypted backup is checked in), so no image bigger than
+/// this can be one.
+pub const MAX_ONE_ALLOCATION: u64 = 2_147_483_391;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,19 +73,28 @@ pub struct Unusable {
 
 impl Place {
     /// The one rule. `auto` takes memory when the plaintext, of about
-    /// `estimate` bytes, fits comfortably (plus 64 MiB, within half of the
-    /// available memory: `MemAvailable` on Linux, see
+    /// `estimate` bytes, can be one SQLite allocation (plus 64 MiB, within
+    /// [`MAX_ONE_ALLOCATION`]) and fits comfortably (plus 64 MiB, within half
+    /// of the available memory: `MemAvailable` on Linux, see
     /// [`platform::mem_available`]), else disk; an unknown size or unknown
     /// memory means disk.
     pub fn choose(&self, estimate: Option<u64>) -> SpoolKind {
+        self.choose_with(estimate, platform::mem_available())
+    }
+
+    /// [`Place::choose`] with the available memory given.
+    fn choose_with(&self, estimate: Option<u64>, available: Option<u64>) -> SpoolKind {
         match (self.mode, estimate) {
             (SpoolMode::Memory, _) => SpoolKind::Memory,
             (SpoolMode::Disk, _) => SpoolKind::Disk,
             (SpoolMode::Auto, None | Some(0)) => SpoolKind::Disk,
-            (SpoolMode::Auto, Some(bytes)) => match platform::mem_available() {
-                Some(avail) if bytes.saturating_add(MEMORY_MARGIN) <= avail / 2 => SpoolKind::Memory,
-                _ => SpoolKind::Disk,
-            },
+            (SpoolMode::Auto, Some(bytes)) => {
+                let need = bytes.saturating_add(MEMORY_MARGIN);
+                match available {
+                    Some(avail) if need <= MAX_ONE_ALLOCATION && need <= avail / 2 => SpoolKind::Memory,
+                    _ => SpoolKind::Disk,
+                }
+            }
         }
     }
 
@@ -122,5 +136,22 @@ mod tests {
         assert_eq!(place(SpoolMode::Auto).choose(None), SpoolKind::Disk);
         assert_eq!(place(SpoolMode::Auto).choose(Some(0)), SpoolKind::Disk);
         assert_eq!(place(SpoolMode::Auto).choose(Some(u64::MAX)), SpoolKind::Disk);
+    }
+
+    #[test]
+    fn auto_takes_disk_for_an_image_that_cannot_be_one_allocation_or_lacks_memory() {
+        let auto = Place { mode: SpoolMode::Auto, tmpdir: None };
+        let plenty = Some(64u64 << 30);
+        assert_eq!(auto.choose_with(Some(1 << 30), plenty), SpoolKind::Memory);
+        assert_eq!(auto.choose_with(Some(MAX_ONE_ALLOCATION - MEMORY_MARGIN), plenty), SpoolKind::Memory);
+        assert_eq!(auto.choose_with(Some(MAX_ONE_ALLOCATION - MEMORY_MARGIN + 1), plenty), SpoolKind::Disk);
+        assert_eq!(auto.choose_with(Some(2_200_000_000), plenty), SpoolKind::Disk);
+        // Memory short: half of what is available must hold it.
+        assert_eq!(auto.choose_with(Some(100 << 20), Some(400 << 20)), SpoolKind::Memory);
+        assert_eq!(auto.choose_with(Some(100 << 20), Some(200 << 20)), SpoolKind::Disk);
+        assert_eq!(auto.choose_with(Some(100 << 20), None), SpoolKind::Disk);
+        // An explicit memory spool is taken as asked; it then fails with a message.
+        let memory = Place { mode: SpoolMode::Memory, tmpdir: None };
+        assert_eq!(memory.choose_with(Some(2_200_000_000), plenty), SpoolKind::Memory);
     }
 }

@@ -1,7 +1,8 @@
-//! The plaintext of a backup being verified: SQLite-owned memory (a buffer
-//! from `sqlite3_malloc64` that `sqlite3_deserialize` takes over without a
-//! copy) or an unnamed file through the `wmspool` VFS. Either way it never
-//! has a name in any directory.
+//! The plaintext of a backup being verified: a buffer from
+//! `sqlite3_malloc64` (so that SQLite's heap limit counts it) or an unnamed
+//! file, both served to SQLite by the `wmspool` VFS, to as many
+//! connections as the check wants. Either way it never has a name in any
+//! directory.
 
 use std::fmt;
 use std::io;
@@ -10,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{ffi, Connection, OpenFlags};
 
-use super::vfs::SpoolFile;
+use super::vfs::{MemoryImage, SpoolFile};
 use super::SpoolKind;
+use crate::sqlite::guard::{self, HeapCap};
 
 #[derive(Debug)]
 pub enum PlainError {
@@ -125,9 +127,11 @@ impl Plain {
         }
     }
 
-    /// A read-only connection onto the plaintext, as `sqlite3` would open a
-    /// restored file. A WAL-mode image is marked rollback in this private
-    /// copy: memdb has no WAL, and without a `-wal` file the content is the same.
+    /// A connection onto the plaintext that can change nothing, as `sqlite3` would open a
+    /// restored file, hardened ([`guard::harden`]). A WAL-mode image is
+    /// marked rollback in this private copy: the spool has no WAL, and
+    /// without a `-wal` file the content is the same. More connections onto
+    /// the same bytes come from [`Opened::connect`].
     pub fn into_connection(mut self) -> Result<Opened, PlainError> {
         let mut mode = [0u8; 2];
         self.read_at(&mut mode, 18)?;
@@ -142,59 +146,90 @@ impl Plain {
                     .map_err(|source| PlainError::Spool { dir: dir.clone(), source })?,
             }
         }
-        let opened = match self {
-            Plain::Memory(b) => Opened { conn: b.into_connection().map_err(PlainError::Open)?, spool: None, len, wal },
-            Plain::Disk { file, dir, .. } => {
-                let conn = Connection::open_with_flags(
-                    file.uri(),
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(PlainError::Open)?;
-                Opened { conn, spool: Some((file, dir)), len, wal }
+        let backing = match self {
+            Plain::Memory(buf) => {
+                // SAFETY: the buffer is owned by the same Backing, declared
+                // after the registration so that it outlives it, and is not
+                // changed from here on; every connection is a field of
+                // Opened declared before the backing, so closed first.
+                let image = unsafe { MemoryImage::register(buf.ptr, buf.len) };
+                Backing::Memory { image, buf }
             }
+            Plain::Disk { file, dir, .. } => Backing::Disk { file, dir },
         };
-        // Nothing of the check may land in a temporary file.
-        opened.conn.execute_batch("PRAGMA temp_store = MEMORY").map_err(PlainError::Open)?;
-        Ok(opened)
+        let conn = connect(&backing)?;
+        Ok(Opened { conn, backing, len, wal, _cap: HeapCap::above_now(guard::HEAP_ABOVE_IMAGE) })
     }
 }
 
-/// A connection onto the plaintext; a disk spool outlives it (fields drop in order).
+/// What a connection reads: a memory image or an unnamed file, both served
+/// by the `wmspool` VFS.
+enum Backing {
+    Memory { image: MemoryImage, buf: SqliteBuf },
+    Disk { file: SpoolFile, dir: PathBuf },
+}
+
+/// A new hardened connection onto `backing`, which it cannot change. A memory image is
+/// mapped (`mmap_size`), so that pages are read in place, not copied.
+fn connect(backing: &Backing) -> Result<Connection, PlainError> {
+    let uri = match backing {
+        Backing::Memory { image, .. } => image.uri(),
+        Backing::Disk { file, .. } => file.uri(),
+    };
+    // Read-write to SQLite, read-only in fact (the memory image refuses
+    // every write; `query_only` and DEFENSIVE refuse them before that): on a
+    // connection it opened read-only SQLite leaves CHECK constraints out of
+    // the schema, and `integrity_check` then never checks them.
+    let conn = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(PlainError::Open)?;
+    // The database is hostile until checked: no view, trigger or
+    // extension, no trusted schema, bounded values; nothing of the check
+    // lands in a temporary file.
+    guard::harden(&conn).map_err(PlainError::Open)?;
+    if let Backing::Memory { buf, .. } = backing {
+        conn.execute_batch(&format!("PRAGMA mmap_size = {}", buf.len)).map_err(PlainError::Open)?;
+    }
+    Ok(conn)
+}
+
+/// A connection onto the plaintext; the spool outlives it (fields drop in
+/// order), and SQLite's heap is capped at the image plus
+/// [`guard::HEAP_ABOVE_IMAGE`] while it is open.
 pub struct Opened {
     pub conn: Connection,
-    spool: Option<(SpoolFile, PathBuf)>,
+    backing: Backing,
     len: u64,
     /// The image was WAL-mode and is marked rollback for the connection.
     wal: bool,
+    _cap: HeapCap,
 }
 
 impl Opened {
+    /// The database's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Another hardened connection onto the same bytes, for a
+    /// check on another thread; it must be closed before `self` drops (the
+    /// borrow checker sees to that only if the caller keeps it in scope).
+    pub fn connect(&self) -> Result<Connection, PlainError> {
+        connect(&self.backing)
+    }
+
     /// The bytes under the connection, which only reads them, for copying
     /// out while SQLite checks them on another thread.
     pub fn image(&self) -> Result<Image<'_>, PlainError> {
-        let bytes = match &self.spool {
-            Some((file, dir)) => Bytes::Disk { file: file.file(), dir },
-            None => {
-                let mut size: ffi::sqlite3_int64 = 0;
-                // SAFETY: with NOCOPY SQLite returns its own buffer of the
-                // deserialized database (NULL if there is none); it stays
-                // valid, unchanged, while the read-only connection is open,
-                // which the returned borrow of `self` ensures.
-                let ptr = unsafe {
-                    ffi::sqlite3_serialize(
-                        self.conn.handle(),
-                        c"main".as_ptr(),
-                        &mut size,
-                        ffi::SQLITE_SERIALIZE_NOCOPY,
-                    )
-                };
-                if ptr.is_null() || size as u64 != self.len {
-                    let e = ffi::Error::new(ffi::SQLITE_ERROR);
-                    return Err(PlainError::Open(rusqlite::Error::SqliteFailure(e, Some("serialize".into()))));
-                }
-                // SAFETY: see above; `size` bytes at `ptr` are the database.
-                Bytes::Memory(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), size as usize) })
-            }
+        let bytes = match &self.backing {
+            Backing::Disk { file, dir } => Bytes::Disk { file: file.file(), dir },
+            Backing::Memory { buf, .. } => Bytes::Memory(buf.as_slice()),
         };
         Ok(Image { bytes, len: self.len, wal: self.wal })
     }
@@ -240,8 +275,7 @@ impl Image<'_> {
     }
 }
 
-/// A buffer from `sqlite3_malloc64`, so that `sqlite3_deserialize` can take
-/// it over without a copy.
+/// A buffer from `sqlite3_malloc64`, so that SQLite's heap limit counts it.
 pub struct SqliteBuf {
     ptr: *mut u8,
     len: usize,
@@ -288,29 +322,6 @@ impl SqliteBuf {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the first len bytes are initialised.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-
-    /// Hands the buffer to a new in-memory connection, read-only.
-    fn into_connection(self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_in_memory()?;
-        let (ptr, len, cap) = (self.ptr, self.len, self.cap);
-        std::mem::forget(self);
-        // SAFETY: the buffer is SQLite's to free from here on (FREEONCLOSE
-        // applies on failure too); len <= cap.
-        let rc = unsafe {
-            ffi::sqlite3_deserialize(
-                conn.handle(),
-                c"main".as_ptr(),
-                ptr,
-                len as i64,
-                cap as i64,
-                ffi::SQLITE_DESERIALIZE_FREEONCLOSE | ffi::SQLITE_DESERIALIZE_READONLY,
-            )
-        };
-        if rc != ffi::SQLITE_OK {
-            return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), Some("deserialize".into())));
-        }
-        Ok(conn)
     }
 }
 

@@ -13,6 +13,11 @@
 //! Locking is not needed: a spool is only ever used by this process, one
 //! connection at a time. `xSync` does nothing: the spool never has to survive
 //! a crash, only to be read back.
+//!
+//! The same VFS serves a read-only image in this process's memory
+//! ([`MemoryImage`]), so that several connections, on several threads, can
+//! check one decrypted backup without a copy each: reads are copies out of
+//! the buffer, or with `PRAGMA mmap_size` no copy at all (`xFetch`).
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -35,13 +40,15 @@ pub const VFS_NAME: &CStr = c"wmspool";
 /// Files known to the VFS, by the name SQLite will ask for.
 struct Registry {
     files: HashMap<Vec<u8>, Arc<File>>,
+    /// Read-only images in memory: address and length.
+    images: HashMap<Vec<u8>, (usize, usize)>,
     /// Where unnamed journals go: the directory of the most recent spool.
     dir: PathBuf,
 }
 
 fn registry() -> &'static Mutex<Registry> {
     static R: OnceLock<Mutex<Registry>> = OnceLock::new();
-    R.get_or_init(|| Mutex::new(Registry { files: HashMap::new(), dir: std::env::temp_dir() }))
+    R.get_or_init(|| Mutex::new(Registry { files: HashMap::new(), images: HashMap::new(), dir: std::env::temp_dir() }))
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Registry> {
@@ -127,6 +134,37 @@ impl SpoolFile {
     }
 }
 
+/// A read-only database image in memory, visible to SQLite under
+/// [`MemoryImage::uri`] until dropped; any number of connections may open it.
+pub struct MemoryImage {
+    name: Vec<u8>,
+}
+
+impl MemoryImage {
+    /// Registers the `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// The bytes must stay valid and unchanged until this is dropped, and
+    /// every connection opened on it must be closed before that.
+    pub unsafe fn register(ptr: *const u8, len: usize) -> MemoryImage {
+        ensure_registered();
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!("/wm-image-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)).into_bytes();
+        lock().images.insert(name.clone(), (ptr as usize, len));
+        MemoryImage { name }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("file:{}?vfs={}", String::from_utf8_lossy(&self.name), VFS_NAME.to_string_lossy())
+    }
+}
+
+impl Drop for MemoryImage {
+    fn drop(&mut self) {
+        lock().images.remove(&self.name);
+    }
+}
+
 /// Copies all of `src` into `dst` by position, leaving both offsets alone.
 fn copy_all(src: &File, dst: &File) -> io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
@@ -157,6 +195,9 @@ impl Drop for SpoolFile {
 struct VfsFile {
     base: ffi::sqlite3_file,
     file: *const File,
+    /// A memory image's address and length (MEMORY_METHODS only).
+    mem: *const u8,
+    mem_len: usize,
 }
 
 fn ensure_registered() {
@@ -217,6 +258,109 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xUnfetch: None,
 };
 
+/// A memory image: read-only (every write fails), no locks, pages handed
+/// out in place when the connection maps (`xFetch`).
+/// No shared-memory methods: SQLite then refuses WAL mode rather than
+/// calling them.
+static MEMORY_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(mem_close),
+    xRead: Some(mem_read),
+    xWrite: Some(mem_write),
+    xTruncate: Some(mem_truncate),
+    xSync: Some(io_sync),
+    xFileSize: Some(mem_file_size),
+    xLock: Some(io_lock),
+    xUnlock: Some(io_lock),
+    xCheckReservedLock: Some(io_check_reserved_lock),
+    xFileControl: Some(io_file_control),
+    xSectorSize: Some(io_sector_size),
+    xDeviceCharacteristics: Some(mem_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: Some(mem_fetch),
+    xUnfetch: Some(mem_unfetch),
+};
+
+unsafe fn image_of<'a>(f: *mut ffi::sqlite3_file) -> &'a [u8] {
+    let vf = f.cast::<VfsFile>();
+    std::slice::from_raw_parts((*vf).mem, (*vf).mem_len)
+}
+
+unsafe extern "C" fn mem_close(f: *mut ffi::sqlite3_file) -> c_int {
+    let vf = f.cast::<VfsFile>();
+    (*vf).mem = ptr::null();
+    (*vf).mem_len = 0;
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn mem_read(
+    f: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
+    let out = std::slice::from_raw_parts_mut(buf.cast::<u8>(), amt as usize);
+    let image = image_of(f);
+    let start = (off.max(0) as usize).min(image.len());
+    let n = out.len().min(image.len() - start);
+    out[..n].copy_from_slice(&image[start..start + n]);
+    if n < out.len() {
+        // SQLite requires the unread tail to be zeroed on a short read.
+        out[n..].fill(0);
+        return ffi::SQLITE_IOERR_SHORT_READ;
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn mem_write(
+    _f: *mut ffi::sqlite3_file,
+    _buf: *const c_void,
+    _amt: c_int,
+    _off: ffi::sqlite3_int64,
+) -> c_int {
+    ffi::SQLITE_READONLY
+}
+
+unsafe extern "C" fn mem_truncate(_f: *mut ffi::sqlite3_file, _size: ffi::sqlite3_int64) -> c_int {
+    ffi::SQLITE_READONLY
+}
+
+unsafe extern "C" fn mem_file_size(f: *mut ffi::sqlite3_file, size: *mut ffi::sqlite3_int64) -> c_int {
+    *size = (*f.cast::<VfsFile>()).mem_len as ffi::sqlite3_int64;
+    ffi::SQLITE_OK
+}
+
+/// Not SQLITE_IOCAP_IMMUTABLE: SQLite would then treat the file as opened
+/// read-only, and leave the schema's CHECK constraints out of
+/// `integrity_check`.
+unsafe extern "C" fn mem_device_characteristics(_f: *mut ffi::sqlite3_file) -> c_int {
+    ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE
+}
+
+unsafe extern "C" fn mem_fetch(
+    f: *mut ffi::sqlite3_file,
+    off: ffi::sqlite3_int64,
+    amt: c_int,
+    pp: *mut *mut c_void,
+) -> c_int {
+    let vf = f.cast::<VfsFile>();
+    let (off, amt) = (off.max(0) as usize, amt.max(0) as usize);
+    *pp = if off.saturating_add(amt) <= (*vf).mem_len {
+        // SQLite only reads through a fetched page of a read-only file.
+        (*vf).mem.add(off).cast_mut().cast::<c_void>()
+    } else {
+        ptr::null_mut()
+    };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn mem_unfetch(_f: *mut ffi::sqlite3_file, _off: ffi::sqlite3_int64, _p: *mut c_void) -> c_int {
+    ffi::SQLITE_OK
+}
+
 unsafe fn name_bytes<'a>(z: *const c_char) -> Option<&'a [u8]> {
     if z.is_null() {
         None
@@ -238,8 +382,21 @@ unsafe extern "C" fn x_open(
 ) -> c_int {
     let out = file.cast::<VfsFile>();
     (*out).base.pMethods = ptr::null();
+    (*out).file = ptr::null();
+    (*out).mem = ptr::null();
+    (*out).mem_len = 0;
     let name = name_bytes(z_name).map(<[u8]>::to_vec);
     let mut r = lock();
+    if let Some(&(addr, len)) = name.as_ref().and_then(|n| r.images.get(n)) {
+        // Opened read-write or not, every write fails (SQLITE_READONLY).
+        (*out).mem = addr as *const u8;
+        (*out).mem_len = len;
+        (*out).base.pMethods = &MEMORY_METHODS;
+        if !out_flags.is_null() {
+            *out_flags = flags;
+        }
+        return ffi::SQLITE_OK;
+    }
     let shared = match name.as_ref().and_then(|n| r.files.get(n)) {
         Some(f) => f.clone(),
         None if flags & ffi::SQLITE_OPEN_CREATE != 0 || name.is_none() => {
@@ -286,7 +443,13 @@ unsafe extern "C" fn x_access(
     res: *mut c_int,
 ) -> c_int {
     let found = match name_bytes(z_name) {
-        Some(n) => lock().files.get(n).map(|f| f.metadata().map(|m| m.len()).unwrap_or(0)),
+        Some(n) => {
+            let r = lock();
+            match r.images.get(n) {
+                Some(&(_, len)) => Some(len as u64),
+                None => r.files.get(n).map(|f| f.metadata().map(|m| m.len()).unwrap_or(0)),
+            }
+        }
         None => None,
     };
     *res = match (found, flags) {

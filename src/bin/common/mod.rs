@@ -168,6 +168,7 @@ pub fn spell(k: Knob) -> Cow<'static, str> {
         Knob::Retention => "--keep-last N, --keep-daily N or another --keep-* rule",
         Knob::NamesOnStdin => "- to read the names from standard input",
         Knob::MetricsFile => "--metrics-file",
+        Knob::TimeBudget => "--time-budget SECONDS",
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use wmbackup::age::identity::{self, Identity};
@@ -11,6 +12,7 @@ use wmbackup::signals::{open_read, Cancel, CancelRead};
 use wmbackup::verify::{self, VerifyError};
 use wmbackup::Error;
 
+use super::budget;
 use super::input;
 use super::spool::{self, SpoolArg};
 
@@ -28,6 +30,10 @@ pub struct ReadArgs {
     /// Directory for a disk spool [default: $TMPDIR, else /tmp]
     #[arg(long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
+
+    /// Longest the database check may run [default: 120, plus 120 per GiB of database]
+    #[arg(long, value_name = "SECONDS", value_parser = budget::parse)]
+    pub time_budget: Option<Duration>,
 }
 
 /// A backup ready to be read: its name, the identities, the reader, and
@@ -45,7 +51,11 @@ impl ReadArgs {
     pub fn open(&self, backup: Option<&Path>, cancel: &Cancel, pipe_hint: &str) -> Result<Reading, Error> {
         let backup = Backup::named(backup, &self.identity)?;
         let identities = identity::collect(&self.identity, cancel)?;
-        let opts = verify::Options { spool: spool::place(self.spool, self.tmpdir.as_ref()), size_hint: None };
+        let opts = verify::Options {
+            spool: spool::place(self.spool, self.tmpdir.as_ref()),
+            size_hint: None,
+            time_budget: self.time_budget,
+        };
         opts.validate().map_err(|e| Error::about(&backup.name, e))?;
         let (input, size_hint) = backup.open(cancel, pipe_hint)?;
         Ok(Reading { name: backup.name, identities, input, opts: verify::Options { size_hint, ..opts } })
