@@ -232,7 +232,8 @@ fn an_endless_view_is_never_run_and_the_tables_verify() {
          CREATE VIEW endless AS WITH RECURSIVE r(i) AS (SELECT 1 UNION SELECT i + 1 FROM r) SELECT i FROM r;",
         &[],
     );
-    let m = verify(&d, &backup, &[]);
+    // -v: the report's detail, the table and its row count, on success.
+    let m = verify(&d, &backup, &["-v"]);
     assert_eq!(m.code, 0, "{}", m.stderr);
     assert!(m.stderr.contains("t ") || m.stderr.contains("t\t") || m.stderr.contains(" t"), "{}", m.stderr);
     m.bounded(image);
