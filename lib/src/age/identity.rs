@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use age::secrecy::SecretString;
+use age_core::format::{FileKey, Stanza};
 use zeroize::Zeroizing;
 
 use super::pq::HybridIdentity;
@@ -32,6 +33,44 @@ pub struct Identity {
     pub file: PathBuf,
     /// For a plugin identity: what the plugin asked for and could not get.
     pub asked: Option<Asked>,
+    /// For an SSH identity: why it refused a stanza meant for it.
+    pub refused: Option<Refused>,
+}
+
+impl Identity {
+    /// An identity of `kind` read from `file`, neither a plugin nor SSH.
+    pub fn new(key: Box<dyn age::Identity + Send + Sync>, kind: &'static str, file: PathBuf) -> Identity {
+        Identity { key, kind, file, asked: None, refused: None }
+    }
+
+    /// Whether age calls it native (X25519, post-quantum): those are tried
+    /// before SSH and plugin identities, whatever the order they were given in.
+    pub fn is_native(&self) -> bool {
+        matches!(self.kind, "X25519" | "mlkem768x25519")
+    }
+
+    /// Why the identity refused the file, when it says more than the age crate's error.
+    pub fn refusal(&self) -> Option<String> {
+        self.asked
+            .as_ref()
+            .and_then(Asked::get)
+            .or_else(|| self.refused.as_ref().and_then(Refused::get).map(str::to_string))
+    }
+}
+
+/// Why an SSH identity refused a stanza, shared with the key that refused it.
+#[derive(Clone, Default)]
+pub struct Refused(Arc<Mutex<Option<&'static str>>>);
+
+impl Refused {
+    pub fn get(&self) -> Option<&'static str> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, why: &'static str) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(why);
+    }
 }
 
 /// What a plugin asked of its user, shared with the [`age::Callbacks`] it was given.
@@ -113,13 +152,17 @@ pub enum IdentityError {
         line: usize,
         name: String,
     },
+    /// A line that is not an identity; `what` says how, never what it holds.
     Invalid {
         path: PathBuf,
         line: usize,
+        what: &'static str,
     },
     NoneInFile {
         path: PathBuf,
     },
+    /// Key material given where the identity file's name belongs (never shown).
+    KeyNotPath,
 }
 
 impl fmt::Display for IdentityError {
@@ -149,10 +192,11 @@ impl fmt::Display for IdentityError {
             PluginMissing { path, line, name } => {
                 write!(f, "identity file: {}: a plugin identity, but age-plugin-{name} is not on PATH", at(path, line))
             }
-            Invalid { path, line } => write!(f, "identity file: {}: not a valid age identity", at(path, line)),
+            Invalid { path, line, what } => write!(f, "identity file: {}: {what}", at(path, line)),
             NoneInFile { path } => {
                 write!(f, "identity file: {}: no identities in it (empty or only comments)", path.display())
             }
+            KeyNotPath => f.write_str("identity file: the value given is a key (not shown), not the name of a file"),
         }
     }
 }
@@ -181,6 +225,7 @@ impl Failure for IdentityError {
             PluginMissing { name, .. } => {
                 Some(format!("install age-plugin-{name} where PATH finds it, or use another identity").into())
             }
+            KeyNotPath => Some("put the key in a file (age-keygen -o key.txt writes one) and pass the file's name".into()),
             Invalid { .. } | NoneInFile { .. } => {
                 Some("an identity file holds AGE-SECRET-KEY-1... (or -PQ-1..., AGE-PLUGIN-...) lines, or is an SSH private key".into())
             }
@@ -192,6 +237,11 @@ impl Failure for IdentityError {
 /// Reads every identity in the file at `path` (`-` is standard input); a
 /// signal ends a wait for a FIFO or pipe that is slow to deliver.
 pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Vec<Identity>, IdentityError> {
+    // A key pasted where its file's name belongs is refused before any
+    // file-system call: an error about the path would print the key.
+    if super::recipients::looks_secret(&path.to_string_lossy()).is_some() {
+        return Err(IdentityError::KeyNotPath);
+    }
     let bytes = if path == Path::new("-") {
         read_capped(CancelRead::new(io::stdin(), cancel), path)?
     } else {
@@ -217,45 +267,83 @@ fn read_capped(r: impl Read, path: &Path) -> Result<Zeroizing<Vec<u8>>, Identity
     Ok(bytes)
 }
 
+/// What Go age reads of an SSH private key file, at most (16 KiB, less one byte).
+const MAX_SSH_FILE: usize = (1 << 14) - 1;
+
+/// Why a line is not a valid identity.
+const NOT_VALID: &str = "not a valid age identity";
+
 /// Parses an identity file's contents; `path` is for messages.
+///
+/// Exactly what the reference age (v1.3.1) reads, and no more: an SSH key
+/// file begins with `-----BEGIN` at its first byte; an age identity file has
+/// one key per line, exactly as `age-keygen` writes it (upper case, nothing
+/// before or after it on the line), `#` comments that begin at the line's
+/// first byte, empty lines, and LF or CRLF line ends. So a byte-order mark,
+/// spaces or tabs around a key, a comment after a key, or a line of only
+/// whitespace are refused, naming the line.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Identity>, IdentityError> {
     // An age-encrypted identity file is binary unless armored: look before UTF-8.
     let start = bytes.trim_ascii_start();
     if start.starts_with(b"age-encryption.org/") || start.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----") {
         return Err(IdentityError::Passphrase { path: path.into() });
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| IdentityError::NotText { path: path.into() })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.trim_start().starts_with("-----BEGIN") {
+    if bytes.starts_with(b"-----BEGIN") {
+        if bytes.len() > MAX_SSH_FILE {
+            return Err(IdentityError::TooLarge { path: path.into() });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| IdentityError::NotText { path: path.into() })?;
         return ssh(path, text);
     }
     let mut out = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+    for (i, line) in bytes.split(|&c| c == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.starts_with(b"#") {
             continue;
         }
         let (path, line_no) = (path.to_path_buf(), i + 1);
-        let invalid = || IdentityError::Invalid { path: path.clone(), line: line_no };
-        let upper = Zeroizing::new(line.to_ascii_uppercase());
-        if upper.starts_with("AGE-SECRET-KEY-PQ-1") {
-            let key = HybridIdentity::from_str(line).map_err(|_| invalid())?;
-            out.push(Identity { key: Box::new(key), kind: "mlkem768x25519", file: path, asked: None });
-        } else if upper.starts_with("AGE-SECRET-KEY-1") {
-            let key = age::x25519::Identity::from_str(line).map_err(|_| invalid())?;
-            out.push(Identity { key: Box::new(key), kind: "X25519", file: path, asked: None });
-        } else if upper.starts_with("AGE-PLUGIN-") {
+        let invalid = |what| IdentityError::Invalid { path: path.clone(), line: line_no, what };
+        let Ok(line) = std::str::from_utf8(line) else {
+            return Err(IdentityError::NotText { path });
+        };
+        if line.starts_with('\u{feff}') {
+            return Err(invalid("begins with a byte-order mark, which age refuses"));
+        }
+        if line.trim().is_empty() {
+            return Err(invalid("a line of only whitespace, which age refuses (an empty line is fine)"));
+        }
+        if line != line.trim() {
+            return Err(invalid("whitespace before or after the key, which age refuses"));
+        }
+        if line.starts_with("AGE-SECRET-KEY-PQ-1") {
+            let key = HybridIdentity::from_str(line).map_err(|_| invalid(key_or_text_after(line)))?;
+            out.push(Identity::new(Box::new(key), "mlkem768x25519", path));
+        } else if line.starts_with("AGE-SECRET-KEY-1") {
+            let key = age::x25519::Identity::from_str(line).map_err(|_| invalid(key_or_text_after(line)))?;
+            out.push(Identity::new(Box::new(key), "X25519", path));
+        } else if line.starts_with("AGE-PLUGIN-") {
             out.push(plugin(line, path, line_no)?);
-        } else if upper.starts_with("AGE1") || line.starts_with("ssh-") {
+        } else if line.starts_with("age1") || line.starts_with("ssh-") {
             return Err(IdentityError::Recipient { path, line: line_no });
+        } else if line.to_ascii_uppercase().starts_with("AGE-") {
+            return Err(invalid("not a valid age identity (age writes its keys in upper case)"));
         } else {
-            return Err(IdentityError::Invalid { path, line: line_no });
+            return Err(invalid(NOT_VALID));
         }
     }
     if out.is_empty() {
         return Err(IdentityError::NoneInFile { path: path.into() });
     }
     Ok(out)
+}
+
+/// Why a line that begins like a key does not parse: text after it, or a bad key.
+fn key_or_text_after(line: &str) -> &'static str {
+    if line.contains(char::is_whitespace) {
+        "text after the key on the same line, which age refuses"
+    } else {
+        NOT_VALID
+    }
 }
 
 fn ssh(path: &Path, text: &str) -> Result<Vec<Identity>, IdentityError> {
@@ -273,36 +361,116 @@ fn ssh(path: &Path, text: &str) -> Result<Vec<Identity>, IdentityError> {
             return Err(IdentityError::UnsupportedSsh { path: path.into(), what: format!("SSH key type {t}") })
         }
     };
-    Ok(vec![Identity { key: Box::new(key), kind, file: path.into(), asked: None }])
+    let refused = Refused::default();
+    let key = SshIdentity { key, kind, refused: refused.clone() };
+    Ok(vec![Identity { key: Box::new(key), kind, file: path.into(), asked: None, refused: Some(refused) }])
 }
 
-/// `AGE-PLUGIN-NAME-1…`: opened by `age-plugin-NAME`, which must be on `PATH`.
-fn plugin(line: &str, path: PathBuf, line_no: usize) -> Result<Identity, IdentityError> {
-    use age::plugin::{IdentityPluginV1, ResolveError};
-    let invalid = || IdentityError::Invalid { path: path.clone(), line: line_no };
-    let id = age::plugin::Identity::from_str(line).map_err(|_| invalid())?;
-    let name = id.plugin().to_string();
-    let asked = Asked::default();
-    match IdentityPluginV1::new(&name, &[id], NoTerminal(asked.clone())) {
-        Ok(p) => Ok(Identity { key: Box::new(p), kind: "plugin", file: path, asked: Some(asked) }),
-        Err(ResolveError::MissingPlugin { .. }) => Err(IdentityError::PluginMissing { path, line: line_no, name }),
-        Err(_) => Err(invalid()),
-    }
-}
-
-/// The key type named inside an OpenSSH private key ("ssh-ed25519", "ssh-rsa").
+/// The key type of an OpenSSH private key ("ssh-ed25519", "ssh-rsa"), read
+/// where the format keeps it: the first string of the public key blob, after
+/// the magic, the cipher, the KDF and its options and the key count.
 fn ssh_kind(text: &str) -> &'static str {
     use base64::Engine;
     let body: Zeroizing<String> =
         Zeroizing::new(text.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect());
     let raw = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).unwrap_or_default());
-    let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
-    if has(b"ssh-ed25519") {
-        "ssh-ed25519"
-    } else if has(b"ssh-rsa") {
-        "ssh-rsa"
-    } else {
-        "ssh"
+    fn string(b: &[u8]) -> Option<(&[u8], &[u8])> {
+        let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let s = b.get(4..4usize.checked_add(len)?)?;
+        Some((s, &b[4 + len..]))
+    }
+    let kind = || {
+        let rest = raw.strip_prefix(b"openssh-key-v1\0")?;
+        let (_cipher, rest) = string(rest)?;
+        let (_kdf, rest) = string(rest)?;
+        let (_options, rest) = string(rest)?;
+        let (public, _) = string(rest.get(4..)?)?;
+        let (kind, _) = string(public)?;
+        Some(kind)
+    };
+    match kind() {
+        Some(b"ssh-ed25519") => "ssh-ed25519",
+        Some(b"ssh-rsa") => "ssh-rsa",
+        _ => "ssh",
+    }
+}
+
+/// An SSH identity that checks each stanza as Go age 1.3.1 does before the
+/// age crate unwraps it: the argument count, and the ephemeral share's
+/// shape, before the key tag is compared (the age crate skips a stanza whose
+/// tag differs, however malformed), and, for ssh-ed25519, a low-order share
+/// (its X25519 result is all zeros), which Go refuses and the age crate
+/// accepts. Whether the tag is this key's is the age crate's to say (it
+/// returns `None` for another key's stanza), so the key is never parsed twice.
+struct SshIdentity {
+    key: age::ssh::Identity,
+    /// "ssh-rsa" or "ssh-ed25519": an identity checks only its own type's stanzas.
+    kind: &'static str,
+    refused: Refused,
+}
+
+impl SshIdentity {
+    fn refuse(&self, why: &'static str) -> Option<Result<FileKey, age::DecryptError>> {
+        self.refused.record(why);
+        Some(Err(age::DecryptError::InvalidHeader))
+    }
+}
+
+impl age::Identity for SshIdentity {
+    fn unwrap_stanza(&self, stanza: &Stanza) -> Option<Result<FileKey, age::DecryptError>> {
+        use base64::Engine;
+        let mut low_order = false;
+        if stanza.tag != self.kind {
+            return None;
+        }
+        match stanza.tag.as_str() {
+            "ssh-rsa" if stanza.args.len() != 1 => {
+                return self.refuse("an ssh-rsa stanza without exactly one argument");
+            }
+            "ssh-ed25519" if stanza.args.len() != 2 => {
+                return self.refuse("an ssh-ed25519 stanza without exactly two arguments");
+            }
+            "ssh-ed25519" => {
+                let share = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&stanza.args[1]);
+                let Some(share) = share.ok().and_then(|s| <[u8; 32]>::try_from(s).ok()) else {
+                    return self.refuse("an ssh-ed25519 stanza whose share is not 32 bytes of base64");
+                };
+                low_order = is_low_order(share);
+            }
+            _ => {}
+        }
+        let got = age::Identity::unwrap_stanza(&self.key, stanza);
+        match got {
+            // Another key's stanza (or not an SSH one): skipped, as Go does.
+            None => None,
+            Some(_) if low_order => self.refuse("an ssh-ed25519 stanza with a low-order share"),
+            Some(Err(e)) => {
+                self.refused.record("the stanza for this SSH key does not decrypt: altered, or made for another key");
+                Some(Err(e))
+            }
+            ok => ok,
+        }
+    }
+}
+
+/// Whether X25519 with this share gives all zeros: true of a point of small
+/// order, whatever the (clamped) scalar, so any scalar tells.
+fn is_low_order(share: [u8; 32]) -> bool {
+    let probe = x25519_dalek::StaticSecret::from([0x55u8; 32]);
+    !probe.diffie_hellman(&x25519_dalek::PublicKey::from(share)).was_contributory()
+}
+
+/// `AGE-PLUGIN-NAME-1…`: opened by `age-plugin-NAME`, which must be on `PATH`.
+fn plugin(line: &str, path: PathBuf, line_no: usize) -> Result<Identity, IdentityError> {
+    use age::plugin::{IdentityPluginV1, ResolveError};
+    let invalid = || IdentityError::Invalid { path: path.clone(), line: line_no, what: NOT_VALID };
+    let id = age::plugin::Identity::from_str(line).map_err(|_| invalid())?;
+    let name = id.plugin().to_string();
+    let asked = Asked::default();
+    match IdentityPluginV1::new(&name, &[id], NoTerminal(asked.clone())) {
+        Ok(p) => Ok(Identity { key: Box::new(p), kind: "plugin", file: path, asked: Some(asked), refused: None }),
+        Err(ResolveError::MissingPlugin { .. }) => Err(IdentityError::PluginMissing { path, line: line_no, name }),
+        Err(_) => Err(invalid()),
     }
 }
 

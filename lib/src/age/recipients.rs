@@ -217,6 +217,14 @@ pub enum RecipientsError {
     Empty {
         flag: &'static str,
     },
+    /// `-r VALUE`: whether a file of that name exists cannot be told (the
+    /// directory cannot be searched...). The value is kept as in `Neither`.
+    Unknowable {
+        flag: &'static str,
+        value: Option<String>,
+        chars: usize,
+        source: io::Error,
+    },
     /// Post-quantum and classic recipients together.
     Mixed {
         post_quantum: Kind,
@@ -258,6 +266,14 @@ impl fmt::Display for RecipientsError {
                 "recipient: {flag} (a value of {chars} characters, not shown): neither an existing file nor a valid recipient"
             ),
             Empty { flag } => write!(f, "recipient: {flag}: empty value"),
+            Unknowable { flag, value: Some(v), source, .. } => {
+                write!(f, "recipient: {flag} {v:?}: cannot tell whether it names a file: {}", io_cause(source))
+            }
+            Unknowable { flag, value: None, chars, source } => write!(
+                f,
+                "recipient: {flag} (a value of {chars} characters, not shown): cannot tell whether it names a file: {}",
+                io_cause(source)
+            ),
             Mixed { post_quantum, classic } => write!(
                 f,
                 "recipients: post-quantum ({post_quantum}) and classic ({classic}) recipients cannot be mixed in \
@@ -306,6 +322,11 @@ impl Failure for RecipientsError {
             }
             NoRecipients => Some("pass at least one recipient or recipients file".into()),
             NoneInFile { .. } => Some("add one public key per line (age-keygen -y KEYFILE prints one)".into()),
+            Unknowable { .. } => Some(
+                "check the permissions of the working directory and of the value's directories, or pass the key itself \
+                 from a directory that can be searched"
+                    .into(),
+            ),
             Stat { source, .. } | Read { source, .. } if source.raw_os_error() == Some(Errno::EACCES as i32) => {
                 Some("check the file's and its directories' permissions".into())
             }
@@ -333,7 +354,7 @@ pub fn shown(v: &str) -> Option<String> {
 
 /// Secret material anywhere in a value (quoted, indented, pasted with its
 /// comment line): such a value is refused by kind and never shown.
-fn looks_secret(s: &str) -> Option<Problem> {
+pub(crate) fn looks_secret(s: &str) -> Option<Problem> {
     let upper = s.to_ascii_uppercase().replace('_', "-");
     if upper.contains(SECRET_PREFIX) {
         Some(Problem::SecretKey)
@@ -442,6 +463,11 @@ pub fn from_value(flag: &'static str, value: &str, cancel: &Cancel) -> Result<Co
     if value.is_empty() {
         return Err(RecipientsError::Empty { flag });
     }
+    // Key material is refused before any file-system call: an error about
+    // the path (EACCES, ELOOP...) would print it.
+    if let Some(problem) = looks_secret(value) {
+        return Err(RecipientsError::Bad { origin: Origin::Arg(flag), problem });
+    }
     match std::fs::metadata(value) {
         Ok(m) if m.is_dir() => Err(RecipientsError::Directory { path: value.into() }),
         Ok(_) => from_file(Path::new(value), cancel),
@@ -461,7 +487,9 @@ pub fn from_value(flag: &'static str, value: &str, cancel: &Cancel) -> Result<Co
                 Err(problem) => Err(RecipientsError::Bad { origin: Origin::Arg(flag), problem }),
             }
         }
-        Err(e) => Err(RecipientsError::Stat { path: value.into(), source: e }),
+        Err(e) => {
+            Err(RecipientsError::Unknowable { flag, value: shown(value), chars: value.chars().count(), source: e })
+        }
     }
 }
 
