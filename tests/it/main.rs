@@ -7,6 +7,7 @@
 mod fixture;
 mod harness;
 
+mod interop_go;
 mod interop_pq;
 mod launchd;
 mod man;
