@@ -242,20 +242,34 @@ pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Vec<Identity>, Identity
     if super::recipients::looks_secret(&path.to_string_lossy()).is_some() {
         return Err(IdentityError::KeyNotPath);
     }
+    // A name that could be a mangled key is not repeated in messages either.
+    let name = &shown_name(path);
     let bytes = if path == Path::new("-") {
-        read_capped(CancelRead::new(io::stdin(), cancel), path)?
+        read_capped(CancelRead::new(io::stdin(), cancel), name)?
     } else {
-        let meta = std::fs::metadata(path).map_err(|e| IdentityError::Read { path: path.into(), source: e })?;
+        let meta = std::fs::metadata(path).map_err(|e| IdentityError::Read { path: name.clone(), source: e })?;
         if meta.is_dir() {
-            return Err(IdentityError::Directory { path: path.into() });
+            return Err(IdentityError::Directory { path: name.clone() });
         }
         if meta.is_file() && meta.len() > MAX_FILE {
-            return Err(IdentityError::TooLarge { path: path.into() });
+            return Err(IdentityError::TooLarge { path: name.clone() });
         }
-        let f = open_read(path, cancel).map_err(|e| IdentityError::Read { path: path.into(), source: e })?;
-        read_capped(CancelRead::new(f, cancel), path)?
+        let f = open_read(path, cancel).map_err(|e| IdentityError::Read { path: name.clone(), source: e })?;
+        read_capped(CancelRead::new(f, cancel), name)?
     };
-    parse(path, &bytes)
+    parse(name, &bytes)
+}
+
+/// `path` as messages show it: itself, unless its file name holds a run of
+/// 20 or more characters that keys are made of (see [`super::recipients::shown`]).
+fn shown_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let keyish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '=');
+    let longest_run = name.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);
+    if longest_run < 20 {
+        return path.to_path_buf();
+    }
+    PathBuf::from(format!("(a name of {} characters, not shown)", path.as_os_str().len()))
 }
 
 fn read_capped(r: impl Read, path: &Path) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
