@@ -72,17 +72,7 @@ struct Pair {
 /// A key pair of every type, made by the reference tools (age-keygen) and
 /// ssh-keygen.
 fn pairs(d: &Dir, go: &Path) -> Vec<Pair> {
-    let keygen = |name: &str, pq: bool| {
-        let path = d.join(name);
-        let mut c = Command::new(go.join("age-keygen"));
-        if pq {
-            c.arg("-pq");
-        }
-        let out = c.arg("-o").arg(&path).output().unwrap();
-        assert!(out.status.success(), "age-keygen: {}", String::from_utf8_lossy(&out.stderr));
-        let public = Command::new(go.join("age-keygen")).arg("-y").arg(&path).output().unwrap();
-        (path, String::from_utf8(public.stdout).unwrap().trim().to_string())
-    };
+    let keygen = |name: &str, pq: bool| age_keygen_go(go, d, name, pq);
     let (x, xr) = keygen("x25519.txt", false);
     let (pq, pqr) = keygen("pq.txt", true);
     let (ed, edr) = ssh_keygen(d, "id_ed25519", "", &["-t", "ed25519"]).expect("ssh-keygen ed25519");
@@ -629,4 +619,87 @@ fn we_accept_exactly_what_go_age_accepts_ssh_identities_first() {
     );
     assert!(broader.is_empty(), "we accepted what Go age refuses:\n{}", broader.join("\n"));
     assert!(stricter.is_empty(), "Go age accepts what we refuse, undocumented:\n{}", stricter.join("\n"));
+}
+
+/// Identity files: we read exactly what Go age reads. Each variant of an
+/// age-keygen file (a byte-order mark, spaces or tabs around the key, a
+/// comment after it, a line of whitespace, CRLF, lower case, no final
+/// newline...) is given to Go age and to wm-verify; both accept or both
+/// refuse, and our refusal names the line.
+#[test]
+fn identity_files_are_read_exactly_as_go_age_reads_them() {
+    let Some(go) = reference() else { return };
+    let d = Dir::new();
+    let db = d.workmem_db("memory.db", 50_000, false);
+    let (x, xr) = age_keygen_go(&go, &d, "x25519.txt", false);
+    let (pq, _) = age_keygen_go(&go, &d, "pq.txt", true);
+    let file = d.join("backup.age");
+    let out = Command::new(go.join("age")).arg("-r").arg(&xr).arg("-o").arg(&file).arg(&db).output().unwrap();
+    assert!(out.status.success());
+    let key = secret_of(&x);
+    let other = std::fs::read_to_string(&pq)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-PQ-1"))
+        .unwrap()
+        .to_string();
+    let variants: Vec<(&str, String)> = vec![
+        ("as age-keygen writes it", std::fs::read_to_string(&x).unwrap()),
+        ("the key alone, no final newline", key.clone()),
+        ("CRLF line ends", format!("# comment\r\n{key}\r\n")),
+        ("empty lines around", format!("\n\n{key}\n\n")),
+        ("a post-quantum key first", format!("{other}\n{key}\n")),
+        ("a byte-order mark", format!("\u{feff}{key}\n")),
+        ("a byte-order mark before a comment", format!("\u{feff}# c\n{key}\n")),
+        ("a space before the key", format!(" {key}\n")),
+        ("a space after the key", format!("{key} \n")),
+        ("a tab after the key", format!("{key}\t\n")),
+        ("a comment after the key", format!("{key} # mine\n")),
+        ("an indented comment", format!("  # mine\n{key}\n")),
+        ("a line of spaces", format!("{key}\n   \n")),
+        ("a line with a lone CR", format!("{key}\n\r\r\n")),
+        ("the key in lower case", format!("{}\n", key.to_lowercase())),
+        ("a public key", format!("{xr}\n")),
+        ("an unknown line", format!("{key}\nhello\n")),
+        ("only comments", "# nothing\n".to_string()),
+    ];
+    let (mut agree, mut refused) = (0, 0);
+    for (how, text) in &variants {
+        let id = d.write("variant.txt", text);
+        let go_ok = Command::new(go.join("age"))
+            .args(["-d", "-o", "/dev/null", "-i"])
+            .arg(&id)
+            .arg(&file)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        let out = run(WM_VERIFY, &d).args(["-i", "variant.txt", "backup.age"]).go();
+        assert_eq!(
+            out.code() == 0,
+            go_ok,
+            "{how}: Go age {} it; wm-verify: {}",
+            if go_ok { "accepts" } else { "refuses" },
+            out.stderr
+        );
+        if !go_ok {
+            assert!(out.stderr.contains("variant.txt"), "{how}: the refusal names the file: {}", out.stderr);
+            refused += 1;
+        }
+        agree += 1;
+    }
+    eprintln!("identity files: {agree} variants, Go age and wm-verify agree on all ({refused} refused by both)");
+    assert!(refused >= 10);
+}
+
+fn age_keygen_go(go: &Path, d: &Dir, name: &str, pq: bool) -> (PathBuf, String) {
+    let path = d.join(name);
+    let mut c = Command::new(go.join("age-keygen"));
+    if pq {
+        c.arg("-pq");
+    }
+    let out = c.arg("-o").arg(&path).output().unwrap();
+    assert!(out.status.success(), "age-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let public = Command::new(go.join("age-keygen")).arg("-y").arg(&path).output().unwrap();
+    (path, String::from_utf8(public.stdout).unwrap().trim().to_string())
 }
