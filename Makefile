@@ -94,6 +94,7 @@ RELIABILITY_SECTIONS = bad_inputs crash_wm-seal crash_workmem-backup crash_wm-re
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
 	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential
+	CI=true WM_GO_DIFF_CASES=30000 $(CARGO) test --release --locked --test it -- --nocapture interop_go::we_accept
 	CI=true WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked --test it -- --test-threads=1 $(RELIABILITY_TESTS); \
 	status=$$?; echo; \
 	sh scripts/reliability-table.sh $(TEST_TMP)/reliability $(RELIABILITY_SECTIONS) > $(TARGET_DIR)/reliability.md; \

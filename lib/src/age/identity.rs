@@ -339,7 +339,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Identity>, IdentityError> 
             out.push(plugin(line, path, line_no)?);
         } else if line.starts_with("age1") || line.starts_with("ssh-") {
             return Err(IdentityError::Recipient { path, line: line_no });
-        } else if line.to_ascii_uppercase().starts_with("AGE-") {
+        } else if line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("AGE-")) {
             return Err(invalid("not a valid age identity (age writes its keys in upper case)"));
         } else {
             return Err(invalid(NOT_VALID));
