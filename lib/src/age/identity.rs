@@ -530,4 +530,140 @@ mod tests {
         let e = parse(p, format!("{}\n", plugin.to_uppercase()).as_bytes()).err().unwrap();
         assert!(matches!(&e, IdentityError::PluginMissing { name, .. } if name == "nosuch"), "{e}");
     }
+
+    #[test]
+    fn what_go_age_refuses_in_an_identity_file_is_refused_naming_the_line() {
+        let id = age::x25519::Identity::generate();
+        let key = id.to_string().expose_secret().to_string();
+        let p = Path::new("k.txt");
+        for (text, line, what) in [
+            (format!("\u{feff}{key}\n"), 1, "byte-order mark"),
+            (format!("# c\n {key}\n"), 2, "whitespace before or after"),
+            (format!("{key}\t\n"), 1, "whitespace before or after"),
+            (format!("{key} # mine\n"), 1, "text after the key"),
+            (format!("{key}\n  \n"), 2, "only whitespace"),
+            (format!("  # indented\n{key}\n"), 1, "whitespace before or after"),
+            (format!("{}\n", key.to_lowercase()), 1, "upper case"),
+        ] {
+            match parse(p, text.as_bytes()) {
+                Err(e @ IdentityError::Invalid { line: l, .. }) if l == line => {
+                    assert!(e.to_string().contains(what), "{what}: {e}");
+                    assert!(!e.to_string().contains(&key[20..40]), "{e}");
+                }
+                Err(e) => panic!("{what}: {e}"),
+                Ok(_) => panic!("{what}: accepted"),
+            }
+        }
+        // What Go age accepts: CRLF, empty lines, comments at the first byte, no final newline.
+        assert_eq!(parse(p, format!("# c\r\n\r\n{key}\r\n").as_bytes()).unwrap().len(), 1);
+        assert_eq!(parse(p, key.as_bytes()).unwrap().len(), 1);
+    }
+
+    /// The SSH key of the fuzz corpus: its key tag, its X25519 scalar and
+    /// public key (as age derives them), its text, and its identity.
+    fn ed25519() -> (String, [u8; 32], [u8; 32], String, Identity) {
+        use base64::Engine;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz/identity/ssh-ed25519");
+        let text = std::fs::read_to_string(&dir).unwrap();
+        let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+        let raw = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+        let string = |at: &mut usize, from: &[u8]| {
+            let len = u32::from_be_bytes(from[*at..*at + 4].try_into().unwrap()) as usize;
+            *at += 4 + len;
+            from[*at - len..*at].to_vec()
+        };
+        // magic, cipher, kdf, kdf options, key count, the public key blob, the private section.
+        let mut at = b"openssh-key-v1\0".len();
+        for _ in 0..3 {
+            string(&mut at, &raw);
+        }
+        at += 4;
+        let public = string(&mut at, &raw);
+        let private = string(&mut at, &raw);
+        // check ints, key type, public key, then seed || public key.
+        let mut at = 8;
+        string(&mut at, &private);
+        string(&mut at, &private);
+        let both = string(&mut at, &private);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &public);
+        let tag = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&digest.as_ref()[..4]);
+        let scalar: [u8; 32] =
+            ring::digest::digest(&ring::digest::SHA512, &both[..32]).as_ref()[..32].try_into().unwrap();
+        let x_public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(scalar)).to_bytes();
+        let mut ids = parse(&dir, text.as_bytes()).unwrap();
+        assert_eq!(ids[0].kind, "ssh-ed25519");
+        (tag, scalar, x_public, text, ids.remove(0))
+    }
+
+    /// A stanza for the key with a low-order share, which anyone can make:
+    /// the shared secret is all zeros, so the wrapping key is public.
+    fn low_order_stanza(tag: &str, x_public: &[u8; 32], file_key: &[u8; 16]) -> Stanza {
+        use base64::Engine;
+        use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+        let mut share = [0u8; 32];
+        share[0] = 1;
+        let mut salt = share.to_vec();
+        salt.extend_from_slice(x_public);
+        let mut key = [0u8; 32];
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &salt)
+            .extract(&[0u8; 32])
+            .expand(&[b"age-encryption.org/v1/ssh-ed25519"], Len)
+            .unwrap()
+            .fill(&mut key)
+            .unwrap();
+        let aead = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).unwrap());
+        let mut body = file_key.to_vec();
+        aead.seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut body).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(share);
+        Stanza { tag: "ssh-ed25519".into(), args: vec![tag.to_string(), b64], body }
+    }
+
+    #[test]
+    fn a_low_order_ssh_ed25519_stanza_that_the_age_crate_opens_is_refused() {
+        let (tag, _, x_public, text, id) = ed25519();
+        let stanza = low_order_stanza(&tag, &x_public, &[42; 16]);
+        // The age crate alone opens it: anyone with the public key could make it.
+        let crate_key = age::ssh::Identity::from_buffer(text.as_bytes(), None).unwrap();
+        assert!(matches!(age::Identity::unwrap_stanza(&crate_key, &stanza), Some(Ok(_))), "the crate opens it");
+        assert!(matches!(id.key.unwrap_stanza(&stanza), Some(Err(_))), "we refuse it, as Go age does");
+        assert_eq!(id.refusal().as_deref(), Some("an ssh-ed25519 stanza with a low-order share"));
+    }
+
+    #[test]
+    fn ssh_stanzas_are_checked_as_go_age_checks_them_before_the_key_tag() {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(b);
+        let (tag, _, _, _, id) = ed25519();
+        let stanza = |args: &[&str]| Stanza {
+            tag: "ssh-ed25519".into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            body: vec![7; 32],
+        };
+        let (low, other_tag, share) = (b64(&[0; 32]), b64(&[1, 2, 3, 4]), b64(&[9; 32]));
+        let malformed = |args: &[&str]| matches!(id.key.unwrap_stanza(&stanza(args)), Some(Err(_)));
+        // Malformed, whatever the tag: refused, as Go refuses them.
+        assert!(malformed(&[&other_tag]), "one argument");
+        assert!(malformed(&[&other_tag, &share, "x"]), "three arguments");
+        assert!(malformed(&[&other_tag, "!!!"]), "a share that is not base64");
+        assert!(malformed(&[&other_tag, &b64(&[9; 31])]), "a 31-byte share");
+        // Another key's well-formed stanza, even with a low-order share: skipped.
+        assert!(id.key.unwrap_stanza(&stanza(&[&other_tag, &low])).is_none());
+        assert!(id.key.unwrap_stanza(&stanza(&[&other_tag, &share])).is_none());
+        // This key's tag with a low-order share: refused, and said so.
+        assert!(malformed(&[&tag, &low]));
+        let fresh = ed25519().4;
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        assert!(matches!(fresh.key.unwrap_stanza(&stanza(&[&tag, &b64(&one)])), Some(Err(_))));
+        assert_eq!(fresh.refusal().as_deref(), Some("an ssh-ed25519 stanza with a low-order share"));
+        // An ssh-rsa stanza is not this key's business, however malformed.
+        let rsa = Stanza { tag: "ssh-rsa".into(), args: vec![], body: vec![] };
+        assert!(id.key.unwrap_stanza(&rsa).is_none());
+    }
 }
