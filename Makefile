@@ -32,11 +32,12 @@ release: build
 # modes, man pages. The last line names the tools the tests did not find and
 # counts the tests they skipped.
 test:
-	rm -rf $(TEST_TMP)/skips
+	rm -rf $(TEST_TMP)/skips $(TEST_TMP)/go-differential*.txt
 	$(CARGO) test --workspace --locked --all-targets -- --test-threads=2
 	@echo "make test: once more with the portable paths (--features portable)"
 	$(CARGO) test --workspace --locked --all-targets --features portable -- --test-threads=2
 	$(MAKE) lint
+	@cat $(TEST_TMP)/go-differential*.txt 2>/dev/null || true
 	@sh scripts/skipped.sh $(TEST_TMP)/skips "make test"
 
 lint:
@@ -90,7 +91,7 @@ bench: build
 # test.
 RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_restore:: powerloss::
 RELIABILITY_SECTIONS = bad_inputs crash_wm-seal crash_workmem-backup crash_wm-restore crash_wm-prune_--delete \
-	faults leftovers load locks race restore secrets signals power_loss
+	faults leftovers load locks race restore secrets signals power_loss go_differential
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
 	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential
