@@ -224,7 +224,7 @@ fn unwrap(stanzas: &[Stanza], types: &[String], key: Key<'_>) -> Result<(FileKey
     // the search.
     let ordered = ids.iter().filter(|id| id.is_native()).chain(ids.iter().filter(|id| !id.is_native()));
     for id in ordered {
-        match id.key.unwrap_stanzas(stanzas) {
+        match unwrap_with(id, stanzas) {
             Some(Ok(k)) => return Ok((k, format!("{} identity from {}", id.kind, id.file.display()))),
             Some(Err(e)) => {
                 return Err(match (&id.asked, id.refusal()) {
@@ -239,6 +239,43 @@ fn unwrap(stanzas: &[Stanza], types: &[String], key: Key<'_>) -> Result<(FileKey
     let mut t = types.to_vec();
     t.dedup();
     Err(OpenError::NoIdentity(t))
+}
+
+/// What `id` makes of `stanzas`, as `unwrap_stanzas` says it: the first
+/// stanza (in order) that it recognises decides. A native identity pays a key
+/// agreement for every stanza of its type, and a hostile header within the
+/// 1 MiB limit holds 10,700 X25519 stanzas: from 256 stanzas on, the two
+/// halves are tried at once, on two threads, and the first half's answer, if
+/// any, wins. SSH and plugin identities (which keep state) run alone.
+fn unwrap_with(id: &Identity, stanzas: &[Stanza]) -> Option<Result<FileKey, age::DecryptError>> {
+    const TWO_THREADS_FROM: usize = 256;
+    if !id.is_native() || stanzas.len() < TWO_THREADS_FROM || one_thread() {
+        return id.key.unwrap_stanzas(stanzas);
+    }
+    let (first, second) = stanzas.split_at(stanzas.len() / 2);
+    std::thread::scope(|s| {
+        let later = std::thread::Builder::new().spawn_scoped(s, || id.key.unwrap_stanzas(second));
+        let Ok(later) = later else {
+            // No thread to be had: one after the other, as age does.
+            return id.key.unwrap_stanzas(stanzas);
+        };
+        let got = id.key.unwrap_stanzas(first);
+        let rest = later.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        got.or(rest)
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests that count the CPU time of the work on one thread set this.
+    pub(crate) static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn one_thread() -> bool {
+    #[cfg(test)]
+    return ONE_THREAD.with(|c| c.get());
+    #[cfg(not(test))]
+    false
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -475,5 +512,35 @@ mod tests {
         assert_eq!(p.next_into(&mut chunk).unwrap(), Some(1000));
         assert_eq!(&chunk[..1000], &data[..]);
         assert_eq!(p.next_into(&mut chunk).unwrap(), None);
+    }
+
+    /// A header of `n` X25519 stanzas for nobody, the real one at `real`, and
+    /// a malformed one (two arguments) at `bad` if any; MAC'd with the file key.
+    fn crowded(n: usize, real: usize, bad: Option<usize>) -> (Vec<Identity>, Vec<u8>) {
+        use age::Recipient as _;
+        let id = age::x25519::Identity::generate();
+        let key = FileKey::new(Box::new([9; 16]));
+        let (mut real_stanza, _) = id.to_public().wrap_file_key(&key).unwrap();
+        let nobody = age::x25519::Identity::generate().to_public();
+        let mut stanzas: Vec<Stanza> = (0..n).map(|_| nobody.wrap_file_key(&key).unwrap().0.remove(0)).collect();
+        stanzas[real] = real_stanza.remove(0);
+        if let Some(b) = bad {
+            stanzas[b].args.push("extra".into());
+        }
+        let mut file = format::encode_header(&stanzas, &key);
+        file.extend_from_slice(&[0; NONCE + 32]);
+        (vec![Identity::new(Box::new(id), "X25519", "k".into())], file)
+    }
+
+    #[test]
+    fn two_threads_answer_as_one_would_the_first_stanza_in_order_decides() {
+        let opened =
+            |(ids, file): (Vec<Identity>, Vec<u8>)| open(Box::new(&file[..]), Key::Identities(&ids)).map(|_| ());
+        assert!(opened(crowded(400, 399, None)).is_ok(), "the real stanza last");
+        assert!(opened(crowded(400, 3, Some(350))).is_ok(), "the real one before a malformed one");
+        assert!(matches!(opened(crowded(400, 350, Some(3))), Err(OpenError::Stanza(_))), "a malformed one first");
+        assert!(matches!(opened(crowded(400, 390, Some(250))), Err(OpenError::Stanza(_))), "both in the second half");
+        ONE_THREAD.with(|c| c.set(true));
+        assert!(matches!(opened(crowded(400, 350, Some(3))), Err(OpenError::Stanza(_))), "one thread agrees");
     }
 }
