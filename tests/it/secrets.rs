@@ -176,6 +176,7 @@ fn a_secret_value_is_refused_before_any_file_system_call_even_where_the_director
         for (value, how) in variants(secret) {
             for (bin, args) in [
                 (WM_SEAL, vec!["-r", &value, "--to", "/dev/null"]),
+                (WM_SEAL, vec!["-R", &value, "--to", "/dev/null"]),
                 (WORKMEM_BACKUP, vec!["--db", "/nonexistent/memory.db", "--to", "/dev/null", "-r", &value]),
                 (WM_VERIFY, vec!["-i", &value, "/nonexistent/backup.age"]),
                 (WM_RESTORE, vec!["-i", &value, "--db", "/nonexistent/x.db", "/nonexistent/backup.age"]),
@@ -187,7 +188,7 @@ fn a_secret_value_is_refused_before_any_file_system_call_even_where_the_director
             }
         }
     }
-    assert_eq!(runs, 2 * 7 * 4);
+    assert_eq!(runs, 2 * 7 * 5);
     // The key itself is refused as a key, not as a file that cannot be read.
     let out = as_nobody_in_locked(WM_SEAL, &["-r", &x25519, "--to", "/dev/null"]);
     out.expect(1, "age secret key");

@@ -262,7 +262,7 @@ pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Vec<Identity>, Identity
 
 /// `path` as messages show it: itself, unless its file name holds a run of
 /// 20 or more characters that keys are made of (see [`super::recipients::shown`]).
-fn shown_name(path: &Path) -> PathBuf {
+pub(crate) fn shown_name(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let keyish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '=');
     let longest_run = name.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);

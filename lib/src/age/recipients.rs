@@ -495,23 +495,30 @@ pub fn from_value(flag: &'static str, value: &str, cancel: &Cancel) -> Result<Co
 
 /// `-R FILE`: always a recipients file.
 pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Collected, RecipientsError> {
-    let meta = std::fs::metadata(path).map_err(|e| RecipientsError::Stat { path: path.into(), source: e })?;
+    // A key given where the file's name belongs: refused before any
+    // file-system call, whose error would print it.
+    if let Some(problem) = looks_secret(&path.to_string_lossy()) {
+        return Err(RecipientsError::Bad { origin: Origin::Arg("-R"), problem });
+    }
+    // A name that could be a mangled key is not repeated in messages either.
+    let name = &super::identity::shown_name(path);
+    let meta = std::fs::metadata(path).map_err(|e| RecipientsError::Stat { path: name.clone(), source: e })?;
     if meta.is_dir() {
-        return Err(RecipientsError::Directory { path: path.into() });
+        return Err(RecipientsError::Directory { path: name.clone() });
     }
     if meta.is_file() && meta.len() > MAX_FILE {
-        return Err(RecipientsError::TooLarge { path: path.into() });
+        return Err(RecipientsError::TooLarge { path: name.clone() });
     }
     // A secret pasted into the file by mistake is wiped when we are done.
     let mut bytes = Zeroizing::new(Vec::new());
     use std::io::Read;
     open_read(path, cancel)
         .and_then(|f| CancelRead::new(f, cancel).take(MAX_FILE + 1).read_to_end(&mut bytes))
-        .map_err(|e| RecipientsError::Read { path: path.into(), source: e })?;
+        .map_err(|e| RecipientsError::Read { path: name.clone(), source: e })?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(RecipientsError::TooLarge { path: path.into() });
+        return Err(RecipientsError::TooLarge { path: name.clone() });
     }
-    parse_file(path, &bytes)
+    parse_file(name, &bytes)
 }
 
 /// One recipient per line; blank lines and `#` comments skipped; CRLF
