@@ -363,8 +363,10 @@ fn key_or_text_after(line: &str) -> &'static str {
 fn ssh(path: &Path, text: &str) -> Result<Vec<Identity>, IdentityError> {
     use age::ssh::{Identity as Ssh, UnsupportedKey};
     let name = Some(path.display().to_string());
-    let key = Ssh::from_buffer(io::BufReader::new(text.as_bytes()), name)
-        .map_err(|_| IdentityError::BadSsh { path: path.into() })?;
+    // Read from our (zeroizing) buffer in place: a BufReader would keep an
+    // unwiped copy. The age crate copies the text into a String of its own
+    // while parsing, which we cannot reach.
+    let key = Ssh::from_buffer(text.as_bytes(), name).map_err(|_| IdentityError::BadSsh { path: path.into() })?;
     let kind = match &key {
         Ssh::Unencrypted(_) if text.contains("BEGIN RSA PRIVATE KEY") => "ssh-rsa",
         Ssh::Unencrypted(_) => ssh_kind(text),
