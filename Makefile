@@ -34,11 +34,12 @@ release: build
 # modes, man pages. The last line names the tools the tests did not find and
 # counts the tests they skipped.
 test:
-	rm -rf $(TEST_TMP)/skips
+	rm -rf $(TEST_TMP)/skips $(TEST_TMP)/go-differential*.txt
 	$(CARGO) test --workspace --locked --all-targets -- --test-threads=2
 	@echo "make test: once more with the portable paths (--features portable)"
 	$(CARGO) test --workspace --locked --all-targets --features portable -- --test-threads=2
 	$(MAKE) lint
+	@cat $(TEST_TMP)/go-differential*.txt 2>/dev/null || true
 	@sh scripts/skipped.sh $(TEST_TMP)/skips "make test"
 
 lint:
@@ -94,10 +95,11 @@ bench:
 # test.
 RELIABILITY_TESTS = reliability:: reliability_faults:: reliability_inputs:: reliability_large:: reliability_restore:: powerloss:: hostile_race::
 RELIABILITY_SECTIONS = bad_inputs crash_wm-seal crash_workmem-backup crash_wm-restore crash_wm-prune_--delete \
-	faults large leftovers load locks race restore secrets signals power_loss hostile_dirs core_dumps
+	faults large leftovers load locks race restore secrets signals power_loss hostile_dirs core_dumps go_differential
 reliability: build
 	rm -rf $(TEST_TMP)/reliability $(TEST_TMP)/skips
 	WM_DIFF_CASES=50000 $(CARGO) test --release --locked -p wmbackup --lib -- differential
+	CI=true WM_GO_DIFF_CASES=30000 $(CARGO) test --release --locked --test it -- --nocapture interop_go::we_accept
 	CI=true WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked --test it -- --test-threads=1 $(RELIABILITY_TESTS); \
 	status=$$?; echo; \
 	sh scripts/reliability-table.sh $(TEST_TMP)/reliability $(RELIABILITY_SECTIONS) > $(TARGET_DIR)/reliability.md; \

@@ -23,7 +23,9 @@
 //!
 //! Before the sizes, case P: wm-prune deciding 10,000 synthetic backup
 //! names (issue: under 100 ms), on standard input and in a directory, with
-//! and without --delete (see `prune_bench`).
+//! and without --delete (see `prune_bench`); and case H: wm-verify refusing
+//! the worst age headers within the 1 MiB limit (issue: under 1 s each; see
+//! `hostile_bench`).
 
 #[path = "../tests/it/fixture.rs"]
 mod fixture;
@@ -380,6 +382,68 @@ fn zeroing_pass(db: &Path, on: bool) -> ! {
     std::process::exit(0)
 }
 
+/// Case H: wm-verify refusing each of the worst age headers a hostile file
+/// can hold within the 1 MiB limit (lib/src/age/hostile.rs), with an X25519
+/// and a post-quantum identity (every X25519 or ML-KEM stanza costs one key
+/// agreement); the issue's bound is 1 s each, process start included.
+/// Returns the Markdown report, the JSON member, and the shapes over 1 s.
+fn hostile_bench(bin: &Path, root: &Path, runs: usize, ids: &[&Path]) -> (String, String, Vec<String>) {
+    let dir = root.join("hostile");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ids: String = ids.iter().map(|p| format!(" -i {}", q(p))).collect();
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for (i, shape) in wmbackup::age::hostile::shapes().into_iter().enumerate() {
+        let name = format!("H wm-verify: {}", shape.name);
+        if !selected(&name) {
+            continue;
+        }
+        let file = dir.join(format!("{i}.hostile"));
+        std::fs::write(&file, &shape.file).unwrap();
+        // Refused with exit 1, and nothing else, or the case fails.
+        cases.push((name, format!("{}/wm-verify -q{ids} {}; [ $? -eq 1 ]", bin.display(), q(&file))));
+    }
+    let mut stats: BTreeMap<&str, Stats> = BTreeMap::new();
+    for round in 0..=runs {
+        for (name, script) in &cases {
+            eprint!("\r\x1b[2Khostile headers, run {round}/{runs}: {name}");
+            match measure(script, &dir) {
+                Ok(s) if round > 0 => stats.entry(name).or_default().push(&s),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("\nwm-bench: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    eprint!("\r\x1b[2K");
+    let mut report = String::from(
+        "\n## H: wm-verify refusing the worst 1 MiB age headers (X25519 + post-quantum identities; process start included)\n\n| case | min ms | median ms | max ms | target |\n|---|---|---|---|---|\n",
+    );
+    let mut json = String::from("  \"hostile_headers\": {");
+    let mut over = Vec::new();
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let s = &stats[name.as_str()];
+        let met = if s.max() < 1.0 { "< 1 s met" } else { "< 1 s MISSED" };
+        if s.max() >= 1.0 {
+            over.push(format!("{name}: {:.2} s (target < 1 s)", s.max()));
+        }
+        let _ =
+            writeln!(report, "| {name} | {:.1} | {:.1} | {:.1} | {met} |", s.min() * 1e3, s.med() * 1e3, s.max() * 1e3);
+        let _ = write!(
+            json,
+            "{}\n    \"{name}\": {{\"median_s\": {:.5}, \"max_s\": {:.5}}}",
+            if i == 0 { "" } else { "," },
+            s.med(),
+            s.max()
+        );
+    }
+    json.push_str("\n  },\n");
+    let _ = std::fs::remove_dir_all(&dir);
+    (report, json, over)
+}
+
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.len() == 4 && args[1] == MEASURE_CHILD {
@@ -441,6 +505,10 @@ fn main() {
     let _ = writeln!(json, "  \"machine\": \"{}\",\n  \"runs\": {runs},", machine.replace('"', "'"));
     let (mut report, prune_json) = prune_bench(&bin, &root, runs);
     json.push_str(&prune_json);
+    let (hostile_md, hostile_json, over) = hostile_bench(&bin, &root, runs, &[&identity, &pq_identity]);
+    report.push_str(&hostile_md);
+    json.push_str(&hostile_json);
+    missed.extend(over);
     json.push_str("  \"sizes\": {\n");
     for (si, &mib) in sizes.iter().enumerate() {
         let db = dbdir.join(format!("workmem-{mib}MiB.db"));

@@ -38,9 +38,10 @@ const PIPE_HINT: &str =
 
 const PROG: &str = "wm-verify";
 
-/// Check that an age-encrypted SQLite backup decrypts completely and
-/// authentically and that the database in it is whole: integrity_check,
-/// FTS5 queries, row counts. The plaintext stays in memory or in an
+/// Check that an age-encrypted SQLite backup is intact (complete and
+/// unaltered since it was encrypted to your key) and that the database in
+/// it is whole: integrity_check, FTS5 queries, row counts. age does not say
+/// who wrote it (see wm-verify(1)). The plaintext stays in memory or in an
 /// unnamed temporary file; nothing readable is left behind.
 #[derive(Parser, Debug)]
 #[command(
@@ -260,7 +261,7 @@ fn human_report(name: &str, r: &Verification, started: Instant) -> String {
     if let Some(opened_by) = &r.opened_by {
         let armor = if r.armored == Some(true) { ", ASCII-armored" } else { "" };
         s += &format!(
-            "\n  age file   {}{armor}, complete and authentic; opened with the {opened_by}",
+            "\n  age file   {}{armor}, intact, and encrypted to your key; opened with the {opened_by}",
             human(r.ciphertext)
         );
     }

@@ -13,6 +13,7 @@ mod hostile_images;
 // The second-user race needs inotify, renameat2(RENAME_EXCHANGE) and /proc.
 #[cfg(target_os = "linux")]
 mod hostile_race;
+mod interop_go;
 mod interop_pq;
 mod json_schema;
 mod launchd;

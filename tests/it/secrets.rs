@@ -128,3 +128,70 @@ fn a_malformed_secret_in_an_identity_file_is_never_echoed() {
     }
     assert_eq!(runs, 2 * 7 * 2);
 }
+
+/// The `-r`/`-i` value is checked for key material before any file-system
+/// call: in a working directory the user cannot search, a stat of the value
+/// fails with EACCES, whose message used to print the whole value. Run as
+/// uid 65534 in a 0700 directory of root's (the test needs root: CI runs as
+/// root; elsewhere it is skipped and the skip recorded).
+#[test]
+fn a_secret_value_is_refused_before_any_file_system_call_even_where_the_directory_cannot_be_searched() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the EACCES test needs root when CI=true");
+        }
+        eprintln!("SKIPPED: needs root (to run as another user in an unsearchable directory)");
+        record_skip("not root (EACCES secret test)", Skip::Test);
+        return;
+    }
+    let d = Dir::new();
+    let locked = d.mkdir("locked");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let x25519 = age::x25519::Identity::generate().to_string().expose_secret().to_string();
+    let pq = wmbackup::age::pq::HybridIdentity::generate().to_string().expose_secret().to_string();
+    // As uid 65534, inside the directory it cannot search (entered as root,
+    // before the switch: a child's chdir would otherwise come after it).
+    let as_nobody_in_locked = |bin: &str, args: &[&str]| {
+        let mut r = run(bin, &d).args(args).stdin(b"x".to_vec());
+        let c = r.command();
+        c.current_dir(&locked);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                nix::unistd::setgroups(&[]).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).map_err(std::io::Error::from)
+            });
+        }
+        r.go()
+    };
+    // The directory really cannot be searched: a plain file name there gives EACCES.
+    let out = as_nobody_in_locked(WM_SEAL, &["-r", "keys.txt", "--to", "/dev/null"]);
+    assert!(out.stderr.contains("ermission denied"), "EACCES expected: {}", out.stderr);
+    let mut runs = 0;
+    for secret in [&x25519, &pq] {
+        for (value, how) in variants(secret) {
+            for (bin, args) in [
+                (WM_SEAL, vec!["-r", &value, "--to", "/dev/null"]),
+                (WM_SEAL, vec!["-R", &value, "--to", "/dev/null"]),
+                (WORKMEM_BACKUP, vec!["--db", "/nonexistent/memory.db", "--to", "/dev/null", "-r", &value]),
+                (WM_VERIFY, vec!["-i", &value, "/nonexistent/backup.age"]),
+                (WM_RESTORE, vec!["-i", &value, "--db", "/nonexistent/x.db", "/nonexistent/backup.age"]),
+            ] {
+                let out = as_nobody_in_locked(bin, &args);
+                assert_ne!(out.code(), 0, "{how}: refused by {bin}");
+                never_echoed(&out.stderr, secret, &format!("{how}, in an unsearchable directory ({bin})"));
+                runs += 1;
+            }
+        }
+    }
+    assert_eq!(runs, 2 * 7 * 5);
+    // The key itself is refused as a key, not as a file that cannot be read.
+    let out = as_nobody_in_locked(WM_SEAL, &["-r", &x25519, "--to", "/dev/null"]);
+    out.expect(1, "age secret key");
+    let out = as_nobody_in_locked(WM_VERIFY, &["-i", &x25519, "/nonexistent/backup.age"]);
+    out.expect(1, "is a key (not shown)");
+}

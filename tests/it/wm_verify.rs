@@ -466,10 +466,15 @@ fn identity_file_with_comments_blank_lines_and_several_keys_verifies() {
     let (_, _) = fx.d.age_key("other.txt");
     let other = secret_of(&fx.d.join("other.txt"));
     let mine = secret_of(&fx.id);
-    fx.d.write("both.txt", format!("# two keys\n\n# someone else's\n{other}\n\n   \n# mine\n{mine}\n"));
+    fx.d.write("both.txt", format!("# two keys\n\n# someone else's\n{other}\n\n\n# mine\n{mine}\n"));
     let out = fx.verify_as(&["-i", "both.txt", BACKUP]);
     fx.assert_restorable(&out, "the second key in the file");
     assert_not_echoed(&out.stderr, &other, "several keys");
+    // A line of spaces is not an empty line: Go age refuses the file, and so do we.
+    fx.d.write("spaces.txt", format!("# two keys\n{other}\n   \n{mine}\n"));
+    let out = fx.verify_as(&["-i", "spaces.txt", BACKUP]);
+    out.expect(1, "spaces.txt:3: a line of only whitespace");
+    assert_not_echoed(&out.stderr, &mine, "a line of spaces");
 }
 
 #[test]

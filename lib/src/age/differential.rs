@@ -122,7 +122,7 @@ fn damage(file: &[u8], armored: bool, rng: &mut Rng) -> (Vec<u8>, &'static str) 
 fn we_never_accept_what_the_age_crate_refuses() {
     let mut rng = Rng::new(0x5eed_0fa9e);
     let id = age::x25519::Identity::generate();
-    let ours = vec![Identity { key: Box::new(id.clone()), kind: "X25519", file: "k".into(), asked: None }];
+    let ours = vec![Identity::new(Box::new(id.clone()), "X25519", "k".into())];
     let recipient = || Recipient::new(Box::new(id.to_public()), Kind::X25519);
     let mut originals = Vec::new();
     for (len, armored) in [(0, false), (1000, false), (70_000, false), (200_000, false), (500, true), (70_000, true)] {

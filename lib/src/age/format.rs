@@ -176,6 +176,12 @@ fn is_valid_arg(a: &[u8]) -> bool {
 /// `->` stanzas with printable arguments, bodies in canonical unpadded base64
 /// of at most 64 columns that end with a short line, and `--- ` followed by
 /// a 32-byte MAC and nothing else.
+///
+/// The header is read line by line (never past its MAC line: the payload
+/// follows) and then parsed once, as a whole, with the age crates' own
+/// stanza grammar (`age_core`'s `age_stanza`): time and memory are linear
+/// in its size, whatever its shape (the `age` crate's header reader
+/// re-parses the whole header after every line, which is quadratic).
 pub fn read_header(input: &mut dyn BufRead) -> Result<RawHeader, ReadError> {
     let mut bytes = Vec::new();
     let first = read_line(input, &mut bytes, VERSION_LINE.len()).map_err(ReadError::Io)?;
@@ -194,46 +200,63 @@ pub fn read_header(input: &mut dyn BufRead) -> Result<RawHeader, ReadError> {
             ParseError::NotAge
         }));
     }
-    let mut stanzas = Vec::new();
-    loop {
+    // The lines up to the MAC line: no stanza or body line begins with "---".
+    // A line that can be neither is refused at once, not read past.
+    let mac_at = loop {
         let start = bytes.len();
         let line = next_line(input, &mut bytes)?;
         if line.starts_with(b"---") {
-            let mac = match line.strip_prefix(b"--- ").map(|l| &l[..l.len() - 1]) {
-                Some(arg) if !arg.contains(&b' ') => decode_strict(arg),
-                _ => None,
-            };
-            let mac = mac.and_then(|m| <[u8; 32]>::try_from(m).ok()).ok_or(ParseError::Malformed("bad MAC line"))?;
-            return Ok(RawHeader { bytes, mac_at: start, stanzas, mac });
+            break start;
         }
-        let line = line.to_vec();
-        stanzas.push(read_stanza(input, &mut bytes, &line)?);
-    }
+        let body = &line[..line.len() - 1];
+        let base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+        let may_be_body = body.len() <= 64 && body.iter().all(base64);
+        if !line.starts_with(b"-> ") && !may_be_body {
+            return Err(ReadError::Parse(ParseError::Malformed(
+                if line.starts_with(b"-") || start == VERSION_LINE.len() {
+                    "a line that is neither a stanza nor the MAC"
+                } else {
+                    "a recipient stanza's body does not parse"
+                },
+            )));
+        }
+    };
+    let stanzas = parse_stanzas(&bytes[VERSION_LINE.len()..mac_at])?;
+    let line = &bytes[mac_at..];
+    let mac = match line.strip_prefix(b"--- ").map(|l| &l[..l.len() - 1]) {
+        Some(arg) if !arg.contains(&b' ') => decode_strict(arg),
+        _ => None,
+    };
+    let mac = mac.and_then(|m| <[u8; 32]>::try_from(m).ok()).ok_or(ParseError::Malformed("bad MAC line"))?;
+    Ok(RawHeader { bytes, mac_at, stanzas, mac })
 }
 
-/// The rest of a stanza whose opening line is `first`.
-fn read_stanza(input: &mut dyn BufRead, bytes: &mut Vec<u8>, first: &[u8]) -> Result<Stanza, ReadError> {
-    let mut parts = first[..first.len() - 1].split(|&c| c == b' ');
-    if parts.next() != Some(b"->".as_slice()) {
-        return Err(ParseError::Malformed("a line that is neither a stanza nor the MAC").into());
+/// The stanzas of `text` (whole lines, from the first stanza to the MAC
+/// line): at least one, each in the strict (not the legacy) grammar.
+fn parse_stanzas(mut text: &[u8]) -> Result<Vec<Stanza>, ParseError> {
+    if text.is_empty() {
+        return Err(ParseError::Malformed("no recipient stanza"));
     }
-    let args: Vec<&[u8]> = parts.collect();
-    if args.is_empty() || !args.iter().all(|a| is_valid_arg(a)) {
-        return Err(ParseError::Malformed("a recipient stanza does not parse").into());
-    }
-    let text = |a: &[u8]| String::from_utf8_lossy(a).into_owned();
-    let mut body = Vec::new();
-    loop {
-        let line = next_line(input, bytes)?;
-        let decoded = decode_strict(&line[..line.len() - 1])
-            .filter(|b| b.len() <= 48)
-            .ok_or(ParseError::Malformed("a recipient stanza's body does not parse"))?;
-        let short = decoded.len() < 48;
-        body.extend_from_slice(&decoded);
-        if short {
-            // A stanza body always ends with a short line.
-            return Ok(Stanza { tag: text(args[0]), args: args[1..].iter().map(|a| text(a)).collect(), body });
+    let mut stanzas = Vec::new();
+    while !text.is_empty() {
+        match age_core::format::read::age_stanza(text) {
+            Ok((rest, stanza)) => {
+                stanzas.push(Stanza::from(stanza));
+                text = rest;
+            }
+            Err(_) => return Err(ParseError::Malformed(stanza_fault(text))),
         }
+    }
+    Ok(stanzas)
+}
+
+/// What is wrong with the stanza at the start of `text`, which does not parse.
+fn stanza_fault(text: &[u8]) -> &'static str {
+    let first = text.split(|&c| c == b'\n').next().unwrap_or_default();
+    match first.strip_prefix(b"-> ") {
+        None => "a line that is neither a stanza nor the MAC",
+        Some(args) if !args.split(|&c| c == b' ').all(is_valid_arg) => "a recipient stanza does not parse",
+        Some(_) => "a recipient stanza's body does not parse",
     }
 }
 

@@ -7,6 +7,7 @@ mod differential;
 pub mod format;
 #[cfg(test)]
 mod fuzz;
+pub mod hostile;
 pub mod identity;
 pub mod keygen;
 pub mod open;

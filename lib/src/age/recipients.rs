@@ -217,6 +217,14 @@ pub enum RecipientsError {
     Empty {
         flag: &'static str,
     },
+    /// `-r VALUE`: whether a file of that name exists cannot be told (the
+    /// directory cannot be searched...). The value is kept as in `Neither`.
+    Unknowable {
+        flag: &'static str,
+        value: Option<String>,
+        chars: usize,
+        source: io::Error,
+    },
     /// Post-quantum and classic recipients together.
     Mixed {
         post_quantum: Kind,
@@ -261,6 +269,14 @@ impl fmt::Display for RecipientsError {
                 "recipient: {flag} (a value of {chars} characters, not shown): neither an existing file nor a valid recipient"
             ),
             Empty { flag } => write!(f, "recipient: {flag}: empty value"),
+            Unknowable { flag, value: Some(v), source, .. } => {
+                write!(f, "recipient: {flag} {v:?}: cannot tell whether it names a file: {}", io_cause(source))
+            }
+            Unknowable { flag, value: None, chars, source } => write!(
+                f,
+                "recipient: {flag} (a value of {chars} characters, not shown): cannot tell whether it names a file: {}",
+                io_cause(source)
+            ),
             Mixed { post_quantum, classic } => write!(
                 f,
                 "recipients: post-quantum ({post_quantum}) and classic ({classic}) recipients cannot be mixed in \
@@ -312,6 +328,11 @@ impl Failure for RecipientsError {
             }
             NoRecipients => Some("pass at least one recipient or recipients file".into()),
             NoneInFile { .. } => Some("add one public key per line (age-keygen -y KEYFILE prints one)".into()),
+            Unknowable { .. } => Some(
+                "check the permissions of the working directory and of the value's directories, or pass the key itself \
+                 from a directory that can be searched"
+                    .into(),
+            ),
             Stat { source, .. } | Read { source, .. } if source.raw_os_error() == Some(Errno::EACCES as i32) => {
                 Some("check the file's and its directories' permissions".into())
             }
@@ -368,7 +389,7 @@ fn bech32_problem(v: &str) -> &'static str {
 
 /// Secret material anywhere in a value (quoted, indented, pasted with its
 /// comment line): such a value is refused by kind and never shown.
-fn looks_secret(s: &str) -> Option<Problem> {
+pub(crate) fn looks_secret(s: &str) -> Option<Problem> {
     let upper = s.to_ascii_uppercase().replace('_', "-");
     if upper.contains(SECRET_PREFIX) {
         Some(Problem::SecretKey)
@@ -477,6 +498,11 @@ pub fn from_value(flag: &'static str, value: &str, cancel: &Cancel) -> Result<Co
     if value.is_empty() {
         return Err(RecipientsError::Empty { flag });
     }
+    // Key material is refused before any file-system call: an error about
+    // the path (EACCES, ELOOP...) would print it.
+    if let Some(problem) = looks_secret(value) {
+        return Err(RecipientsError::Bad { origin: Origin::Arg(flag), problem });
+    }
     match std::fs::metadata(value) {
         Ok(m) if m.is_dir() => Err(RecipientsError::Directory { path: value.into() }),
         Ok(_) => from_file(Path::new(value), cancel),
@@ -496,29 +522,38 @@ pub fn from_value(flag: &'static str, value: &str, cancel: &Cancel) -> Result<Co
                 Err(problem) => Err(RecipientsError::Bad { origin: Origin::Arg(flag), problem }),
             }
         }
-        Err(e) => Err(RecipientsError::Stat { path: value.into(), source: e }),
+        Err(e) => {
+            Err(RecipientsError::Unknowable { flag, value: shown(value), chars: value.chars().count(), source: e })
+        }
     }
 }
 
 /// `-R FILE`: always a recipients file.
 pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Collected, RecipientsError> {
-    let meta = std::fs::metadata(path).map_err(|e| RecipientsError::Stat { path: path.into(), source: e })?;
+    // A key given where the file's name belongs: refused before any
+    // file-system call, whose error would print it.
+    if let Some(problem) = looks_secret(&path.to_string_lossy()) {
+        return Err(RecipientsError::Bad { origin: Origin::Arg("-R"), problem });
+    }
+    // A name that could be a mangled key is not repeated in messages either.
+    let name = &super::identity::shown_name(path);
+    let meta = std::fs::metadata(path).map_err(|e| RecipientsError::Stat { path: name.clone(), source: e })?;
     if meta.is_dir() {
-        return Err(RecipientsError::Directory { path: path.into() });
+        return Err(RecipientsError::Directory { path: name.clone() });
     }
     if meta.is_file() && meta.len() > MAX_FILE {
-        return Err(RecipientsError::TooLarge { path: path.into() });
+        return Err(RecipientsError::TooLarge { path: name.clone() });
     }
     // A secret pasted into the file by mistake is wiped when we are done.
     let mut bytes = Zeroizing::new(Vec::new());
     use std::io::Read;
     open_read(path, cancel)
         .and_then(|f| CancelRead::new(f, cancel).take(MAX_FILE + 1).read_to_end(&mut bytes))
-        .map_err(|e| RecipientsError::Read { path: path.into(), source: e })?;
+        .map_err(|e| RecipientsError::Read { path: name.clone(), source: e })?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(RecipientsError::TooLarge { path: path.into() });
+        return Err(RecipientsError::TooLarge { path: name.clone() });
     }
-    parse_file(path, &bytes)
+    parse_file(name, &bytes)
 }
 
 /// One recipient per line; blank lines and `#` comments skipped; CRLF
