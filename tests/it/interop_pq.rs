@@ -81,7 +81,7 @@ fn a_file_the_npm_package_encrypts_to_its_hybrid_key_verifies_and_restores_here(
     node(&d, &["gen.mjs", "id-pq.txt", "r-pq.txt"]);
     assert!(d.read("id-pq.txt").starts_with(b"AGE-SECRET-KEY-PQ-1"));
     node(&d, &["encrypt.mjs", "r-pq.txt", "snap.db", "npm.age"]);
-    let out = run(WM_VERIFY, &d).args(["-i", "id-pq.txt", "npm.age"]).go();
+    let out = run(WM_VERIFY, &d).args(["-v", "-i", "id-pq.txt", "npm.age"]).go();
     out.ok();
     assert!(out.stderr.contains("mlkem768x25519 identity"), "{}", out.stderr);
     run(WM_RESTORE, &d).args(["-q", "-i", "id-pq.txt", "--db", "restored.db", "npm.age"]).go().ok();
