@@ -76,14 +76,16 @@ uninstall:
 
 # Side-by-side benchmark against sqlite3 + age (issue 7), and wm-prune over
 # 10,000 names; results in $(TARGET_DIR)/bench/ unless WM_BENCH_DIR says
-# otherwise: latest.md is the table the README's Performance section quotes.
+# otherwise: latest.md is the table docs/performance.md quotes, copied to
+# docs/bench-latest.md at the end of every run.
 # Exits 1 when a target is missed (WM_BENCH_ONLY=P,A runs only the cases
 # named so, and judges only the targets those cases measure).
 WM_BENCH_BIN ?= $(SHIPPED)
 WM_BENCH_DIR ?= $(TARGET_DIR)/bench
 bench:
 	$(CARGO) build --profile release-lto --locked --bins --example wm-bench
-	WM_BENCH_BIN=$(WM_BENCH_BIN) WM_BENCH_DIR=$(WM_BENCH_DIR) $(SHIPPED)/examples/wm-bench
+	WM_BENCH_BIN=$(WM_BENCH_BIN) WM_BENCH_DIR=$(WM_BENCH_DIR) $(SHIPPED)/examples/wm-bench; \
+	status=$$?; cp $(WM_BENCH_DIR)/latest.md docs/bench-latest.md; exit $$status
 
 # The long reliability suite (issue 6): crash, fault, load, signal,
 # bad-input, restore, power-loss and hostile-directory trials (a second user
@@ -103,7 +105,7 @@ reliability: build
 	CI=true WM_RELIABILITY_FULL=1 $(CARGO) test --release --locked --test it -- --test-threads=1 $(RELIABILITY_TESTS); \
 	status=$$?; echo; \
 	sh scripts/reliability-table.sh $(TEST_TMP)/reliability $(RELIABILITY_SECTIONS) > $(TARGET_DIR)/reliability.md; \
-	table=$$?; cat $(TARGET_DIR)/reliability.md; \
+	table=$$?; cat $(TARGET_DIR)/reliability.md; cp $(TARGET_DIR)/reliability.md docs/reliability-latest.md; \
 	sh scripts/skipped.sh $(TEST_TMP)/skips "make reliability"; \
 	[ $$status = 0 ] && [ $$table = 0 ]
 
