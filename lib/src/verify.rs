@@ -10,7 +10,7 @@
 //!
 //! The database may have been made to hurt its reader (anyone with the
 //! public key can make a backup), so it is opened hardened and bounded
-//! ([`crate::sqlite::guard`]): no views, triggers or extensions, values of
+//! ([`crate::spool::guard`]): no views, triggers or extensions, values of
 //! at most 64 MiB, a heap cap above the image, and a time budget. Rows are
 //! counted from b-trees only: ordinary tables by `count(*)`, which runs no
 //! schema code, FTS5 tables through their own shadow tables, never through
@@ -32,9 +32,9 @@ use crate::age::format::CHUNK;
 use crate::age::open::{self, Key, OpenError, Payload};
 use crate::report::{Fts5Check, TableRows, Verification};
 use crate::run::Run;
+use crate::spool::guard::{self, Deadline, Refusal};
 use crate::spool::plain::{Opened, Plain, PlainError};
 use crate::spool::{Place, MAX_ONE_ALLOCATION};
-use crate::sqlite::guard::{self, Deadline, Refusal};
 use crate::sqlite::header::{DbHeader, HeaderError, HEADER_LEN};
 use crate::sqlite::source::{Source, SourceError};
 use crate::stop::{hint, io_cause, Failure, Hint, Knob, Stop};

@@ -243,7 +243,7 @@ pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Vec<Identity>, Identity
         return Err(IdentityError::KeyNotPath);
     }
     // A name that could be a mangled key is not repeated in messages either.
-    let name = &shown_name(path);
+    let name = &super::recipients::shown_name(path);
     let bytes = if path == Path::new("-") {
         read_capped(CancelRead::new(io::stdin(), cancel), name)?
     } else {
@@ -258,18 +258,6 @@ pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Vec<Identity>, Identity
         read_capped(CancelRead::new(f, cancel), name)?
     };
     parse(name, &bytes)
-}
-
-/// `path` as messages show it: itself, unless its file name holds a run of
-/// 20 or more characters that keys are made of (see [`super::recipients::shown`]).
-pub(crate) fn shown_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let keyish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '=');
-    let longest_run = name.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);
-    if longest_run < 20 {
-        return path.to_path_buf();
-    }
-    PathBuf::from(format!("(a name of {} characters, not shown)", path.as_os_str().len()))
 }
 
 fn read_capped(r: impl Read, path: &Path) -> Result<Zeroizing<Vec<u8>>, IdentityError> {

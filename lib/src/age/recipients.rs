@@ -536,7 +536,7 @@ pub fn from_file(path: &Path, cancel: &Cancel) -> Result<Collected, RecipientsEr
         return Err(RecipientsError::Bad { origin: Origin::Arg("-R"), problem });
     }
     // A name that could be a mangled key is not repeated in messages either.
-    let name = &super::identity::shown_name(path);
+    let name = &shown_name(path);
     let meta = std::fs::metadata(path).map_err(|e| RecipientsError::Stat { path: name.clone(), source: e })?;
     if meta.is_dir() {
         return Err(RecipientsError::Directory { path: name.clone() });
@@ -613,6 +613,18 @@ pub fn collect(
         return Err(RecipientsError::Mixed { post_quantum, classic });
     }
     Ok(out)
+}
+
+/// `path` as messages show it: itself, unless its file name holds a run of
+/// 20 or more characters that keys are made of (see [`shown`]).
+pub(crate) fn shown_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let keyish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '=');
+    let longest_run = name.split(|c: char| !keyish(c)).map(str::len).max().unwrap_or(0);
+    if longest_run < 20 {
+        return path.to_path_buf();
+    }
+    PathBuf::from(format!("(a name of {} characters, not shown)", path.as_os_str().len()))
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@
 //! - disk, for `VACUUM INTO`: an unnamed file through the `wmspool` VFS ([`vfs`]);
 //! - memory or disk, for a page stream that must not hold its read lock while
 //!   a slow consumer drains it: plain buffers or an unnamed file ([`image`]);
-//! - memory or disk, for a decrypted backup being verified ([`plain`]).
+//! - memory or disk, for a decrypted backup being verified ([`plain`]),
+//!   opened hardened and within bounds of memory and time ([`guard`]).
 //!
 //! No spool ever has a name in a directory, so none can outlive the process.
 //! [`Place`] is the only place that decides between memory and disk.
 
+pub mod guard;
 pub mod image;
 pub mod memdb;
 pub mod plain;

@@ -13,7 +13,7 @@ use rusqlite::{ffi, Connection, OpenFlags};
 
 use super::vfs::{MemoryImage, SpoolFile};
 use super::SpoolKind;
-use crate::sqlite::guard::{self, HeapCap};
+use crate::spool::guard::{self, HeapCap};
 
 #[derive(Debug)]
 pub enum PlainError {
