@@ -897,6 +897,7 @@ fn sweep_trial(f: &Fault, bin: Bin, tpl: &Template, full: bool) -> Row {
     let mut tally: Vec<String> = Vec::new();
     let mut problems = Vec::new();
     let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut oom_aborts = Vec::new();
     for mib in (8..=128u64).step_by(step) {
         let d = trial_dir(tpl, bin);
         let limited = |mut r: Run| {
@@ -930,8 +931,17 @@ fn sweep_trial(f: &Fault, bin: Bin, tpl: &Template, full: bool) -> Row {
             c => format!("exit {c}"),
         };
         *counts.entry(key).or_default() += 1;
-        if let Err(e) = result {
-            problems.push(format!("{mib} MiB: {e}"));
+        // Rust's allocator aborts when a small allocation fails (there is no
+        // stable way to turn that into an error): whether SQLite's malloc or
+        // a Rust allocation meets the limit first depends on timing. A known
+        // defect, reported as such, as long as the old backup is untouched.
+        let rust_oom = code == 134 && out.stderr.contains("memory allocation of") && out.stderr.contains("failed");
+        match result {
+            Err(e) if rust_oom && !e.contains("older destination changed") && !e.contains("old backup") => {
+                oom_aborts.push(format!("{mib} MiB: {e}"))
+            }
+            Err(e) => problems.push(format!("{mib} MiB: {e}")),
+            Ok(()) => {}
         }
     }
     // The limit bit at least once, or the sweep showed nothing.
@@ -949,7 +959,9 @@ fn sweep_trial(f: &Fault, bin: Bin, tpl: &Template, full: bool) -> Row {
         code: "-".into(),
         what: tally.join(", "),
         fired,
-        verdict: if fired {
+        verdict: if fired && problems.is_empty() && !oom_aborts.is_empty() {
+            Verdict::KnownBug(format!("Rust's abort on a failed allocation: {}", oom_aborts.join("; ")))
+        } else if fired {
             verdict(f, if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) })
         } else {
             Verdict::Failed("no limit of the sweep made a run fail".into())
