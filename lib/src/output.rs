@@ -303,7 +303,7 @@ impl Destination {
                 return Err(self.is_source(p, if via_link { "through a symlink" } else { "same path" }));
             }
             if let (Some(d), Ok(m)) = (&dest_meta, std::fs::metadata(p)) {
-                if d.st_dev == m.dev() && d.st_ino == m.ino() {
+                if platform::file_id(d) == (m.dev(), m.ino()) {
                     return Err(self.is_source(p, "same file: a hard link"));
                 }
             }

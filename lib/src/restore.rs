@@ -302,7 +302,7 @@ impl Set {
                 Err(e) => return Err(RestoreError::Lock { path: shown, source: e.into() }),
             };
             let meta = file.metadata().map_err(|e| RestoreError::Inspect { path: shown.clone(), source: e })?;
-            if (meta.dev(), meta.ino()) != (st.st_dev, st.st_ino) || !meta.is_file() {
+            if (meta.dev(), meta.ino()) != platform::file_id(&st) || !meta.is_file() {
                 return Err(RestoreError::Replaced { path: target.into() });
             }
             Ok(Some(Member { suffix, name: n, path, meta, file }))
@@ -345,7 +345,7 @@ impl Set {
     /// `name` in the directory is the file open as `file`, not removed nor replaced.
     fn still(&self, name: &OsStr, file: &File) -> bool {
         match (stat::fstatat(&*self.dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW), file.metadata()) {
-            (Ok(by_name), Ok(held)) => (by_name.st_dev, by_name.st_ino) == (held.dev(), held.ino()),
+            (Ok(by_name), Ok(held)) => platform::file_id(&by_name) == (held.dev(), held.ino()),
             _ => false,
         }
     }
@@ -637,7 +637,7 @@ fn clean_interrupted(set: &Set, dry_run: bool) -> Result<Vec<String>, RestoreErr
     prefix.push(".pre-restore-");
     let prefix = prefix.as_bytes().to_vec();
     let ids = |name: &OsStr| {
-        stat::fstatat(&*set.dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok().map(|st| (st.st_dev, st.st_ino))
+        stat::fstatat(&*set.dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok().map(|st| platform::file_id(&st))
     };
     let same = |name: &OsStr, m: &Member| ids(name) == Some((m.meta.dev(), m.meta.ino()));
     let inspect = |e: Errno| RestoreError::Inspect { path: set.dir.clone(), source: e.into() };

@@ -41,6 +41,14 @@ pub const LINUX_FAST_PATHS: bool = cfg!(all(target_os = "linux", not(feature = "
 /// The name of the paths compiled in, for messages and `--version`-like reports.
 pub const PATHS: &str = if LINUX_FAST_PATHS { "linux" } else { "portable" };
 
+/// A file's identity, device and inode, from `fstat`/`fstatat`, in the
+/// types `std::fs::Metadata` uses: `dev_t` is `u64` on Linux and FreeBSD but
+/// `i32` on macOS, so that the two can be compared everywhere.
+#[allow(clippy::unnecessary_cast)] // a cast on Linux, not on macOS
+pub fn file_id(st: &nix::sys::stat::FileStat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
 /// 0600: read and write for the owner, nothing for anyone else.
 pub(crate) fn private_mode() -> Mode {
     Mode::S_IRUSR | Mode::S_IWUSR
