@@ -340,8 +340,7 @@ fn follow_own_links(
         if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFLNK {
             return Ok((dir, dir_path, name, Some(st)));
         }
-        // Root's links are trusted by everyone: no one else can plant them.
-        if st.st_uid != me && st.st_uid != 0 {
+        if !trusted_link_owner(st.st_uid, me) {
             return Err(OutputError::ForeignSymlink { path: shown, owner: st.st_uid });
         }
         let target = fcntl::readlinkat(&dir, name.as_os_str())
@@ -364,6 +363,27 @@ fn follow_own_links(
         path: requested.to_path_buf(),
         source: io::Error::from_raw_os_error(Errno::ELOOP as i32),
     })
+}
+
+/// The symlink rule: a link is followed when the running user (`me`) or
+/// root owns it. Root's links are trusted by everyone: no one else can
+/// plant them.
+fn trusted_link_owner(owner: u32, me: u32) -> bool {
+    owner == me || owner == 0
+}
+
+/// Whether an existing `path` is a directory to write new files into: a
+/// directory, or a symlink to one that the symlink rule lets the run follow
+/// (another user's link to a directory is not; written through, the output
+/// then refuses it by name).
+pub fn is_followable_directory(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            trusted_link_owner(m.uid(), platform::euid()) && std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+        }
+        Ok(m) => m.is_dir(),
+        Err(_) => false,
+    }
 }
 
 /// Opens the directory `--to DIR/` names under the symlink rule of

@@ -2,7 +2,6 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use wmbackup::clock::Utc;
@@ -33,13 +32,7 @@ pub fn is_dir(to: &Path) -> bool {
     if to.as_os_str().as_bytes().ends_with(b"/") {
         return true;
     }
-    match std::fs::symlink_metadata(to) {
-        Ok(m) if m.file_type().is_symlink() => {
-            (m.uid() == wmbackup::platform::euid() || m.uid() == 0) && std::fs::metadata(to).is_ok_and(|m| m.is_dir())
-        }
-        Ok(m) => m.is_dir(),
-        Err(_) => false,
-    }
+    wmbackup::output::is_followable_directory(to)
 }
 
 /// Opens `--to` (absent or `-`: standard output), never the database
