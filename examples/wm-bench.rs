@@ -558,7 +558,6 @@ fn main() {
             ("F floor", format!("age -R {k} -o {} {} && sync {} {}", oq("f.age"), q(&snapshot), oq("f.age"), q(&o))),
             ("V wm-verify", format!("{b}/wm-verify -q -i {id} {vq}")),
             ("R wm-restore", format!("{b}/wm-restore -q -i {id} --db {} {vq}", oq("restore.db"))),
-            ("R wm-restore disk", format!("{b}/wm-restore -q -i {id} --spool disk --db {} {vq}", oq("restore.db"))),
             (
                 "R age -d + sync + sqlite3",
                 format!(
@@ -694,7 +693,8 @@ fn main() {
         let m = |n: &str| stats.get(n).map(|s| s.med()).unwrap_or(f64::NAN);
         let mut ratios: Vec<Ratio> = vec![
             ("A pages / C".into(), m("A pages") / m("C two-step"), Some(("<=", 0.45))),
-            ("A vacuum auto / C".into(), m("A vacuum auto") / m("C two-step"), Some(("<=", 0.70))),
+            // Issue 7 set 0.7; issue 25 asks 0.6 at 1 GiB.
+            ("A vacuum auto / C".into(), m("A vacuum auto") / m("C two-step"), Some(("<=", 0.60))),
             ("A pages / F floor".into(), m("A pages") / m("F floor"), Some(("<=", 1.15))),
             ("B / A (vacuum)".into(), m("B pipeline") / m("A vacuum auto"), Some(("<=", 1.15))),
             // The issue's B is the default method; this one is for information.
@@ -722,11 +722,6 @@ fn main() {
                 m("R wm-restore") / m("R age -d + sync + sqlite3"),
                 // Issue 14 set 1.2; issue 25, with the check on both cores, 0.9.
                 Some(("<=", 0.9)),
-            ),
-            (
-                "R wm-restore disk / age -d + sync + sqlite3".into(),
-                m("R wm-restore disk") / m("R age -d + sync + sqlite3"),
-                None,
             ),
             // Issue 13: one encapsulation per file adds nothing measurable.
             ("A pages PQ / A pages".into(), m("A pages PQ") / m("A pages"), None),

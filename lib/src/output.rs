@@ -513,9 +513,19 @@ impl AtomicFile {
     /// the honest test that the directory is writable: call it before
     /// expensive work.
     pub fn create(dest: Destination) -> Result<AtomicFile, OutputError> {
+        AtomicFile::create_as(dest, OFlag::O_WRONLY)
+    }
+
+    /// [`AtomicFile::create`], open for reading too: wm-restore checks
+    /// the database it wrote through the very descriptor it wrote with.
+    pub fn create_readable(dest: Destination) -> Result<AtomicFile, OutputError> {
+        AtomicFile::create_as(dest, OFlag::O_RDWR)
+    }
+
+    fn create_as(dest: Destination, access: OFlag) -> Result<AtomicFile, OutputError> {
         let dir = Arc::clone(&dest.dir_fd);
         sweep_leftovers(&dir);
-        let unnamed = platform::open_unnamed(dir.as_fd(), Path::new("."), OFlag::O_WRONLY)
+        let unnamed = platform::open_unnamed(dir.as_fd(), Path::new("."), access)
             .map_err(|e| OutputError::Create { dir: dest.dir.clone(), source: e })?;
         let (fd, temp) = match unnamed {
             Some(fd) => {
@@ -525,7 +535,7 @@ impl AtomicFile {
             }
             // No unnamed files on this system or file system: a hidden named temporary.
             None => {
-                let (fd, name) = create_named_temp(&dir, &dest)?;
+                let (fd, name) = create_named_temp(&dir, &dest, access)?;
                 (fd, Some(name))
             }
         };
@@ -560,6 +570,12 @@ impl AtomicFile {
             .map_err(|e| OutputError::Create { dir: self.dest.dir.clone(), source: e })
     }
 
+    /// Whether the file has no name yet (`O_TMPFILE`), so that nobody
+    /// else can open it; the named fallback temporary has one.
+    pub fn is_unnamed(&self) -> bool {
+        self.temp.is_none()
+    }
+
     pub fn destination(&self) -> &Destination {
         &self.dest
     }
@@ -581,7 +597,7 @@ impl AtomicFile {
     /// system can (Linux: they are clean), so that the reads come from the
     /// device, not from memory.
     pub fn read_back(&self) -> Result<ReadBack, OutputError> {
-        // The writer is write-only: open the same inode again, for reading.
+        // The writer may be write-only: open the same inode again, for reading.
         let file = match &self.temp {
             Some(name) => fcntl::openat(
                 &self.dir,
@@ -645,13 +661,13 @@ impl AtomicFile {
 }
 
 /// A hidden temporary, created `O_EXCL`, locked, and still under its name.
-fn create_named_temp(dir: &File, dest: &Destination) -> Result<(OwnedFd, OsString), OutputError> {
+fn create_named_temp(dir: &File, dest: &Destination, access: OFlag) -> Result<(OwnedFd, OsString), OutputError> {
     for _ in 0..16 {
         let name = temp_name(&dest.name);
         let fd = match fcntl::openat(
             dir,
             name.as_os_str(),
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            OFlag::O_CREAT | OFlag::O_EXCL | access | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
             platform::private_mode(),
         ) {
             Ok(fd) => fd,
@@ -1024,7 +1040,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dest = Destination::resolve(&d.path().join("out.age")).unwrap();
         let dir = File::open(d.path()).unwrap();
-        let (fd, name) = create_named_temp(&dir, &dest).unwrap();
+        let (fd, name) = create_named_temp(&dir, &dest, OFlag::O_WRONLY).unwrap();
         assert!(is_temp_name(&name));
         sweep_leftovers(&dir);
         assert!(d.path().join(&name).exists(), "its writer holds it: another run never removes it");

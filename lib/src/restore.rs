@@ -43,7 +43,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -58,9 +58,8 @@ use crate::output::{AtomicFile, Destination, OutputError, FILE_MODE};
 use crate::platform;
 use crate::report::{Kept, Restoration, Verification, Written};
 use crate::run::Run;
-use crate::spool::plain::{Image, WriteError};
+use crate::spool::plain::Opened;
 use crate::spool::vfs::SpoolFile;
-use crate::sqlite::header::DbHeader;
 use crate::sqlite::lock::{self, Held, LockError};
 use crate::stop::{io_cause, Failure, Hint, Stop};
 use crate::verify::{self, VerifyError};
@@ -339,7 +338,7 @@ impl Set {
 
     /// A new file that will get the target's name, in the directory opened once.
     fn new_file(&self) -> Result<AtomicFile, RestoreError> {
-        Ok(AtomicFile::create(Destination::in_dir(Arc::clone(&self.dir_fd), &self.dir, &self.name))?)
+        Ok(AtomicFile::create_readable(Destination::in_dir(Arc::clone(&self.dir_fd), &self.dir, &self.name))?)
     }
 
     /// `name` in the directory is the file open as `file`, not removed nor replaced.
@@ -554,11 +553,15 @@ fn hold(file: &File, target: &Path) -> Result<Held, RestoreError> {
     })
 }
 
-/// Decrypts and verifies the backup, and writes its plaintext into `new`
-/// on a thread of its own while SQLite checks it (the two take about as
-/// long, one the disk's time, the other the CPU's), then fsyncs it. A
-/// backup that does not verify leaves `new` unnamed, to be dropped. Every
-/// fsync and rename stays on this thread, in the order the design gives.
+/// Decrypts the backup straight into `new`, and checks it there. The
+/// plaintext goes into the file on a thread of its own as it is decrypted
+/// (decryption takes one core, the copy into the page cache the other);
+/// then SQLite checks the file, mapped, on both cores while the disk
+/// writes what the copy left dirty; then it is fsynced. No spool: the new
+/// file is the only copy, so a restore needs no memory the size of the
+/// database. A backup that does not decrypt or verify leaves `new`
+/// unnamed, to be dropped. Every fsync and rename stays on this thread, in
+/// the order the design gives.
 fn decrypt_verified(
     input: Box<dyn BufRead + '_>,
     key: Key<'_>,
@@ -568,44 +571,64 @@ fn decrypt_verified(
     keep_wal: bool,
     report: &mut Verification,
 ) -> Result<Written, RestoreError> {
-    let plain = verify::blame(verify::decrypt_whole(input, key, &opts.verify, run, report), run)
-        .map_err(RestoreError::Verify)?;
-    let mut head = [0u8; 100];
-    plain.read_at(&mut head, 0).map_err(|e| RestoreError::Verify(e.into()))?;
-    let h = DbHeader::parse(&head).map_err(|e| RestoreError::Verify(VerifyError::NotSqlite(e)))?;
-    let backup_mode = if h.wal { "wal" } else { "delete" };
-    let written = Written {
-        path: new.destination().path.display().to_string(),
-        bytes: plain.len(),
-        page_size: h.page_size as u64,
-        page_count: plain.len() / h.page_size as u64,
-        journal_mode: if h.wal || keep_wal { "wal" } else { "delete" }.into(),
-        journal_mode_backup: backup_mode.into(),
-        ..Written::default()
-    };
-    let opened = plain.into_connection().map_err(|e| RestoreError::Verify(e.into()))?;
-    let image = opened.image().map_err(|e| RestoreError::Verify(e.into()))?;
-    // The copy stops at a signal, or as soon as the check has failed.
-    let failed = AtomicBool::new(false);
-    let go = || match failed.load(Ordering::Relaxed) {
-        true => Err(io::Error::other("the backup did not verify")),
-        false => run.cancel.check_io(),
-    };
-    let (copied, checked) = std::thread::scope(|s| {
-        let copy = s.spawn(|| copy_out(&image, new, go));
-        let checked = verify::check_opened(&opened, &opts.verify, run, report);
-        failed.store(checked.is_err(), Ordering::Relaxed);
-        (copy.join(), checked)
+    let path = new.destination().path.clone();
+    let batches = Batches::new().map_err(step("set aside memory to copy the restored database", &path))?;
+    let (decrypted, copied) = std::thread::scope(|s| {
+        let (full, filled) = mpsc::channel::<Vec<u8>>();
+        let (spent, free) = mpsc::channel::<Vec<u8>>();
+        for b in batches.0 {
+            let _ = spent.send(b);
+        }
+        let copy = s.spawn(|| copy_out(filled, spent, new, || run.cancel.check_io()));
+        let mut batch: Option<Vec<u8>> = None;
+        let mut first = true;
+        let mut sink = |mut piece: &[u8]| {
+            while !piece.is_empty() {
+                if batch.is_none() {
+                    batch = free.recv().ok();
+                }
+                // No free batch and none to come: the copy stopped, and says why below.
+                let Some(b) = batch.as_mut() else { return };
+                let n = piece.len().min(b.capacity() - b.len());
+                b.extend_from_slice(&piece[..n]);
+                piece = &piece[n..];
+                // Checked in rollback mode (see Opened::of_file); the mode
+                // the restored database keeps is written after the check.
+                if first && b.len() >= 20 && b[18..20] == [2, 2] {
+                    b[18..20].copy_from_slice(&[1, 1]);
+                }
+                first = false;
+                if b.len() == b.capacity() {
+                    let _ = full.send(batch.take().expect("filled above"));
+                }
+            }
+        };
+        let decrypted = verify::decrypt_into(input, key, &opts.verify, run, report, &mut sink);
+        // The last, partial batch, only of a plaintext that decrypted whole.
+        if let (Ok(_), Some(b)) = (&decrypted, batch.take()) {
+            let _ = full.send(b);
+        }
+        drop(full);
+        (decrypted, copy.join())
     });
-    verify::blame(checked, run).map_err(RestoreError::Verify)?;
-    match copied {
-        Ok(copied) => copied?,
+    let (h, len) = verify::blame(decrypted, run).map_err(RestoreError::Verify)?;
+    let copied = match copied {
+        Ok(copied) => copied.map_err(step("write the restored database", &path))?,
         Err(panic) => std::panic::resume_unwind(panic),
+    };
+    if copied != len {
+        let short = io::Error::other(format!("{copied} of {len} bytes copied"));
+        return Err(step("write the restored database", &path)(short));
     }
+    let opened = Opened::of_file(new.file(), len, new.is_unnamed(), &new.destination().dir)
+        .map_err(|e| RestoreError::Verify(e.into()))?;
+    let checked = verify::check_opened(&opened, &opts.verify, run, report);
+    drop(opened);
+    verify::blame(checked, run).map_err(RestoreError::Verify)?;
     // A WAL database stays WAL, also from a backup that VACUUM INTO left
     // in rollback mode (1/1): the same two bytes SQLite itself writes.
-    if keep_wal && !h.wal {
-        let path = new.destination().path.clone();
+    let wal = h.wal || keep_wal;
+    if wal {
         new.file().write_all_at(&[2, 2], 18).map_err(step("keep the database in WAL mode", &path))?;
     }
     run.progress.phase("sync", None);
@@ -613,17 +636,56 @@ fn decrypt_verified(
         OutputError::Sync { path, source } => step("fsync the restored database", &path)(source),
         other => RestoreError::Output(other),
     })?;
-    Ok(written)
+    Ok(Written {
+        path: path.display().to_string(),
+        bytes: len,
+        page_size: h.page_size as u64,
+        page_count: len / h.page_size as u64,
+        journal_mode: if wal { "wal" } else { "delete" }.into(),
+        journal_mode_backup: if h.wal { "wal" } else { "delete" }.into(),
+        ..Written::default()
+    })
 }
 
-/// The copy `decrypt_verified` runs beside the check: the image into the
-/// new file; it ends early when `go` says no.
-fn copy_out(image: &Image<'_>, new: &mut AtomicFile, go: impl Fn() -> io::Result<()>) -> Result<(), RestoreError> {
-    let path = new.destination().path.clone();
-    image.write_to(new, go).map_err(|e| match e {
-        WriteError::Read(p) => RestoreError::Verify(p.into()),
-        WriteError::Write(source) => step("write the restored database", &path)(source),
-    })
+/// The buffers the plaintext travels in from the decryption to the copy:
+/// a few megabytes, taken before the work starts, reused until it ends.
+struct Batches(Vec<Vec<u8>>);
+
+impl Batches {
+    const SIZE: usize = 1 << 20;
+    const COUNT: usize = 4;
+
+    fn new() -> io::Result<Batches> {
+        let mut all = Vec::with_capacity(Self::COUNT);
+        for _ in 0..Self::COUNT {
+            let mut b = Vec::new();
+            b.try_reserve_exact(Self::SIZE).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            // The plaintext: left out of any core dump (see harden).
+            crate::harden::dont_dump(b.as_ptr(), b.capacity());
+            all.push(b);
+        }
+        Ok(Batches(all))
+    }
+}
+
+/// The copy `decrypt_verified` runs beside the decryption: each batch into
+/// the new file, in order, then back to be filled again. Ends when the
+/// batches stop coming, or early when `go` says no; the bytes copied.
+fn copy_out(
+    filled: Receiver<Vec<u8>>,
+    spent: Sender<Vec<u8>>,
+    new: &mut AtomicFile,
+    go: impl Fn() -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut copied = 0;
+    for mut batch in filled {
+        go()?;
+        new.write_all(&batch)?;
+        copied += batch.len() as u64;
+        batch.clear();
+        let _ = spent.send(batch);
+    }
+    Ok(copied)
 }
 
 /// Names a restore that was killed while keeping the old set left behind:

@@ -251,17 +251,68 @@ pub fn decrypt_whole(
     run: &Run,
     report: &mut Verification,
 ) -> Result<Plain, VerifyError> {
-    run.progress.phase("decrypt", opts.size_hint);
-    let (info, mut payload) = open::open(input, key)?;
-    let header_len = info.header_len;
-    report.opened_by = Some(info.opened_by);
-    report.recipients = Some(info.stanzas);
-    report.armored = Some(info.armored);
+    let (header_len, mut payload) = open_age(input, key, opts, run, report)?;
     let plain = decrypt(&mut payload, opts, run, report);
     report.ciphertext = header_len + payload.consumed();
     let (plain, db_header) = plain?;
-    check_length(&plain, &db_header, report)?;
+    let mut head = [0u8; HEADER_LEN];
+    plain.read_at(&mut head, 0)?;
+    check_length(plain.len(), &head, &db_header, report)?;
     Ok(plain)
+}
+
+/// [`decrypt_whole`] for a caller that keeps the plaintext itself
+/// (wm-restore, which writes it into the new database file and checks it
+/// there): each piece goes to `sink`, in order, as soon as it is
+/// decrypted, and nothing is spooled. Returns the database's header and
+/// length, checked against each other. What `sink` was given is untrusted
+/// when this returns an error, and unverified until [`check_opened`] says so.
+pub fn decrypt_into(
+    input: Box<dyn BufRead + '_>,
+    key: Key<'_>,
+    opts: &Options,
+    run: &Run,
+    report: &mut Verification,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(DbHeader, u64), VerifyError> {
+    let (header_len, mut payload) = open_age(input, key, opts, run, report)?;
+    let mut chunk = vec![0u8; CHUNK];
+    let mut pass = || {
+        let (n, header) = first_piece(&mut payload, &mut chunk, run)?;
+        let mut head = [0u8; HEADER_LEN];
+        head.copy_from_slice(&chunk[..HEADER_LEN]);
+        sink(&chunk[..n]);
+        let mut len = n as u64;
+        loop {
+            run.check().map_err(VerifyError::Stop)?;
+            let Some(n) = payload.next_into(&mut chunk)? else { break };
+            run.progress.set(payload.consumed());
+            sink(&chunk[..n]);
+            len += n as u64;
+        }
+        check_length(len, &head, &header, report)?;
+        Ok((header, len))
+    };
+    let result = pass();
+    report.ciphertext = header_len + payload.consumed();
+    result
+}
+
+/// The age file opened with `key`: its header's length and the payload to
+/// decrypt; the report says who opened it and how.
+fn open_age<'a>(
+    input: Box<dyn BufRead + 'a>,
+    key: Key<'_>,
+    opts: &Options,
+    run: &Run,
+    report: &mut Verification,
+) -> Result<(u64, Payload<'a>), VerifyError> {
+    run.progress.phase("decrypt", opts.size_hint);
+    let (info, payload) = open::open(input, key)?;
+    report.opened_by = Some(info.opened_by);
+    report.recipients = Some(info.stanzas);
+    report.armored = Some(info.armored);
+    Ok((info.header_len, payload))
 }
 
 /// The second half of [`verify`]: `PRAGMA integrity_check`, every table
@@ -458,21 +509,7 @@ fn decrypt(
     report: &mut Verification,
 ) -> Result<(Plain, DbHeader), VerifyError> {
     let mut chunk = vec![0u8; CHUNK];
-    let n = payload.next_into(&mut chunk)?.unwrap_or(0);
-    run.progress.set(payload.consumed());
-    let header = match DbHeader::parse(&chunk[..n]) {
-        Ok(h) => h,
-        Err(e) => {
-            while payload.next_into(&mut chunk)?.is_some() {
-                run.check().map_err(VerifyError::Stop)?;
-                run.progress.set(payload.consumed());
-            }
-            return Err(if n == 0 { VerifyError::EmptyPlaintext } else { VerifyError::NotSqlite(e) });
-        }
-    };
-    if let Some(len) = header.expected_len() {
-        payload.expect_plaintext(len);
-    }
+    let (n, header) = first_piece(payload, &mut chunk, run)?;
     // What the plaintext will weigh: the header's promise, but never more than
     // the file (a header may lie; the file's size does not).
     let estimate = match (header.expected_len(), opts.size_hint) {
@@ -493,9 +530,33 @@ fn decrypt(
     }
 }
 
-/// Length against the header's promise; the database's particulars.
-fn check_length(plain: &Plain, h: &DbHeader, report: &mut Verification) -> Result<(), VerifyError> {
-    let got = plain.len();
+/// The plaintext's first piece, into `chunk`, and the SQLite header it
+/// starts with, whose promised length the payload then holds it to. A
+/// plaintext that is no database is still decrypted to its end (every
+/// chunk authenticated) before it is refused.
+fn first_piece(payload: &mut Payload<'_>, chunk: &mut [u8], run: &Run) -> Result<(usize, DbHeader), VerifyError> {
+    let n = payload.next_into(chunk)?.unwrap_or(0);
+    run.progress.set(payload.consumed());
+    match DbHeader::parse(&chunk[..n]) {
+        Ok(header) => {
+            if let Some(len) = header.expected_len() {
+                payload.expect_plaintext(len);
+            }
+            Ok((n, header))
+        }
+        Err(e) => {
+            while payload.next_into(chunk)?.is_some() {
+                run.check().map_err(VerifyError::Stop)?;
+                run.progress.set(payload.consumed());
+            }
+            Err(if n == 0 { VerifyError::EmptyPlaintext } else { VerifyError::NotSqlite(e) })
+        }
+    }
+}
+
+/// Length against the header's promise; the database's particulars from
+/// its first bytes, `head`.
+fn check_length(got: u64, head: &[u8; HEADER_LEN], h: &DbHeader, report: &mut Verification) -> Result<(), VerifyError> {
     match h.expected_len() {
         Some(expected) if got < expected => return Err(VerifyError::TruncatedDb { got, expected }),
         Some(expected) if got > expected => return Err(VerifyError::LongerDb { got, expected }),
@@ -504,8 +565,6 @@ fn check_length(plain: &Plain, h: &DbHeader, report: &mut Verification) -> Resul
         }
         _ => {}
     }
-    let mut head = [0u8; HEADER_LEN];
-    plain.read_at(&mut head, 0)?;
     let v = u32::from_be_bytes([head[96], head[97], head[98], head[99]]);
     report.size = Some(got);
     report.page_size = Some(h.page_size as u64);

@@ -99,7 +99,8 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, cancel: &Cancel, tagged: &mut Option<Tagged<Restoration>>) -> Result<(), Error> {
     let started = Instant::now();
     let target = db::resolve(cli.db.as_deref(), cli.env_file.as_deref(), PROG, cli.quiet, resolve::resolve_db_target)?;
-    let Reading { name, identities, input, opts: vopts } = cli.read.open(cli.backup.as_deref(), cancel, PIPE_HINT)?;
+    let Reading { name, identities, input, opts: vopts } =
+        cli.read.open(None, cli.backup.as_deref(), cancel, PIPE_HINT)?;
     let opts = restore::Options {
         verify: vopts,
         dry_run: cli.dry_run,

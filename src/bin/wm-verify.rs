@@ -23,6 +23,7 @@ use clap::Parser;
 use common::{count, human, note, seconds, Common};
 use json::Place;
 use progress::ProgressBar;
+use spool::SpoolArg;
 use wmbackup::age::identity;
 use wmbackup::age::open::Key;
 use wmbackup::check::{self, CheckError};
@@ -52,6 +53,10 @@ const PROG: &str = "wm-verify";
 struct Cli {
     #[command(flatten)]
     read: ReadArgs,
+
+    /// Where the decrypted database waits while it is checked
+    #[arg(long, value_enum, default_value = "auto")]
+    spool: SpoolArg,
 
     /// Show the live database's row counts beside the backup's, and the difference (one backup only)
     #[arg(long, value_name = "DB")]
@@ -128,7 +133,7 @@ fn run(cli: &Cli, cancel: &Cancel, out: &mut Option<Report>) -> Result<(), Error
     }
     let started = Instant::now();
     let Reading { name, identities, input, opts } =
-        cli.read.open(cli.backup.first().map(Path::new), cancel, PIPE_HINT)?;
+        cli.read.open(Some(cli.spool), cli.backup.first().map(Path::new), cancel, PIPE_HINT)?;
 
     let (progress, bar) = ProgressBar::start(cli.quiet || cli.json, |phase| phase);
     let run = Run::new(cancel.clone(), progress);
@@ -178,7 +183,7 @@ fn run_history(cli: &Cli, cancel: &Cancel, out: &mut Option<Report>) -> Result<(
     let targets = check::select(&cli.backup, cli.all)?;
     let identities = identity::collect(&cli.read.identity, cancel)?;
     let opts = verify::Options {
-        spool: spool::place(cli.read.spool, cli.read.tmpdir.as_ref()),
+        spool: spool::place(cli.spool, cli.read.tmpdir.as_ref()),
         size_hint: None,
         time_budget: cli.read.time_budget,
     };

@@ -1692,20 +1692,23 @@ fn every_tool_signalled_while_working_exits_130_or_143_and_leaves_nothing() {
         input: Input::Pipe(snapshot.clone(), 12 << 20),
         working: Working::TempIn(dest.clone()),
     });
+    // wm-restore has no spool: it decrypts into, and checks, the new file.
+    let restore = (WM_RESTORE, s(&["-q", "-i", "keys/id.txt", "--db", "live/memory.db"]));
     for spool in ["memory", "disk"] {
-        let verify = s(&["-q", "-i", "keys/id.txt", "--spool", spool]);
-        let restore = s(&["-q", "-i", "keys/id.txt", "--spool", spool, "--db", "live/memory.db"]);
-        for (bin, args) in [(WM_VERIFY, verify), (WM_RESTORE, restore)] {
+        let verify = (WM_VERIFY, s(&["-q", "-i", "keys/id.txt", "--spool", spool]));
+        let runs = if spool == "memory" { vec![verify, restore.clone()] } else { vec![verify] };
+        for (bin, args) in runs {
             let name = Path::new(bin).file_name().unwrap().to_string_lossy().into_owned();
+            let name = if bin == WM_VERIFY { format!("{name} --spool {spool}") } else { name };
             cases.push(SigCase {
-                label: format!("{name} --spool {spool}, backup from a file"),
+                label: format!("{name}, backup from a file"),
                 bin,
                 args: [args.clone(), vec![backup.display().to_string()]].concat(),
                 input: Input::None,
                 working: Working::HasRead(1 << 20),
             });
             cases.push(SigCase {
-                label: format!("{name} --spool {spool}, backup from a pipe"),
+                label: format!("{name}, backup from a pipe"),
                 bin,
                 args,
                 input: Input::Pipe(backup.clone(), half),

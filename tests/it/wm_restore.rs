@@ -411,7 +411,8 @@ fn every_bad_input_fails_in_one_line_and_changes_nothing() {
         ("empty --db", vec!["--db=", "memory.db.age"], 2, "--db"),
         ("no identity", vec!["memory.db.age"], 2, "required"),
         ("identity file missing", vec!["-i", "nokey.txt", "memory.db.age"], 1, "nokey.txt"),
-        ("spool directory missing", vec!["--spool", "disk", "--tmpdir", "notmp", "memory.db.age"], 1, "notmp"),
+        ("--tmpdir missing", vec!["--tmpdir", "notmp", "memory.db.age"], 1, "notmp"),
+        ("--spool, which wm-restore has no use for", vec!["--spool", "disk", "memory.db.age"], 2, "--spool"),
     ];
     let before = d.tree();
     for (what, args, code, needle) in &cases {

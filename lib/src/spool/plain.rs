@@ -5,7 +5,9 @@
 //! directory.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -36,13 +38,6 @@ impl fmt::Display for PlainError {
 }
 
 impl std::error::Error for PlainError {}
-
-/// Copying the plaintext out failed: reading the spool, or writing out.
-#[derive(Debug)]
-pub enum WriteError {
-    Read(PlainError),
-    Write(io::Error),
-}
 
 /// Where the plaintext waits.
 pub enum Plain {
@@ -155,25 +150,55 @@ impl Plain {
                 let image = unsafe { MemoryImage::register(buf.ptr, buf.len) };
                 Backing::Memory { image, buf }
             }
-            Plain::Disk { file, dir, .. } => Backing::Disk { file, dir },
+            Plain::Disk { file, .. } => Backing::Disk { file },
         };
         let conn = connect(&backing)?;
-        Ok(Opened { conn, backing, len, wal, _cap: HeapCap::above_now(guard::HEAP_ABOVE_IMAGE) })
+        Ok(Opened { conn, backing, len, _cap: HeapCap::above_now(guard::HEAP_ABOVE_IMAGE) })
     }
 }
 
-/// What a connection reads: a memory image or an unnamed file, both served
-/// by the `wmspool` VFS.
+/// What a connection reads: a memory image, an unnamed file, or a mapped
+/// one, all served by the `wmspool` VFS.
 enum Backing {
     Memory { image: MemoryImage, buf: SqliteBuf },
-    Disk { file: SpoolFile, dir: PathBuf },
+    Disk { file: SpoolFile },
+    Mapped { image: MemoryImage, map: Mapping },
+}
+
+/// A file's first `len` bytes mapped read-only, unmapped on drop.
+struct Mapping {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(file: &File, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh read-only shared mapping of our own descriptor;
+        // the result is checked before use.
+        let ptr = unsafe {
+            nix::libc::mmap(std::ptr::null_mut(), len, nix::libc::PROT_READ, nix::libc::MAP_SHARED, file.as_raw_fd(), 0)
+        };
+        if ptr == nix::libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // The plaintext: left out of any core dump (see harden).
+        crate::harden::dont_dump(ptr.cast(), len);
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { nix::libc::munmap(self.ptr, self.len) };
+    }
 }
 
 /// A new hardened connection onto `backing`, which it cannot change. A memory image is
 /// mapped (`mmap_size`), so that pages are read in place, not copied.
 fn connect(backing: &Backing) -> Result<Connection, PlainError> {
     let uri = match backing {
-        Backing::Memory { image, .. } => image.uri(),
+        Backing::Memory { image, .. } | Backing::Mapped { image, .. } => image.uri(),
         Backing::Disk { file, .. } => file.uri(),
     };
     // Read-write to SQLite, read-only in fact (the memory image refuses
@@ -189,8 +214,13 @@ fn connect(backing: &Backing) -> Result<Connection, PlainError> {
     // extension, no trusted schema, bounded values; nothing of the check
     // lands in a temporary file.
     guard::harden(&conn).map_err(PlainError::Open)?;
-    if let Backing::Memory { buf, .. } = backing {
-        conn.execute_batch(&format!("PRAGMA mmap_size = {}", buf.len)).map_err(PlainError::Open)?;
+    let in_memory = match backing {
+        Backing::Memory { buf, .. } => Some(buf.len),
+        Backing::Mapped { map, .. } => Some(map.len),
+        Backing::Disk { .. } => None,
+    };
+    if let Some(len) = in_memory {
+        conn.execute_batch(&format!("PRAGMA mmap_size = {len}")).map_err(PlainError::Open)?;
     }
     Ok(conn)
 }
@@ -202,12 +232,34 @@ pub struct Opened {
     pub conn: Connection,
     backing: Backing,
     len: u64,
-    /// The image was WAL-mode and is marked rollback for the connection.
-    wal: bool,
     _cap: HeapCap,
 }
 
 impl Opened {
+    /// A hardened connection, as [`Plain::into_connection`] gives, onto the
+    /// first `len` bytes of a database file this process wrote and changes
+    /// no more while it is open (wm-restore's new file, checked in place;
+    /// in rollback mode: a WAL-mode image would send SQLite looking for its
+    /// `-wal`). Mapped when `private` (the file has no name: nobody could
+    /// truncate it under the mapping), else read through a registered
+    /// duplicate of its descriptor. `dir` is named in errors.
+    pub fn of_file(file: &File, len: u64, private: bool, dir: &Path) -> Result<Opened, PlainError> {
+        let spool = |source| PlainError::Spool { dir: dir.to_path_buf(), source };
+        let backing = if private && len > 0 {
+            let map = Mapping::new(file, len as usize).map_err(spool)?;
+            // SAFETY: the mapping is owned by the same Backing, declared
+            // after the registration so that it outlives it; the file is not
+            // changed while it is open (the caller's promise); every
+            // connection is a field of Opened declared before the backing.
+            let image = unsafe { MemoryImage::register(map.ptr.cast(), map.len) };
+            Backing::Mapped { image, map }
+        } else {
+            Backing::Disk { file: SpoolFile::register(file.try_clone().map_err(spool)?) }
+        };
+        let conn = connect(&backing)?;
+        Ok(Opened { conn, backing, len, _cap: HeapCap::above_now(guard::HEAP_ABOVE_IMAGE) })
+    }
+
     /// The database's length in bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -222,56 +274,6 @@ impl Opened {
     /// borrow checker sees to that only if the caller keeps it in scope).
     pub fn connect(&self) -> Result<Connection, PlainError> {
         connect(&self.backing)
-    }
-
-    /// The bytes under the connection, which only reads them, for copying
-    /// out while SQLite checks them on another thread.
-    pub fn image(&self) -> Result<Image<'_>, PlainError> {
-        let bytes = match &self.backing {
-            Backing::Disk { file, dir } => Bytes::Disk { file: file.file(), dir },
-            Backing::Memory { buf, .. } => Bytes::Memory(buf.as_slice()),
-        };
-        Ok(Image { bytes, len: self.len, wal: self.wal })
-    }
-}
-
-/// A checked-while-copied plaintext: shareable across threads, unlike the
-/// connection it belongs to.
-pub struct Image<'a> {
-    bytes: Bytes<'a>,
-    len: u64,
-    wal: bool,
-}
-
-enum Bytes<'a> {
-    Memory(&'a [u8]),
-    Disk { file: &'a std::fs::File, dir: &'a Path },
-}
-
-impl Image<'_> {
-    /// Writes the image to `out` as the backup holds it (a WAL-mode image
-    /// with its mode bytes as they were), a megabyte at a time; `go` is
-    /// asked before each, and the copy ends with an error when it says no.
-    pub fn write_to(&self, out: &mut dyn io::Write, go: impl Fn() -> io::Result<()>) -> Result<(), WriteError> {
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0;
-        while off < self.len {
-            go().map_err(WriteError::Write)?;
-            let n = (self.len - off).min(buf.len() as u64) as usize;
-            let chunk = &mut buf[..n];
-            match &self.bytes {
-                Bytes::Memory(b) => chunk.copy_from_slice(&b[off as usize..off as usize + n]),
-                Bytes::Disk { file, dir } => file
-                    .read_exact_at(chunk, off)
-                    .map_err(|source| WriteError::Read(PlainError::Spool { dir: dir.to_path_buf(), source }))?,
-            }
-            if off == 0 && self.wal && n >= 20 {
-                chunk[18..20].copy_from_slice(&[2, 2]);
-            }
-            out.write_all(chunk).map_err(WriteError::Write)?;
-            off += n as u64;
-        }
-        Ok(())
     }
 }
 

@@ -90,14 +90,20 @@ pub struct SpoolFile {
 
 impl SpoolFile {
     pub fn create(dir: &Path) -> io::Result<SpoolFile> {
+        let spool = SpoolFile::register(unnamed_file(dir)?);
+        lock().dir = dir.to_path_buf();
+        Ok(spool)
+    }
+
+    /// A file this process opened, registered as it is so that SQLite can
+    /// open it (wm-restore's new database, checked in place).
+    pub fn register(file: File) -> SpoolFile {
         ensure_registered();
         static N: AtomicU64 = AtomicU64::new(0);
-        let file = Arc::new(unnamed_file(dir)?);
+        let file = Arc::new(file);
         let name = format!("/wm-spool-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)).into_bytes();
-        let mut r = lock();
-        r.dir = dir.to_path_buf();
-        r.files.insert(name.clone(), file.clone());
-        Ok(SpoolFile { name, file })
+        lock().files.insert(name.clone(), file.clone());
+        SpoolFile { name, file }
     }
 
     /// The URI to give SQLite, e.g. as the target of `VACUUM INTO`.

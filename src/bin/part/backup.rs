@@ -16,18 +16,14 @@ use super::budget;
 use super::input;
 use super::spool::{self, SpoolArg};
 
-/// Who decrypts the backup, and where its plaintext waits while it is checked.
+/// Who decrypts the backup, and where unnamed temporary files go.
 #[derive(Args, Debug)]
 pub struct ReadArgs {
     /// Decrypt with the identities in FILE: age-keygen output or an SSH private key (repeatable; - is standard input)
     #[arg(short = 'i', long = "identity", value_name = "FILE", required = true)]
     pub identity: Vec<PathBuf>,
 
-    /// Where the decrypted database waits while it is checked
-    #[arg(long, value_enum, default_value = "auto")]
-    pub spool: SpoolArg,
-
-    /// Directory for a disk spool [default: $TMPDIR, else /tmp]
+    /// Directory for unnamed temporary files: wm-verify's disk spool, wm-restore's copy of old content [default: $TMPDIR, else /tmp]
     #[arg(long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
 
@@ -48,11 +44,20 @@ pub struct Reading {
 impl ReadArgs {
     /// Checks the flags, reads the identities and opens `backup` (standard
     /// input for `-` or nothing; `pipe_hint` says how to pipe one in).
-    pub fn open(&self, backup: Option<&Path>, cancel: &Cancel, pipe_hint: &str) -> Result<Reading, Error> {
+    /// `spool` is wm-verify's `--spool`; wm-restore has none (it checks the
+    /// new file itself) and its --tmpdir, checked now too, only ever holds
+    /// copies.
+    pub fn open(
+        &self,
+        spool: Option<SpoolArg>,
+        backup: Option<&Path>,
+        cancel: &Cancel,
+        pipe_hint: &str,
+    ) -> Result<Reading, Error> {
         let backup = Backup::named(backup, &self.identity)?;
         let identities = identity::collect(&self.identity, cancel)?;
         let opts = verify::Options {
-            spool: spool::place(self.spool, self.tmpdir.as_ref()),
+            spool: spool::place(spool.unwrap_or(SpoolArg::Disk), self.tmpdir.as_ref()),
             size_hint: None,
             time_budget: self.time_budget,
         };
