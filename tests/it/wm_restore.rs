@@ -187,6 +187,43 @@ fn a_rollback_journal_left_by_a_killed_writer_is_kept_and_rolls_back_in_the_kept
     assert_eq!(sqlite3(&kept, "SELECT count(*) FROM t WHERE v LIKE '%changed'").trim(), "0");
 }
 
+/// wm-restore decrypts into the new file and checks it there, mapped: no
+/// spool holds the database a second time. Under an RLIMIT_DATA of 64 MiB
+/// (the heap and private anonymous memory; a shared mapping of a file is
+/// not counted) a 128 MiB database restores and is whole; the same limit
+/// stops wm-verify with its memory spool, which must hold the image.
+#[test]
+fn a_restore_holds_no_copy_of_the_database_in_memory() {
+    let d = Dir::new();
+    let db = d.workmem_db("memory.db", 128 << 20, true);
+    let (_, key) = d.age_key("key.txt");
+    run(WORKMEM_BACKUP, &d).args(["-q", "--db", "memory.db", "--to", "b.age", "-r", &key]).go().ok();
+    let before = have("sqlite3").then(|| content_digest(&db));
+    std::fs::remove_file(&db).unwrap();
+    let limited = |bin: &str, args: &[&str]| {
+        let mut r = run(bin, &d).args(args);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(r.command(), || {
+                let limit = nix::libc::rlimit { rlim_cur: 64 << 20, rlim_max: 64 << 20 };
+                if nix::libc::setrlimit(nix::libc::RLIMIT_DATA, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        r.go()
+    };
+    let verify = limited(WM_VERIFY, &["-q", "-i", "key.txt", "--spool", "memory", "b.age"]);
+    assert_eq!(verify.code(), 1, "the limit holds a memory spool back: {}", verify.stderr);
+    let out = limited(WM_RESTORE, &["-q", "-i", "key.txt", "--db", "memory.db", "b.age"]);
+    assert_eq!(out.code(), 0, "restore under a 64 MiB RLIMIT_DATA: {}", out.stderr);
+    if let Some(before) = before {
+        assert_integrity(&db);
+        assert_eq!(content_digest(&db), before, "the restored database is the backed-up one");
+    }
+}
+
 #[test]
 fn a_target_that_does_not_exist_is_created_private_whatever_the_umask() {
     let fx = Fx::new(true);
