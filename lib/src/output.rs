@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -786,21 +786,6 @@ impl io::Read for ReadBack {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
-    }
-}
-
-impl AtomicFile {
-    /// Writes `buf` at `offset`, from any thread (wm-restore writes from
-    /// two): positional, so that writers need not take turns. Writeback is
-    /// started as in [`AtomicFile::write_all`], for the window two behind
-    /// the one `buf` ends in: written whole by then, whichever thread wrote it.
-    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)?;
-        let (from, to) = (offset / WRITEBACK_WINDOW, (offset + buf.len() as u64) / WRITEBACK_WINDOW);
-        if to > from && to >= 2 {
-            platform::start_writeback(&self.file, (to - 2) * WRITEBACK_WINDOW, WRITEBACK_WINDOW);
-        }
-        Ok(())
     }
 }
 

@@ -12,9 +12,10 @@
 //!    idle ones included), and on Linux any process with a file of the set
 //!    open. The locks are held to the end: a server starting meanwhile waits
 //!    (its busy timeout) or fails; it never reads a half-changed set.
-//! 3. Decrypt and verify the backup as wm-verify does (in memory or an
-//!    unnamed spool), writing it to an unnamed file in the target's directory
-//!    on the way; fsync it. A backup that does not verify changes nothing.
+//! 3. Decrypt the backup straight into an unnamed file in the target's
+//!    directory, and verify it there as wm-verify does (no spool: see
+//!    [`decrypt_verified`]); fsync it. A backup that does not verify
+//!    changes nothing.
 //! 4. When the old set's content is not all in `NAME` (a `-wal` or `-journal`
 //!    with something in it, e.g. after the server was killed), write that
 //!    content as one self-contained file, `OLD` (see [`old_image`]).
@@ -44,7 +45,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
@@ -573,64 +574,49 @@ fn decrypt_verified(
 ) -> Result<Written, RestoreError> {
     let path = new.destination().path.clone();
     let batches = Batches::new().map_err(step("set aside memory to copy the restored database", &path))?;
-    let (full, filled) = mpsc::channel::<(u64, Vec<u8>)>();
-    let (spent, free) = mpsc::channel::<Vec<u8>>();
-    for b in batches.0 {
-        let _ = spent.send(b);
-    }
-    let (filled, shared) = (Mutex::new(filled), &*new);
-    let go = || run.cancel.check_io();
     let (decrypted, copied) = std::thread::scope(|s| {
-        let copies: Vec<_> = (0..WRITERS)
-            .map(|_| {
-                let (filled, spent, go) = (&filled, spent.clone(), &go);
-                s.spawn(move || copy_out(filled, spent, shared, go))
-            })
-            .collect();
-        drop(spent);
+        let (full, filled) = mpsc::channel::<Vec<u8>>();
+        let (spent, free) = mpsc::channel::<Vec<u8>>();
+        for b in batches.0 {
+            let _ = spent.send(b);
+        }
+        let copy = s.spawn(|| copy_out(filled, spent, new, || run.cancel.check_io()));
         let mut batch: Option<Vec<u8>> = None;
-        let mut offset = 0u64;
+        let mut first = true;
         let mut sink = |mut piece: &[u8]| {
             while !piece.is_empty() {
                 if batch.is_none() {
                     batch = free.recv().ok();
                 }
-                // No free batch and none to come: the copies stopped, and say why below.
+                // No free batch and none to come: the copy stopped, and says why below.
                 let Some(b) = batch.as_mut() else { return };
                 let n = piece.len().min(b.capacity() - b.len());
                 b.extend_from_slice(&piece[..n]);
                 piece = &piece[n..];
                 // Checked in rollback mode (see Opened::of_file); the mode
                 // the restored database keeps is written after the check.
-                if offset == 0 && b.len() >= 20 && b.len() == n && b[18..20] == [2, 2] {
+                if first && b.len() >= 20 && b[18..20] == [2, 2] {
                     b[18..20].copy_from_slice(&[1, 1]);
                 }
+                first = false;
                 if b.len() == b.capacity() {
-                    let b = batch.take().expect("filled above");
-                    let at = offset;
-                    offset += b.len() as u64;
-                    let _ = full.send((at, b));
+                    let _ = full.send(batch.take().expect("filled above"));
                 }
             }
         };
         let decrypted = verify::decrypt_into(input, key, &opts.verify, run, report, &mut sink);
         // The last, partial batch, only of a plaintext that decrypted whole.
         if let (Ok(_), Some(b)) = (&decrypted, batch.take()) {
-            let _ = full.send((offset, b));
+            let _ = full.send(b);
         }
         drop(full);
-        let copied = copies.into_iter().map(|c| c.join()).collect::<Vec<_>>();
-        (decrypted, copied)
+        (decrypted, copy.join())
     });
     let (h, len) = verify::blame(decrypted, run).map_err(RestoreError::Verify)?;
-    let mut copied_all = 0;
-    for copied in copied {
-        match copied {
-            Ok(copied) => copied_all += copied.map_err(step("write the restored database", &path))?,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-    let copied = copied_all;
+    let copied = match copied {
+        Ok(copied) => copied.map_err(step("write the restored database", &path))?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     if copied != len {
         let short = io::Error::other(format!("{copied} of {len} bytes copied"));
         return Err(step("write the restored database", &path)(short));
@@ -662,19 +648,13 @@ fn decrypt_verified(
     })
 }
 
-/// The threads that write the plaintext into the new file: on a machine
-/// that must find fresh memory for every page of the page cache (a virtual
-/// machine whose host took freed memory back), the copy into it costs more
-/// than the decryption, and two share it.
-const WRITERS: usize = 2;
-
-/// The buffers the plaintext travels in from the decryption to the copies:
+/// The buffers the plaintext travels in from the decryption to the copy:
 /// a few megabytes, taken before the work starts, reused until it ends.
 struct Batches(Vec<Vec<u8>>);
 
 impl Batches {
     const SIZE: usize = 1 << 20;
-    const COUNT: usize = 3 * WRITERS;
+    const COUNT: usize = 4;
 
     fn new() -> io::Result<Batches> {
         let mut all = Vec::with_capacity(Self::COUNT);
@@ -689,26 +669,24 @@ impl Batches {
     }
 }
 
-/// One copy `decrypt_verified` runs beside the decryption: the next batch
-/// into the new file at its offset, then back to be filled again. Ends
-/// when the batches stop coming, or early when `go` says no; the bytes it
-/// copied.
+/// The copy `decrypt_verified` runs beside the decryption: each batch into
+/// the new file, in order, then back to be filled again. Ends when the
+/// batches stop coming, or early when `go` says no; the bytes copied.
 fn copy_out(
-    filled: &Mutex<Receiver<(u64, Vec<u8>)>>,
+    filled: Receiver<Vec<u8>>,
     spent: Sender<Vec<u8>>,
-    new: &AtomicFile,
+    new: &mut AtomicFile,
     go: impl Fn() -> io::Result<()>,
 ) -> io::Result<u64> {
     let mut copied = 0;
-    loop {
-        let next = filled.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok((offset, mut batch)) = next else { return Ok(copied) };
+    for mut batch in filled {
         go()?;
-        new.write_all_at(&batch, offset)?;
+        new.write_all(&batch)?;
         copied += batch.len() as u64;
         batch.clear();
         let _ = spent.send(batch);
     }
+    Ok(copied)
 }
 
 /// Names a restore that was killed while keeping the old set left behind:
