@@ -242,8 +242,7 @@ pub fn blame<T>(result: Result<T, VerifyError>, run: &Run) -> Result<T, VerifyEr
 
 /// The first half of [`verify`]: the age file opened, authenticated and
 /// decrypted whole into a spool, and the database's length checked against
-/// its header. What the caller may do with the plaintext before [`check`]
-/// hands it to SQLite: write it somewhere (wm-restore).
+/// its header; [`check`] is the second.
 pub fn decrypt_whole(
     input: Box<dyn BufRead + '_>,
     key: Key<'_>,
