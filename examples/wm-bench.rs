@@ -141,6 +141,25 @@ fn measure(script: &str, out: &Path) -> Result<Sample, String> {
     Ok(Sample { wall, cpu: tv(ru.ru_utime) + tv(ru.ru_stime), maxrss_kib, written })
 }
 
+/// [`measure`], or the benchmark ends: a case that fails measures nothing.
+fn measured(script: &str, out: &Path) -> Sample {
+    measure(script, out).unwrap_or_else(|e| {
+        eprintln!("\nwm-bench: {e}");
+        std::process::exit(1);
+    })
+}
+
+/// 0..n in a fresh order for each `seed`, so that no case always follows
+/// the same one (a case after a big writer or allocator pays for it).
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = fixture::Rng::new(seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    order
+}
+
 /// The argument that makes this program the launcher of one measured run.
 const MEASURE_CHILD: &str = "--measure-child";
 
@@ -278,25 +297,16 @@ fn prune_bench(bin: &Path, root: &Path, runs: usize) -> (String, String) {
     let cases: Vec<(&str, String, bool)> = cases.into_iter().filter(|(n, _, _)| selected(n)).collect();
     let mut stats: BTreeMap<&str, Stats> = BTreeMap::new();
     for round in 0..=runs {
-        let mut order: Vec<usize> = (0..cases.len()).collect();
-        let mut rng = fixture::Rng::new(500 + round as u64);
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
-        for &ci in &order {
+        for ci in shuffled(cases.len(), 500 + round as u64) {
             let (name, script, _) = &cases[ci];
             for sub in ["one", "del", "floor"] {
                 fill(sub);
             }
             eprint!("\r\x1b[2Kprune, run {round}/{runs}: {name}");
-            match measure(script, &dir) {
-                // Round 0 is the warm-up.
-                Ok(s) if round > 0 => stats.entry(name).or_default().push(&s),
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("\nwm-bench: {e}");
-                    std::process::exit(1);
-                }
+            let s = measured(script, &dir);
+            // Round 0 is the warm-up.
+            if round > 0 {
+                stats.entry(name).or_default().push(&s);
             }
         }
     }
@@ -407,13 +417,9 @@ fn hostile_bench(bin: &Path, root: &Path, runs: usize, ids: &[&Path]) -> (String
     for round in 0..=runs {
         for (name, script) in &cases {
             eprint!("\r\x1b[2Khostile headers, run {round}/{runs}: {name}");
-            match measure(script, &dir) {
-                Ok(s) if round > 0 => stats.entry(name).or_default().push(&s),
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("\nwm-bench: {e}");
-                    std::process::exit(1);
-                }
+            let s = measured(script, &dir);
+            if round > 0 {
+                stats.entry(name).or_default().push(&s);
             }
         }
     }
@@ -623,30 +629,14 @@ fn main() {
         sh("sync");
         for (name, script) in &cases {
             eprint!("\r\x1b[2K{mib} MiB, warm-up: {name}");
-            if let Err(e) = measure(script, &o) {
-                eprintln!("\nwm-bench: {e}");
-                std::process::exit(1);
-            }
+            measured(script, &o);
         }
         let mut stats: BTreeMap<&str, Stats> = BTreeMap::new();
         for run in 0..runs {
-            // A fresh order every round, so that no case always follows the
-            // same one (a case after a big writer or allocator pays for it).
-            let mut order: Vec<usize> = (0..cases.len()).collect();
-            let mut rng = fixture::Rng::new(1000 + run as u64);
-            for i in (1..order.len()).rev() {
-                order.swap(i, rng.below(i as u64 + 1) as usize);
-            }
-            for &ci in &order {
+            for ci in shuffled(cases.len(), 1000 + run as u64) {
                 let (name, script) = &cases[ci];
                 eprint!("\r\x1b[2K{mib} MiB, run {}/{runs}: {name}", run + 1);
-                match measure(script, &o) {
-                    Ok(s) => stats.entry(name).or_default().push(&s),
-                    Err(e) => {
-                        eprintln!("\nwm-bench: {e}");
-                        std::process::exit(1);
-                    }
-                }
+                stats.entry(name).or_default().push(&measured(script, &o));
             }
         }
         eprint!("\r\x1b[2K");
