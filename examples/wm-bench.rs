@@ -6,7 +6,8 @@
 //! performance issue sets targets for; writes them as JSON to TARGET/bench/,
 //! and as Markdown, headed by the run's date, machine and commit, to
 //! TARGET/bench/latest.md (what the README's Performance section quotes).
-//! Exits 1 when a target is missed at the biggest size of the run, naming it.
+//! Exits 1 when a target is missed (cases P and H, and each size target at
+//! the biggest size of the run), naming it.
 //!
 //! Per run: wall time, CPU time and peak RSS (wait4's rusage, which includes
 //! reaped children; the peak taken by a small launcher, see `measure_child`),
@@ -250,8 +251,8 @@ const PRUNE_RULES: &str = "--keep-daily 7 --keep-weekly 4 --keep-monthly 12 --ke
 /// of a nightly prune (10,000 backups, the oldest dropped), and a first prune
 /// that deletes almost all of them, beside `find -delete` of the same
 /// directory, the floor of unlinking 10,000 files. Returns the Markdown
-/// report and the JSON member.
-fn prune_bench(bin: &Path, root: &Path, runs: usize) -> (String, String) {
+/// report, the JSON member, and the cases over their 100 ms.
+fn prune_bench(bin: &Path, root: &Path, runs: usize) -> (String, String, Vec<String>) {
     let dir = root.join("prune");
     let _ = std::fs::remove_dir_all(&dir);
     for sub in ["ls", "one", "del", "floor"] {
@@ -315,12 +316,16 @@ fn prune_bench(bin: &Path, root: &Path, runs: usize) -> (String, String) {
         "\n## P: wm-prune over {PRUNE_NAMES} names ({PRUNE_RULES}; process start included)\n\n| case | min ms | median ms | max ms | target |\n|---|---|---|---|---|\n"
     );
     let mut json = String::from("  \"prune\": {");
+    let mut over = Vec::new();
     for (i, (name, _, held)) in cases.iter().enumerate() {
         let s = &stats[name];
         let met = match (held, s.med() < 0.1) {
             (false, _) => "",
             (true, true) => "< 100 ms met",
-            (true, false) => "< 100 ms MISSED",
+            (true, false) => {
+                over.push(format!("{name}: {:.1} ms (target < 100 ms)", s.med() * 1e3));
+                "< 100 ms MISSED"
+            }
         };
         let _ =
             writeln!(report, "| {name} | {:.1} | {:.1} | {:.1} | {met} |", s.min() * 1e3, s.med() * 1e3, s.max() * 1e3);
@@ -340,7 +345,7 @@ fn prune_bench(bin: &Path, root: &Path, runs: usize) -> (String, String) {
         m("P wm-prune DIR --delete (9976 files)") / m("P find DIR -delete (10000 files)")
     );
     let _ = std::fs::remove_dir_all(&dir);
-    (report, json)
+    (report, json, over)
 }
 
 /// The argument that makes this program one pass of case Z.
@@ -509,8 +514,9 @@ fn main() {
 
     let mut json = String::from("{\n");
     let _ = writeln!(json, "  \"machine\": \"{}\",\n  \"runs\": {runs},", machine.replace('"', "'"));
-    let (mut report, prune_json) = prune_bench(&bin, &root, runs);
+    let (mut report, prune_json, prune_over) = prune_bench(&bin, &root, runs);
     json.push_str(&prune_json);
+    missed.extend(prune_over);
     let (hostile_md, hostile_json, over) = hostile_bench(&bin, &root, runs, &[&identity, &pq_identity]);
     report.push_str(&hostile_md);
     json.push_str(&hostile_json);
