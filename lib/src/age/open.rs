@@ -166,6 +166,7 @@ impl OpenError {
 
 /// What opens the file: identities, or the file key itself (a file this
 /// process just wrote).
+#[derive(Clone, Copy)]
 pub enum Key<'a> {
     Identities(&'a [Identity]),
     FileKey(&'a FileKey),
@@ -305,6 +306,31 @@ pub struct Payload<'r> {
     consumed: u64,
     done: bool,
     expected: Option<u64>,
+    /// A chunk failed in [`Payload::next_many_into`]: one at a time from here.
+    serial: bool,
+}
+
+/// Opens the whole chunks of `enc` (chunk numbers from `first`, none the
+/// last) into `out`, split over up to four threads; false when any fails.
+fn open_middle_chunks(key: &LessSafeKey, enc: &[u8], first: u64, out: &mut [u8]) -> bool {
+    let chunks = enc.len() / ENC_CHUNK;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(chunks);
+    let per = chunks.div_ceil(threads);
+    let open = |enc: &[u8], first: u64, out: &mut [u8]| {
+        enc.chunks(ENC_CHUNK).zip(out.chunks_mut(CHUNK)).enumerate().all(|(i, (c, o))| {
+            let Ok(tag) = Tag::try_from(&c[CHUNK..]) else { return false };
+            o.copy_from_slice(&c[..CHUNK]);
+            let nonce = chunk_nonce(first + i as u64, false);
+            key.open_in_place_separate_tag(nonce, Aad::empty(), tag, o, 0..).is_ok()
+        })
+    };
+    std::thread::scope(|s| {
+        let mut parts = enc.chunks(per * ENC_CHUNK).zip(out.chunks_mut(per * CHUNK)).enumerate();
+        let Some((_, (mine, my_out))) = parts.next() else { return true };
+        let helpers: Vec<_> = parts.map(|(p, (e, o))| s.spawn(move || open(e, first + (p * per) as u64, o))).collect();
+        let ok = open(mine, first, my_out);
+        helpers.into_iter().fold(ok, |all, h| h.join().unwrap_or(false) && all)
+    })
 }
 
 impl<'r> Payload<'r> {
@@ -318,6 +344,7 @@ impl<'r> Payload<'r> {
             consumed: 0,
             done: false,
             expected: None,
+            serial: false,
         }
     }
 
@@ -339,7 +366,9 @@ impl<'r> Payload<'r> {
         if self.done {
             return Ok(None);
         }
-        self.have += fill(&mut self.input, &mut self.buf[self.have..])?;
+        if self.have <= ENC_CHUNK {
+            self.have += fill(&mut self.input, &mut self.buf[self.have..=ENC_CHUNK])?;
+        }
         let at_eof = self.have <= ENC_CHUNK;
         let len = self.have.min(ENC_CHUNK);
         let (i, start) = (self.chunk, self.consumed);
@@ -371,6 +400,40 @@ impl<'r> Payload<'r> {
         self.chunk += 1;
         self.consumed += len as u64;
         Ok(Some(n))
+    }
+
+    /// Decrypts as many chunks as fit in `out` at once, on up to four
+    /// threads, when more of the payload follows them (none of them can be
+    /// the last chunk, so each must authenticate as a middle one); returns
+    /// the plaintext's length, always whole chunks. Near the end, and from
+    /// the first chunk that fails on, it is [`Payload::next_into`], one chunk
+    /// at a time, so that every error is the same as there.
+    pub fn next_many_into(&mut self, out: &mut [u8]) -> Result<Option<usize>, OpenError> {
+        let most = out.len() / CHUNK;
+        if self.done || self.serial || most < 2 {
+            return self.next_into(out);
+        }
+        let want = most * ENC_CHUNK + 1;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        if self.have < want {
+            self.have += fill(&mut self.input, &mut self.buf[self.have..want])?;
+        }
+        // Chunks with at least one byte after them.
+        let k = self.have.saturating_sub(1) / ENC_CHUNK;
+        if k == 0 {
+            return self.next_into(out);
+        }
+        if !open_middle_chunks(&self.key, &self.buf[..k * ENC_CHUNK], self.chunk, &mut out[..k * CHUNK]) {
+            self.serial = true;
+            return self.next_into(out);
+        }
+        self.buf.copy_within(k * ENC_CHUNK..self.have, 0);
+        self.have -= k * ENC_CHUNK;
+        self.chunk += k as u64;
+        self.consumed += (k * ENC_CHUNK) as u64;
+        Ok(Some(k * CHUNK))
     }
 
     /// Opens `buf[..len]` as chunk `self.chunk` into `out`, leaving the
@@ -454,6 +517,67 @@ mod tests {
         for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK] {
             let (ids, file, data) = sealed(len);
             assert_eq!(read_all(&ids, &file, None).unwrap(), data, "len {len}");
+        }
+    }
+
+    /// Several chunks at once ([`Payload::next_many_into`]) give what one
+    /// at a time gives, byte for byte and error for error, on a payload of
+    /// many chunks cut, altered, extended and reordered everywhere that
+    /// matters, with and without the expected length.
+    #[test]
+    fn many_chunks_at_once_read_and_fail_as_one_at_a_time() {
+        let (ids, file, data) = sealed(9 * CHUNK + 300);
+        let p = payload_start(&file);
+        let read = |bytes: &[u8], buf: usize, many: bool, expect: Option<u64>| {
+            let (_, mut payload) = open(Box::new(bytes), Key::Identities(&ids))?;
+            if let Some(e) = expect {
+                payload.expect_plaintext(e);
+            }
+            let (mut out, mut chunk) = (Vec::new(), vec![0u8; buf]);
+            loop {
+                let got = if many { payload.next_many_into(&mut chunk)? } else { payload.next_into(&mut chunk)? };
+                let Some(n) = got else { return Ok::<_, OpenError>(out) };
+                out.extend_from_slice(&chunk[..n]);
+            }
+        };
+        assert_eq!(read(&file, 4 * CHUNK, true, None).unwrap(), data);
+        let mut variants: Vec<(String, Vec<u8>)> = Vec::new();
+        for c in 0..=10 {
+            let at = p + c * ENC_CHUNK;
+            for d in [0, 1, 16, 17] {
+                for n in [at.saturating_sub(d), at + d] {
+                    if n < file.len() {
+                        variants.push((format!("cut at {n}"), file[..n].to_vec()));
+                    }
+                }
+            }
+            for off in [0, 5, CHUNK, CHUNK + 15] {
+                if at + off < file.len() {
+                    let mut f = file.clone();
+                    f[at + off] ^= 1;
+                    variants.push((format!("flip chunk {c} at {off}"), f));
+                }
+            }
+        }
+        for extra in [1, TAG, ENC_CHUNK, ENC_CHUNK + 1] {
+            let mut f = file.clone();
+            f.extend(std::iter::repeat_n(7u8, extra));
+            variants.push((format!("{extra} bytes after the end"), f));
+        }
+        let mut swapped = file.clone();
+        let (a, b) = (p + 2 * ENC_CHUNK, p + 5 * ENC_CHUNK);
+        let second = swapped[b..b + ENC_CHUNK].to_vec();
+        swapped.copy_within(a..a + ENC_CHUNK, b);
+        swapped[a..a + ENC_CHUNK].copy_from_slice(&second);
+        variants.push(("chunks 2 and 5 swapped".into(), swapped));
+        for (what, bytes) in &variants {
+            for expect in [None, Some(data.len() as u64)] {
+                let one = format!("{:?}", read(bytes, CHUNK, false, expect));
+                for buf in [2 * CHUNK, 4 * CHUNK, 64 * CHUNK] {
+                    let many = format!("{:?}", read(bytes, buf, true, expect));
+                    assert_eq!(many, one, "{what}, {buf} bytes at once, expected {expect:?}");
+                }
+            }
         }
     }
 

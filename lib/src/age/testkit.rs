@@ -131,15 +131,26 @@ pub(crate) fn class(e: &OpenError) -> &'static str {
     }
 }
 
-/// Opens `file` with `key` and reads it to the end: the plaintext, or the failure.
+/// Opens `file` with `key` and reads it to the end: the plaintext, or the
+/// failure. Read both ways, a chunk at a time and several at once
+/// ([`crate::age::open::Payload::next_many_into`]), which must agree to
+/// the error: every vector and every differential case judges both.
 pub(crate) fn decrypt(file: &[u8], key: Key<'_>) -> Result<Vec<u8>, OpenError> {
+    let one = read_through(file, key, CHUNK, false);
+    let many = read_through(file, key, 3 * CHUNK, true);
+    assert_eq!(format!("{one:?}"), format!("{many:?}"), "a chunk at a time and several at once disagree");
+    one
+}
+
+fn read_through(file: &[u8], key: Key<'_>, buf: usize, many: bool) -> Result<Vec<u8>, OpenError> {
     let (_, mut payload) = open(Box::new(file), key)?;
     let mut out = Vec::new();
-    let mut chunk = vec![0u8; CHUNK];
-    while let Some(n) = payload.next_into(&mut chunk)? {
+    let mut chunk = vec![0u8; buf];
+    loop {
+        let got = if many { payload.next_many_into(&mut chunk)? } else { payload.next_into(&mut chunk)? };
+        let Some(n) = got else { return Ok(out) };
         out.extend_from_slice(&chunk[..n]);
     }
-    Ok(out)
 }
 
 fn outcome(v: &Vector) -> (String, Option<Vec<u8>>) {
