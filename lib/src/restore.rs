@@ -44,6 +44,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
@@ -61,6 +62,8 @@ use crate::report::{Kept, Restoration, Verification, Written};
 use crate::run::Run;
 use crate::spool::plain::Opened;
 use crate::spool::vfs::SpoolFile;
+use crate::spool::{Place, SpoolKind, SpoolMode};
+use crate::sqlite::header::DbHeader;
 use crate::sqlite::lock::{self, Held, LockError};
 use crate::stop::{io_cause, Failure, Hint, Stop};
 use crate::verify::{self, VerifyError};
@@ -554,15 +557,12 @@ fn hold(file: &File, target: &Path) -> Result<Held, RestoreError> {
     })
 }
 
-/// Decrypts the backup straight into `new`, and checks it there. The
-/// plaintext goes into the file on a thread of its own as it is decrypted
-/// (decryption takes one core, the copy into the page cache the other);
-/// then SQLite checks the file, mapped, on both cores while the disk
-/// writes what the copy left dirty; then it is fsynced. No spool: the new
-/// file is the only copy, so a restore needs no memory the size of the
-/// database. A backup that does not decrypt or verify leaves `new`
-/// unnamed, to be dropped. Every fsync and rename stays on this thread, in
-/// the order the design gives.
+/// Decrypts the backup, checks it as wm-verify does, and writes it into
+/// `new`, which is fsynced: in memory where the image fits
+/// ([`checked_in_memory`]), else in the new file itself
+/// ([`checked_in_file`]). A backup that does not decrypt or verify leaves
+/// `new` unnamed, to be dropped. Every fsync and rename stays on this
+/// thread, in the order the design gives.
 fn decrypt_verified(
     input: Box<dyn BufRead + '_>,
     key: Key<'_>,
@@ -573,6 +573,105 @@ fn decrypt_verified(
     report: &mut Verification,
 ) -> Result<Written, RestoreError> {
     let path = new.destination().path.clone();
+    // Asked for, or `auto` where the file can be written around the page
+    // cache (else the file's pages and the image would take memory twice).
+    let spool = &opts.verify.spool;
+    let in_memory = spool.choose(opts.verify.size_hint) == SpoolKind::Memory
+        && (platform::UNCACHED_WRITES || spool.mode == SpoolMode::Memory);
+    let (h, len) = match in_memory {
+        true => checked_in_memory(input, key, opts, run, new, report)?,
+        false => checked_in_file(input, key, opts, run, new, report)?,
+    };
+    // A WAL database stays WAL, also from a backup that VACUUM INTO left
+    // in rollback mode (1/1): the same two bytes SQLite itself writes.
+    let wal = h.wal || keep_wal;
+    if wal {
+        new.file().write_all_at(&[2, 2], 18).map_err(step("keep the database in WAL mode", &path))?;
+    }
+    run.progress.phase("sync", None);
+    new.sync().map_err(|e| match e {
+        OutputError::Sync { path, source } => step("fsync the restored database", &path)(source),
+        other => RestoreError::Output(other),
+    })?;
+    Ok(Written {
+        path: path.display().to_string(),
+        bytes: len,
+        page_size: h.page_size as u64,
+        page_count: len / h.page_size as u64,
+        journal_mode: if wal { "wal" } else { "delete" }.into(),
+        journal_mode_backup: if h.wal { "wal" } else { "delete" }.into(),
+        ..Written::default()
+    })
+}
+
+/// The backup decrypted into memory, as wm-verify does, then checked there
+/// on two cores while a third thread writes the image into `new` around
+/// the page cache ([`platform::write_uncached`]): the device takes it by
+/// DMA while the check runs, and the file costs no page cache, so a
+/// restore needs the memory of one image, as wm-verify does. Taken where
+/// asked (`--spool memory`), and by `auto` where the backup's size is known
+/// and the image fits ([`Place::choose`], which also heeds the process's
+/// memory limits) and the system can write around the cache. The file is
+/// in rollback mode (1/1) when this returns.
+fn checked_in_memory(
+    input: Box<dyn BufRead + '_>,
+    key: Key<'_>,
+    opts: &Options,
+    run: &Run,
+    new: &AtomicFile,
+    report: &mut Verification,
+) -> Result<(DbHeader, u64), RestoreError> {
+    let path = &new.destination().path;
+    let in_memory = verify::Options {
+        spool: Place { mode: SpoolMode::Memory, ..opts.verify.spool.clone() },
+        ..opts.verify.clone()
+    };
+    let decrypted = verify::decrypt_whole(input, key, &in_memory, run, report);
+    let (plain, h) = verify::blame(decrypted, run).map_err(RestoreError::Verify)?;
+    let opened = plain.into_connection().map_err(|e| RestoreError::Verify(e.into()))?;
+    let len = opened.len();
+    let Some(image) = opened.image() else {
+        return Err(step("hold the restored database in memory", path)(io::Error::other("not a memory image")));
+    };
+    let failed = AtomicBool::new(false);
+    let go = || match failed.load(Ordering::Relaxed) {
+        true => Err(io::Error::other("the check failed")),
+        false => run.cancel.check_io(),
+    };
+    let (checked, written) = std::thread::scope(|s| {
+        let writer = s.spawn(|| platform::write_uncached(new.file(), image, go));
+        let checked = verify::check_opened(&opened, &opts.verify, run, report);
+        failed.store(checked.is_err(), Ordering::Relaxed);
+        (checked, writer.join())
+    });
+    verify::blame(checked, run).map_err(RestoreError::Verify)?;
+    match written {
+        Ok(written) => written.map_err(step("write the restored database", path))?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    Ok((h, len))
+}
+
+/// Decrypts the backup straight into `new`, and checks it there: what a
+/// restore does when asked (`--spool disk`), and by `auto` where the image
+/// does not fit in memory or the system cannot write around the page cache. The plaintext goes into the file on
+/// a thread of its own as it is decrypted (decryption takes one core, the
+/// copy into the page cache the other); then SQLite checks the file,
+/// mapped, on both cores while the disk writes what the copy left dirty.
+/// No spool: the new file is the only copy, so the restore needs no memory
+/// the size of the database. The file is in rollback mode (1/1) when this
+/// returns.
+fn checked_in_file(
+    input: Box<dyn BufRead + '_>,
+    key: Key<'_>,
+    opts: &Options,
+    run: &Run,
+    new: &mut AtomicFile,
+    report: &mut Verification,
+) -> Result<(DbHeader, u64), RestoreError> {
+    let path = new.destination().path.clone();
+    // The disk it is checked on is the new file itself.
+    report.spool = Some(SpoolKind::Disk.to_string());
     let batches = Batches::new().map_err(step("set aside memory to copy the restored database", &path))?;
     let (decrypted, copied) = std::thread::scope(|s| {
         let (full, filled) = mpsc::channel::<Vec<u8>>();
@@ -626,26 +725,7 @@ fn decrypt_verified(
     let checked = verify::check_opened(&opened, &opts.verify, run, report);
     drop(opened);
     verify::blame(checked, run).map_err(RestoreError::Verify)?;
-    // A WAL database stays WAL, also from a backup that VACUUM INTO left
-    // in rollback mode (1/1): the same two bytes SQLite itself writes.
-    let wal = h.wal || keep_wal;
-    if wal {
-        new.file().write_all_at(&[2, 2], 18).map_err(step("keep the database in WAL mode", &path))?;
-    }
-    run.progress.phase("sync", None);
-    new.sync().map_err(|e| match e {
-        OutputError::Sync { path, source } => step("fsync the restored database", &path)(source),
-        other => RestoreError::Output(other),
-    })?;
-    Ok(Written {
-        path: path.display().to_string(),
-        bytes: len,
-        page_size: h.page_size as u64,
-        page_count: len / h.page_size as u64,
-        journal_mode: if wal { "wal" } else { "delete" }.into(),
-        journal_mode_backup: if h.wal { "wal" } else { "delete" }.into(),
-        ..Written::default()
-    })
+    Ok((h, len))
 }
 
 /// The buffers the plaintext travels in from the decryption to the copy:

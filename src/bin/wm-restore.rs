@@ -25,6 +25,7 @@ use clap::Parser;
 use common::{count, human, note, seconds, Common};
 use json::Place;
 use progress::ProgressBar;
+use spool::SpoolArg;
 use wmbackup::age::open::Key;
 use wmbackup::prune;
 use wmbackup::report::{Copies, Restoration, Tagged};
@@ -66,6 +67,10 @@ struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     busy_timeout: u64,
 
+    /// Where the decrypted database is checked before it replaces the old one
+    #[arg(long, value_enum, default_value = "auto")]
+    spool: RestoreSpool,
+
     /// Verify the backup and say what would be kept, removed and written; change nothing
     #[arg(long)]
     dry_run: bool,
@@ -90,6 +95,28 @@ struct Cli {
     common: Common,
 }
 
+/// `--spool` of a restore: the same three choices as wm-verify's, but
+/// "disk" is the new file itself, not a temporary.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RestoreSpool {
+    /// memory when the database fits comfortably in available memory and the process's limits (and, on Linux, the new file can be written around the page cache), else disk
+    Auto,
+    /// checked in memory, written to the new file meanwhile: memory the size of the database
+    Memory,
+    /// checked in the new file itself: no memory the size of the database
+    Disk,
+}
+
+impl From<RestoreSpool> for SpoolArg {
+    fn from(s: RestoreSpool) -> SpoolArg {
+        match s {
+            RestoreSpool::Auto => SpoolArg::Auto,
+            RestoreSpool::Memory => SpoolArg::Memory,
+            RestoreSpool::Disk => SpoolArg::Disk,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     common::harden(PROG);
     let cli: Cli = json::parse_args(PROG, std::env::args_os().collect(), false);
@@ -100,7 +127,7 @@ fn run(cli: &Cli, cancel: &Cancel, tagged: &mut Option<Tagged<Restoration>>) -> 
     let started = Instant::now();
     let target = db::resolve(cli.db.as_deref(), cli.env_file.as_deref(), PROG, cli.quiet, resolve::resolve_db_target)?;
     let Reading { name, identities, input, opts: vopts } =
-        cli.read.open(None, cli.backup.as_deref(), cancel, PIPE_HINT)?;
+        cli.read.open(cli.spool.into(), cli.backup.as_deref(), cancel, PIPE_HINT)?;
     let opts = restore::Options {
         verify: vopts,
         dry_run: cli.dry_run,

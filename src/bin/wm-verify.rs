@@ -133,7 +133,7 @@ fn run(cli: &Cli, cancel: &Cancel, out: &mut Option<Report>) -> Result<(), Error
     }
     let started = Instant::now();
     let Reading { name, identities, input, opts } =
-        cli.read.open(Some(cli.spool), cli.backup.first().map(Path::new), cancel, PIPE_HINT)?;
+        cli.read.open(cli.spool, cli.backup.first().map(Path::new), cancel, PIPE_HINT)?;
 
     let (progress, bar) = ProgressBar::start(cli.quiet || cli.json, |phase| phase);
     let run = Run::new(cancel.clone(), progress);

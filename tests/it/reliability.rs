@@ -1692,7 +1692,9 @@ fn every_tool_signalled_while_working_exits_130_or_143_and_leaves_nothing() {
         input: Input::Pipe(snapshot.clone(), 12 << 20),
         working: Working::TempIn(dest.clone()),
     });
-    // wm-restore has no spool: it decrypts into, and checks, the new file.
+    // wm-restore's spool is its own choice here (`auto`): memory, written
+    // around the page cache, on the Linux fast paths; the new file itself
+    // on the portable ones.
     let restore = (WM_RESTORE, s(&["-q", "-i", "keys/id.txt", "--db", "live/memory.db"]));
     for spool in ["memory", "disk"] {
         let verify = (WM_VERIFY, s(&["-q", "-i", "keys/id.txt", "--spool", spool]));

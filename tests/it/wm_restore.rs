@@ -187,11 +187,12 @@ fn a_rollback_journal_left_by_a_killed_writer_is_kept_and_rolls_back_in_the_kept
     assert_eq!(sqlite3(&kept, "SELECT count(*) FROM t WHERE v LIKE '%changed'").trim(), "0");
 }
 
-/// wm-restore decrypts into the new file and checks it there, mapped: no
-/// spool holds the database a second time. Under an RLIMIT_DATA of 64 MiB
-/// (the heap and private anonymous memory; a shared mapping of a file is
-/// not counted) a 128 MiB database restores and is whole; the same limit
-/// stops wm-verify with its memory spool, which must hold the image.
+/// Where memory is short, wm-restore decrypts into the new file and checks
+/// it there, mapped: nothing holds the database a second time. Under an
+/// RLIMIT_DATA of 64 MiB (the heap and private anonymous memory; a shared
+/// mapping of a file is not counted) `auto` sees the limit, and a 128 MiB
+/// database restores and is whole; the same limit stops wm-verify with its
+/// memory spool, which must hold the image.
 #[test]
 fn a_restore_holds_no_copy_of_the_database_in_memory() {
     let d = Dir::new();
@@ -294,6 +295,79 @@ fn the_json_report_says_what_was_kept_removed_and_written() {
     let v: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
     assert_eq!(v["restored"], false);
     assert!(v["error"].as_str().unwrap().contains("not an age file"), "{v}");
+}
+
+/// `--spool memory` checks the database in memory and writes the new file
+/// meanwhile; `--spool disk` checks the new file itself; `auto` takes
+/// memory for a small backup where the file can be written around the page
+/// cache (the Linux fast paths), the new file elsewhere. Each restores the
+/// same database, in WAL mode as before, and the report says which ran.
+/// Written around the cache, the restored file leaves (almost) nothing of
+/// itself in the page cache.
+#[test]
+fn a_restore_checks_in_memory_or_in_the_new_file_as_asked() {
+    let fx = Fx::new(true);
+    let digest = |db: &Path| -> String {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.query_row("SELECT count(*) || ' ' || sum(length(v)) || ' ' || group_concat(id % 97) FROM t", [], |r| r.get(0))
+            .unwrap()
+    };
+    let want = digest(&fx.db);
+    let auto = if LINUX_FAST_PATHS { "memory" } else { "disk" };
+    for (spool, checked_in) in [("memory", "memory"), ("disk", "disk"), ("auto", auto)] {
+        // The kept copy is named by the second: the last run's goes first.
+        for e in std::fs::read_dir(&fx.d.path).unwrap().flatten() {
+            if e.file_name().to_string_lossy().contains(".pre-restore-") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        let out = fx.restore(&["--json", "--spool", spool, "memory.db.age"]).go();
+        out.ok();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["verification"]["spool"], checked_in, "--spool {spool}: {v}");
+        // Before anything reads the file.
+        if spool == "memory" && LINUX_FAST_PATHS && direct_io_works(&fx.d.path) {
+            let (cached, pages) = cached_pages(&fx.db);
+            assert!(cached * 10 <= pages, "--spool memory: {cached} of {pages} pages of the new file cached");
+        }
+        assert_eq!(v["written"]["journal_mode"], "wal", "--spool {spool}");
+        assert_integrity(&fx.db);
+        assert_eq!(digest(&fx.db), want, "--spool {spool}: the backed-up database");
+    }
+}
+
+/// Whether the file system under `dir` takes `O_DIRECT` (tmpfs before Linux 6.6 does not).
+fn direct_io_works(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(".direct-probe");
+    let ok = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(&probe)
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+/// How many of a file's pages are in the page cache, of how many (`mincore`).
+fn cached_pages(path: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let pages = len.div_ceil(4096);
+    // SAFETY: a read-only shared mapping of a file we opened, unmapped below;
+    // mincore fills one byte per page into a vector of that length.
+    unsafe {
+        let map =
+            nix::libc::mmap(std::ptr::null_mut(), len, nix::libc::PROT_READ, nix::libc::MAP_SHARED, f.as_raw_fd(), 0);
+        assert_ne!(map, nix::libc::MAP_FAILED);
+        let mut resident = vec![0u8; pages];
+        assert_eq!(nix::libc::mincore(map, len, resident.as_mut_ptr()), 0);
+        nix::libc::munmap(map, len);
+        (resident.iter().filter(|b| *b & 1 == 1).count(), pages)
+    }
 }
 
 #[test]
@@ -449,7 +523,7 @@ fn every_bad_input_fails_in_one_line_and_changes_nothing() {
         ("no identity", vec!["memory.db.age"], 2, "required"),
         ("identity file missing", vec!["-i", "nokey.txt", "memory.db.age"], 1, "nokey.txt"),
         ("--tmpdir missing", vec!["--tmpdir", "notmp", "memory.db.age"], 1, "notmp"),
-        ("--spool, which wm-restore has no use for", vec!["--spool", "disk", "memory.db.age"], 2, "--spool"),
+        ("--spool of no kind", vec!["--spool", "tmpfs", "memory.db.age"], 2, "--spool"),
     ];
     let before = d.tree();
     for (what, args, code, needle) in &cases {

@@ -85,6 +85,107 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
+/// [`write_uncached`] writes around the page cache here.
+pub const UNCACHED_WRITES: bool = true;
+
+/// Writes `data` into the empty `file` from its first byte, around the page
+/// cache where the file system allows it (`O_DIRECT`): the device takes the
+/// bytes by DMA from a small aligned staging buffer, and no page of the file
+/// is cached, so that a gigabyte written needs no gigabyte of fresh memory
+/// and leaves the cache to the programs that use it. The end that is not a
+/// whole number of blocks, and everything on a file system that refuses
+/// `O_DIRECT` (or its alignment), goes through the cache. `go` is asked
+/// before each piece. Durable only after an fsync, as ever.
+pub fn write_uncached(file: &File, data: &[u8], go: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    let mut done = 0;
+    if set_direct(file, true).is_ok() {
+        let direct = write_direct(file, data, &mut done, &go);
+        set_direct(file, false)?;
+        direct?;
+    }
+    super::write_cached(file, &data[done..], done as u64, &go)
+}
+
+/// Direct I/O wants the buffer, the offset and the length aligned to the
+/// device's logical block: 4096 covers 512-byte and 4K devices alike.
+const DIRECT_BLOCK: usize = 4096;
+/// The staging buffer: big enough that the device streams, small enough to stay cached.
+const DIRECT_STAGE: usize = 4 << 20;
+
+/// The whole blocks of `data` from `*done` on, through an aligned staging
+/// buffer, with `O_DIRECT` set; `*done` says how far it got. A refusal of
+/// the alignment (EINVAL) or a short write that leaves it ends the direct
+/// part early, not in an error: the rest goes through the cache.
+fn write_direct(file: &File, data: &[u8], done: &mut usize, go: &dyn Fn() -> io::Result<()>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut stage = Aligned::new(DIRECT_STAGE, DIRECT_BLOCK)?;
+    while data.len() - *done >= DIRECT_BLOCK {
+        go()?;
+        let n = (data.len() - *done).min(DIRECT_STAGE) / DIRECT_BLOCK * DIRECT_BLOCK;
+        let buf = &mut stage.as_mut_slice()[..n];
+        buf.copy_from_slice(&data[*done..*done + n]);
+        let mut put = 0;
+        while put < n {
+            match file.write_at(&buf[put..], (*done + put) as u64) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) if k % DIRECT_BLOCK == 0 => put += k,
+                Ok(k) => {
+                    *done += put + k;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    *done += put;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        *done += n;
+    }
+    Ok(())
+}
+
+/// Sets or clears `O_DIRECT` on an open file.
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl::fcntl(file, fcntl::FcntlArg::F_GETFL)?);
+    let flags = if on { flags | OFlag::O_DIRECT } else { flags - OFlag::O_DIRECT };
+    fcntl::fcntl(file, fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
+/// A zeroed heap buffer whose start is aligned, left out of core dumps
+/// (it holds plaintext, see harden).
+struct Aligned {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl Aligned {
+    fn new(len: usize, align: usize) -> io::Result<Aligned> {
+        let layout = std::alloc::Layout::from_size_align(len, align).map_err(io::Error::other)?;
+        // SAFETY: a non-zero size; NULL is checked.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        crate::harden::dont_dump(ptr, len);
+        Ok(Aligned { ptr, layout })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `layout.size()` initialised bytes, owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
 /// Grows a pipe's buffer to 1 MiB (the unprivileged maximum by default).
 /// Not a pipe, or refused: nothing.
 pub fn widen_pipe(fd: BorrowedFd<'_>) {

@@ -105,6 +105,32 @@ pub fn group_name(gid: u32) -> String {
     }
 }
 
+/// The most memory this process may take by its own limits: the lower soft
+/// limit of `RLIMIT_DATA` (the heap and private mappings; Linux counts
+/// mappings since 4.7) and `RLIMIT_AS`; `None` when neither is set.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux and macOS, i64 on FreeBSD
+pub fn memory_limit() -> Option<u64> {
+    let soft = |resource| {
+        let mut l = nix::libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills the struct we own.
+        let ok = unsafe { nix::libc::getrlimit(resource, &mut l) } == 0;
+        (ok && l.rlim_cur != nix::libc::RLIM_INFINITY).then_some(l.rlim_cur as u64)
+    };
+    [soft(nix::libc::RLIMIT_DATA), soft(nix::libc::RLIMIT_AS)].into_iter().flatten().min()
+}
+
+/// Writes `data` into `file` at `offset` through the page cache, a
+/// megabyte at a time, asking `go` before each.
+fn write_cached(file: &File, data: &[u8], offset: u64, go: &dyn Fn() -> io::Result<()>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PIECE: usize = 1 << 20;
+    for (i, piece) in data.chunks(PIECE).enumerate() {
+        go()?;
+        file.write_all_at(piece, offset + (i * PIECE) as u64)?;
+    }
+    Ok(())
+}
+
 /// Makes what was written to `file` (a file or a directory) durable: on
 /// Apple systems `F_FULLFSYNC`, which also flushes the drive's own cache,
 /// falling back to `fsync` where the file system does not support it (some
@@ -188,6 +214,32 @@ mod tests {
         };
         assert!(fall_back_when_unsupported(interrupted_once, plain).is_ok());
         assert_eq!((tries.get(), plain_calls.get()), (2, 2), "EINTR is retried, not a reason to fall back");
+    }
+
+    #[test]
+    fn an_uncached_write_puts_every_byte_in_place_whatever_the_length_and_leaves_the_file_as_it_was_opened() {
+        use std::os::unix::fs::FileExt;
+        let d = tempfile::tempdir().unwrap();
+        for len in [0, 1, 4095, 4096, 4097, (4 << 20) - 1, (4 << 20) + 4096 + 3, 9 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+            let path = d.path().join(format!("f{len}"));
+            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+            let before = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+            write_uncached(&f, &data, || Ok(())).unwrap();
+            assert_eq!(nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap(), before, "{len}: flags restored");
+            // A small positional write after it, as wm-restore's journal mode is.
+            if len > 20 {
+                f.write_all_at(&[2, 2], 18).unwrap();
+            }
+            let mut want = data.clone();
+            if len > 20 {
+                want[18..20].copy_from_slice(&[2, 2]);
+            }
+            assert!(std::fs::read(&path).unwrap() == want, "{len} bytes read back");
+        }
+        let f = std::fs::File::create(d.path().join("stopped")).unwrap();
+        let e = write_uncached(&f, &[0u8; 1 << 20], || Err(io::Error::other("stop"))).unwrap_err();
+        assert_eq!(e.to_string(), "stop", "go is asked before the first piece");
     }
 
     #[test]

@@ -95,6 +95,17 @@ pub fn file_holder(_ids: &[(u64, u64)]) -> Option<(u32, String)> {
     None
 }
 
+/// [`write_uncached`] goes through the page cache here: macOS has no
+/// `O_DIRECT` (its `F_NOCACHE` is another contract), and FreeBSD's has
+/// not been measured.
+pub const UNCACHED_WRITES: bool = false;
+
+/// Writes `data` into the empty `file` from its first byte, through the
+/// page cache, asking `go` before each piece.
+pub fn write_uncached(file: &File, data: &[u8], go: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    super::write_cached(file, data, 0, &go)
+}
+
 /// No kernel figure for available memory is read here: half of the
 /// physical memory stands in for it (the caller's rule then takes a memory
 /// spool for a database of up to a quarter of it).

@@ -78,10 +78,12 @@ impl Place {
     /// `estimate` bytes, can be one SQLite allocation (plus 64 MiB, within
     /// [`MAX_ONE_ALLOCATION`]) and fits comfortably (plus 64 MiB, within half
     /// of the available memory: `MemAvailable` on Linux, see
-    /// [`platform::mem_available`]), else disk; an unknown size or unknown
-    /// memory means disk.
+    /// [`platform::mem_available`], and never more than the process's own
+    /// limits allow, see [`platform::memory_limit`]), else disk; an unknown
+    /// size or unknown memory means disk.
     pub fn choose(&self, estimate: Option<u64>) -> SpoolKind {
-        self.choose_with(estimate, platform::mem_available())
+        let available = platform::mem_available().map(|a| platform::memory_limit().map_or(a, |l| a.min(l)));
+        self.choose_with(estimate, available)
     }
 
     /// [`Place::choose`] with the available memory given.

@@ -260,6 +260,17 @@ impl Opened {
         Ok(Opened { conn, backing, len, _cap: HeapCap::above_now(guard::HEAP_ABOVE_IMAGE) })
     }
 
+    /// The bytes SQLite reads, when they are in this process's memory (a
+    /// memory spool; not a mapped file): read-only while `self` lives, so
+    /// other threads may read them beside the connections (wm-restore
+    /// writes them into the new file while they are checked).
+    pub fn image(&self) -> Option<&[u8]> {
+        match &self.backing {
+            Backing::Memory { buf, .. } => Some(buf.as_slice()),
+            Backing::Mapped { .. } | Backing::Disk { .. } => None,
+        }
+    }
+
     /// The database's length in bytes.
     pub fn len(&self) -> u64 {
         self.len

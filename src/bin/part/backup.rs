@@ -44,12 +44,12 @@ pub struct Reading {
 impl ReadArgs {
     /// Checks the flags, reads the identities and opens `backup` (standard
     /// input for `-` or nothing; `pipe_hint` says how to pipe one in).
-    /// `spool` is wm-verify's `--spool`; wm-restore has none (it checks the
-    /// new file itself) and its --tmpdir, checked now too, only ever holds
-    /// copies.
+    /// `spool` is `--spool`: wm-verify's, or wm-restore's, whose disk is the
+    /// new file itself (its --tmpdir, checked now too, only ever holds
+    /// copies of old content).
     pub fn open(
         &self,
-        spool: Option<SpoolArg>,
+        spool: SpoolArg,
         backup: Option<&Path>,
         cancel: &Cancel,
         pipe_hint: &str,
@@ -57,7 +57,7 @@ impl ReadArgs {
         let backup = Backup::named(backup, &self.identity)?;
         let identities = identity::collect(&self.identity, cancel)?;
         let opts = verify::Options {
-            spool: spool::place(spool.unwrap_or(SpoolArg::Disk), self.tmpdir.as_ref()),
+            spool: spool::place(spool, self.tmpdir.as_ref()),
             size_hint: None,
             time_budget: self.time_budget,
         };
