@@ -971,3 +971,37 @@ fn base64(data: &[u8]) -> String {
     }
     s
 }
+
+/// Whether the file system under `dir` takes `O_DIRECT` (tmpfs before Linux 6.6 does not).
+pub fn direct_io_works(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(".direct-probe");
+    let ok = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(&probe)
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+/// How many of a file's pages are in the page cache, of how many (`mincore`).
+pub fn cached_pages(path: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let pages = len.div_ceil(4096);
+    // SAFETY: a read-only shared mapping of a file we opened, unmapped below;
+    // mincore fills one byte per page into a vector of that length.
+    unsafe {
+        let map =
+            nix::libc::mmap(std::ptr::null_mut(), len, nix::libc::PROT_READ, nix::libc::MAP_SHARED, f.as_raw_fd(), 0);
+        assert_ne!(map, nix::libc::MAP_FAILED);
+        let mut resident = vec![0u8; pages];
+        assert_eq!(nix::libc::mincore(map, len, resident.as_mut_ptr()), 0);
+        nix::libc::munmap(map, len);
+        (resident.iter().filter(|b| *b & 1 == 1).count(), pages)
+    }
+}

@@ -336,48 +336,17 @@ fn a_restore_checks_in_memory_or_in_the_new_file_as_asked() {
     }
 }
 
-/// Whether the file system under `dir` takes `O_DIRECT` (tmpfs before Linux 6.6 does not).
-fn direct_io_works(dir: &Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    let probe = dir.join(".direct-probe");
-    let ok = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(nix::libc::O_DIRECT)
-        .open(&probe)
-        .is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
-}
-
-/// How many of a file's pages are in the page cache, of how many (`mincore`).
-fn cached_pages(path: &Path) -> (usize, usize) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    let pages = len.div_ceil(4096);
-    // SAFETY: a read-only shared mapping of a file we opened, unmapped below;
-    // mincore fills one byte per page into a vector of that length.
-    unsafe {
-        let map =
-            nix::libc::mmap(std::ptr::null_mut(), len, nix::libc::PROT_READ, nix::libc::MAP_SHARED, f.as_raw_fd(), 0);
-        assert_ne!(map, nix::libc::MAP_FAILED);
-        let mut resident = vec![0u8; pages];
-        assert_eq!(nix::libc::mincore(map, len, resident.as_mut_ptr()), 0);
-        nix::libc::munmap(map, len);
-        (resident.iter().filter(|b| *b & 1 == 1).count(), pages)
-    }
-}
-
 #[test]
 fn an_idle_wal_connection_makes_it_in_use_and_nothing_changes() {
     if !have("sqlite3") {
         return;
     }
     let fx = Fx::new(true);
-    let shm = fx.d.join("memory.db-shm");
-    let child = sqlite3_session(&fx.db, "SELECT count(*) FROM t;\n", || shm.exists());
+    // Ready once its first query has run (the -shm may be there before
+    // sqlite3 opens anything: the backup's read can leave it).
+    let ready = fx.d.join("ready");
+    let sql = format!("SELECT count(*) FROM t;\n.once '{}'\nSELECT 'ready';\n", ready.display());
+    let child = sqlite3_session(&fx.db, &sql, || std::fs::read(&ready).is_ok_and(|r| r.starts_with(b"ready")));
     let before = fx.d.tree();
     let out = fx.restore(&["--busy-timeout", "200", "memory.db.age"]).go();
     out.expect(1, "in use").one_line_error(PROG);
