@@ -45,7 +45,7 @@ fn a_database_over_2_gib_backs_up_verifies_and_restores_under_the_default_spool(
     let backup =
         run(WORKMEM_BACKUP, &d).args(["--db", "memory.db", "--to", "big.age", "-r", &r, "--verify", "--json"]).go();
     backup.ok();
-    let (report, _) = json_on_stderr(&backup);
+    let (report, _) = json_on_stdout(&backup);
     assert_eq!(report["spool"], "disk", "auto chose the disk for the snapshot: {report}");
 
     let verify = run(WM_VERIFY, &d).args(["-i", "id.txt", "--json", "big.age"]).go();
