@@ -502,9 +502,6 @@ pub struct AtomicFile {
     /// Bytes written so far, and up to where writeback has been started.
     written: u64,
     flushed_to: u64,
-    /// Written around the page cache ([`platform::Uncached`]), where the
-    /// system and the file system can: what [`AtomicFile::create`] makes.
-    uncached: Option<Box<platform::Uncached>>,
 }
 
 /// Writeback is started every this many bytes (see [`AtomicFile::write_all`]).
@@ -515,20 +512,12 @@ impl AtomicFile {
     /// removing the hidden temporaries killed runs left there. This is also
     /// the honest test that the directory is writable: call it before
     /// expensive work.
-    ///
-    /// Written around the page cache where the system can (Linux,
-    /// `O_DIRECT`): a backup is not read again soon, and a gigabyte of it
-    /// then takes no gigabyte of fresh memory nor evicts what the server
-    /// has cached. Durable only after [`AtomicFile::commit`], as ever.
     pub fn create(dest: Destination) -> Result<AtomicFile, OutputError> {
-        let mut out = AtomicFile::create_as(dest, OFlag::O_WRONLY)?;
-        out.uncached = platform::Uncached::start(&out.file).map(Box::new);
-        Ok(out)
+        AtomicFile::create_as(dest, OFlag::O_WRONLY)
     }
 
-    /// [`AtomicFile::create`], open for reading too and written through
-    /// the page cache: wm-restore checks the database it wrote through the
-    /// very descriptor it wrote with.
+    /// [`AtomicFile::create`], open for reading too: wm-restore checks
+    /// the database it wrote through the very descriptor it wrote with.
     pub fn create_readable(dest: Destination) -> Result<AtomicFile, OutputError> {
         AtomicFile::create_as(dest, OFlag::O_RDWR)
     }
@@ -551,17 +540,7 @@ impl AtomicFile {
             }
         };
         let file = File::from(fd);
-        let out = AtomicFile {
-            file,
-            dir,
-            dest,
-            temp,
-            committed: false,
-            no_replace: false,
-            written: 0,
-            flushed_to: 0,
-            uncached: None,
-        };
+        let out = AtomicFile { file, dir, dest, temp, committed: false, no_replace: false, written: 0, flushed_to: 0 };
         // The umask may have taken bits away from 0600 (e.g. 0277); put them back.
         out.file
             .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
@@ -609,7 +588,6 @@ impl AtomicFile {
     /// fsync the data: durable, not yet in place. [`AtomicFile::commit`]
     /// does this itself; call it first to [`AtomicFile::read_back`] what is on disk.
     pub fn sync(&mut self) -> Result<(), OutputError> {
-        self.settle()?;
         let path = self.dest.path.clone();
         platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path, source: e })
     }
@@ -640,7 +618,6 @@ impl AtomicFile {
     /// taken at creation is held until after the rename (until drop).
     /// Returns the path the file now has.
     pub fn commit(mut self) -> Result<PathBuf, OutputError> {
-        self.settle()?;
         platform::full_sync(&self.file).map_err(|e| OutputError::Sync { path: self.dest.path.clone(), source: e })?;
         let temp = match self.temp.take() {
             Some(name) => name,
@@ -664,17 +641,6 @@ impl AtomicFile {
         self.committed = true;
         platform::full_sync(&self.dir).map_err(|e| OutputError::SyncDir { dir: self.dest.dir.clone(), source: e })?;
         Ok(self.dest.path.clone())
-    }
-
-    /// Writes what an uncached file still has staged; from here the file
-    /// is written as any other.
-    fn settle(&mut self) -> Result<(), OutputError> {
-        match self.uncached.take() {
-            Some(u) => {
-                u.finish(&mut self.file).map_err(|source| OutputError::Write { path: self.dest.path.clone(), source })
-            }
-            None => Ok(()),
-        }
     }
 
     /// Gives the unnamed file a hidden name next to the destination.
@@ -825,10 +791,6 @@ impl io::Read for ReadBack {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.uncached.is_some() {
-            self.write_all(buf)?;
-            return Ok(buf.len());
-        }
         self.file.write(buf)
     }
 
@@ -839,9 +801,6 @@ impl Write for AtomicFile {
     /// encryption instead. The fsync in [`AtomicFile::commit`] is what makes
     /// the file durable, as before.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        if let Some(u) = &mut self.uncached {
-            return u.write_all(&mut self.file, buf);
-        }
         self.file.write_all(buf)?;
         self.written += buf.len() as u64;
         if self.written - self.flushed_to >= WRITEBACK_WINDOW {
@@ -987,40 +946,6 @@ mod tests {
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
-    }
-
-    /// Written around the page cache (Linux) or not, in writes of every
-    /// size around the staging buffer's and the block's, the file holds
-    /// every byte, and a write after a sync goes on from where it was.
-    #[test]
-    fn an_output_holds_every_byte_whatever_the_sizes_of_the_writes() {
-        let d = tempfile::tempdir().unwrap();
-        for (i, sizes) in [
-            vec![0, 1, 4095, 4096, 4097],
-            vec![(2 << 20) - 1, 1, 2 << 20, (2 << 20) + 1, 5 << 20],
-            vec![65_552; 70],
-            vec![3],
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let dest = d.path().join(format!("out{i}"));
-            let mut f = AtomicFile::create(Destination::resolve(&dest).unwrap()).unwrap();
-            let mut want = Vec::new();
-            for (j, n) in sizes.iter().enumerate() {
-                let piece: Vec<u8> = (0..*n).map(|k| ((k + j * 7) % 251) as u8).collect();
-                f.write_all(&piece).unwrap();
-                want.extend_from_slice(&piece);
-            }
-            f.sync().unwrap();
-            let mut back = Vec::new();
-            io::Read::read_to_end(&mut f.read_back().unwrap(), &mut back).unwrap();
-            assert!(back == want, "case {i}: read back before commit");
-            f.write_all(b"tail").unwrap();
-            want.extend_from_slice(b"tail");
-            f.commit().unwrap();
-            assert!(std::fs::read(&dest).unwrap() == want, "case {i}: {} bytes", want.len());
-        }
     }
 
     #[test]

@@ -1545,24 +1545,3 @@ fn a_metrics_file_that_cannot_be_written_fails_before_the_backup() {
         .one_line_error(PROG);
     assert_unchanged(&before, &fx.d.tree(), "an unwritable metrics file");
 }
-
-/// On the Linux fast paths the backup is written around the page cache
-/// (`O_DIRECT`): a gigabyte of backup takes no gigabyte of fresh memory nor
-/// evicts what the server has cached. Right after a backup of 10 MiB, next
-/// to none of its pages are cached (its last, partial block is written
-/// through the cache); it still decrypts whole.
-#[test]
-fn a_backup_is_written_around_the_page_cache() {
-    let fx = Fx::new(10 << 20, true);
-    if !LINUX_FAST_PATHS || !direct_io_works(&fx.d.path) {
-        eprintln!("skipped: no O_DIRECT here (portable paths, or the file system refuses it)");
-        return;
-    }
-    fx.d.mkdir("out");
-    fx.run(&["-q", "--to", "out/big.age"]).go().ok();
-    // Before anything reads the file.
-    let (cached, pages) = cached_pages(&fx.d.join("out/big.age"));
-    assert!(pages > 2000, "{pages} pages");
-    assert!(cached * 100 <= pages, "{cached} of {pages} pages of the backup cached");
-    fx.assert_restores("out/big.age");
-}

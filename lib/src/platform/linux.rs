@@ -106,97 +106,6 @@ pub fn write_uncached(file: &File, data: &[u8], go: impl Fn() -> io::Result<()>)
     super::write_cached(file, &data[done..], done as u64, &go)
 }
 
-/// Appends to a new file around the page cache: the bytes gather in an
-/// aligned staging buffer and go to the device in whole 2 MiB writes with
-/// `O_DIRECT`, so that a gigabyte written needs no gigabyte of fresh memory
-/// and leaves the cache to the programs that use it (a backup is not read
-/// again soon). [`Uncached::finish`] writes the rest, the end through the
-/// cache. A file system that refuses `O_DIRECT` never gets one
-/// ([`Uncached::start`] says `None`); one that refuses a write's alignment
-/// gets everything from there on through the cache.
-pub struct Uncached {
-    stage: Aligned,
-    len: usize,
-    direct: bool,
-}
-
-/// The staging buffer of [`Uncached`].
-const APPEND_STAGE: usize = 2 << 20;
-
-impl Uncached {
-    /// Sets `O_DIRECT` on `file` (new, empty, written only through this),
-    /// or `None` where the file system refuses it.
-    pub fn start(file: &File) -> Option<Uncached> {
-        let stage = Aligned::new(APPEND_STAGE, DIRECT_BLOCK).ok()?;
-        set_direct(file, true).ok()?;
-        Some(Uncached { stage, len: 0, direct: true })
-    }
-
-    /// Appends `buf`: staged, and written out each time the stage is full.
-    pub fn write_all(&mut self, file: &mut File, mut buf: &[u8]) -> io::Result<()> {
-        use std::io::Write;
-        if !self.direct {
-            return file.write_all(buf);
-        }
-        while !buf.is_empty() {
-            let n = buf.len().min(APPEND_STAGE - self.len);
-            self.stage.as_mut_slice()[self.len..self.len + n].copy_from_slice(&buf[..n]);
-            self.len += n;
-            buf = &buf[n..];
-            if self.len == APPEND_STAGE {
-                self.drain(file)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes what is staged, the end through the cache, and clears
-    /// `O_DIRECT`: the file is then as if written plainly (fsync it).
-    pub fn finish(mut self, file: &mut File) -> io::Result<()> {
-        use std::io::Write;
-        let drained = if self.direct { self.drain(file) } else { Ok(()) };
-        let cleared = set_direct(file, false);
-        drained?;
-        cleared?;
-        file.write_all(&self.stage.as_mut_slice()[..self.len])?;
-        self.len = 0;
-        Ok(())
-    }
-
-    /// Writes the staged whole blocks with `O_DIRECT` and keeps the rest
-    /// staged; on a refusal of the alignment, everything staged goes
-    /// through the cache and so does all that follows.
-    fn drain(&mut self, file: &mut File) -> io::Result<()> {
-        use std::io::Write;
-        let whole = self.len / DIRECT_BLOCK * DIRECT_BLOCK;
-        let mut put = 0;
-        while put < whole {
-            match file.write(&self.stage.as_mut_slice()[put..whole]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(k) if k % DIRECT_BLOCK == 0 => put += k,
-                Ok(k) => {
-                    put += k;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => break,
-                Err(e) => return Err(e),
-            }
-        }
-        if put < whole {
-            // Not aligned after all: the cache from here on.
-            self.direct = false;
-            set_direct(file, false)?;
-            file.write_all(&self.stage.as_mut_slice()[put..self.len])?;
-            self.len = 0;
-            return Ok(());
-        }
-        self.stage.as_mut_slice().copy_within(whole..self.len, 0);
-        self.len -= whole;
-        Ok(())
-    }
-}
-
 /// Direct I/O wants the buffer, the offset and the length aligned to the
 /// device's logical block: 4096 covers 512-byte and 4K devices alike.
 const DIRECT_BLOCK: usize = 4096;
@@ -251,12 +160,6 @@ struct Aligned {
     ptr: *mut u8,
     layout: std::alloc::Layout,
 }
-
-// SAFETY: Aligned owns its allocation outright, as a Vec<u8> does: moving
-// it to another thread, or sharing `&Aligned` (which gives no access to the
-// bytes), is as safe as for a Vec.
-unsafe impl Send for Aligned {}
-unsafe impl Sync for Aligned {}
 
 impl Aligned {
     fn new(len: usize, align: usize) -> io::Result<Aligned> {

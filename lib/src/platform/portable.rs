@@ -106,24 +106,6 @@ pub fn write_uncached(file: &File, data: &[u8], go: impl Fn() -> io::Result<()>)
     super::write_cached(file, data, 0, &go)
 }
 
-/// No appending around the page cache here ([`UNCACHED_WRITES`]).
-pub struct Uncached(());
-
-impl Uncached {
-    /// Always `None` here: files are written through the cache.
-    pub fn start(_file: &File) -> Option<Uncached> {
-        None
-    }
-
-    pub fn write_all(&mut self, file: &mut File, buf: &[u8]) -> io::Result<()> {
-        io::Write::write_all(file, buf)
-    }
-
-    pub fn finish(self, _file: &mut File) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// No kernel figure for available memory is read here: half of the
 /// physical memory stands in for it (the caller's rule then takes a memory
 /// spool for a database of up to a quarter of it).
