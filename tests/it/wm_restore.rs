@@ -297,6 +297,34 @@ fn the_json_report_says_what_was_kept_removed_and_written() {
     assert!(v["error"].as_str().unwrap().contains("not an age file"), "{v}");
 }
 
+/// A backup that decrypts whole but fails the check (an index out of
+/// order with its table) restores under no spool: on the memory path the
+/// new file was being written while the check ran, and it must go with the
+/// failure. Exit 1, the message of the check, the directory as it was.
+#[test]
+fn a_backup_that_fails_the_check_changes_nothing_whichever_way_it_is_checked() {
+    let fx = Fx::new(true);
+    let bad = fx.d.join("bad.db");
+    let c = rusqlite::Connection::open(&bad).unwrap();
+    c.execute_batch(
+        "CREATE TABLE t(a INTEGER); CREATE INDEX i ON t(a);
+         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x<2000) INSERT INTO t SELECT x FROM n;
+         PRAGMA writable_schema=ON;
+         UPDATE sqlite_schema SET sql='CREATE INDEX i ON t(a DESC)' WHERE name='i';",
+    )
+    .unwrap();
+    drop(c);
+    let key = recipient_of(&fx.d);
+    run(WM_SEAL, &fx.d).args(["-q", "--raw", "-r", &key, "--to", "bad.age"]).stdin(fx.d.read("bad.db")).go().ok();
+    std::fs::remove_file(&bad).unwrap();
+    let before = fx.d.tree();
+    for spool in ["memory", "disk", "auto"] {
+        let out = fx.restore(&["--spool", spool, "bad.age"]).go();
+        out.expect(1, "integrity").one_line_error(PROG);
+        assert_unchanged(&before, &fx.d.tree(), &format!("--spool {spool}"));
+    }
+}
+
 /// `--spool memory` checks the database in memory and writes the new file
 /// meanwhile; `--spool disk` checks the new file itself; `auto` takes
 /// memory for a small backup where the file can be written around the page
